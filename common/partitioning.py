@@ -1,0 +1,25 @@
+"""Symbol → partition mapping shared by every process.
+
+``crc32`` is used because Python's ``hash()`` of a str is salted per process, which would
+send one symbol to different partitions from different ingestor replicas.
+"""
+
+from __future__ import annotations
+
+from zlib import crc32
+
+TICKS_STREAM_PREFIX = "ticks."
+ALERTS_STREAM = "alerts"
+DETECTOR_GROUP = "detector"
+
+
+def partition_of(symbol: str, partitions: int) -> int:
+    return crc32(symbol.encode()) % partitions
+
+
+def ticks_stream(partition: int) -> str:
+    return f"{TICKS_STREAM_PREFIX}{partition}"
+
+
+def ticks_streams(partitions: int) -> list[str]:
+    return [ticks_stream(p) for p in range(partitions)]

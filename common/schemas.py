@@ -1,0 +1,65 @@
+"""Messages that cross service boundaries.
+
+Ticks travel as compact msgpack arrays (``array_like``) because there are hundreds of
+thousands of them per second; alerts are rare and travel as maps so that a field can be
+added without breaking an older reader.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+import msgspec
+
+Direction = Literal["up", "down"]
+
+
+class Tick(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    symbol: str
+    price: float
+    event_time_ms: int
+    source: str
+
+
+class Alert(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    symbol: str
+    direction: Direction
+    change_pct: float
+    price: float
+    base_price: float
+    window_s: int
+    threshold_pct: float
+    event_time_ms: int
+    detected_at_ms: int
+    source: str
+    path: list[tuple[int, float]] | None = None
+
+
+def alert_id(symbol: str, window_s: int, event_time_ms: int) -> str:
+    """Deterministic, so a redelivered tick reproduces the same id and is recognised."""
+    return f"{symbol}:{window_s}:{event_time_ms}"
+
+
+# Encoders and decoders are built once: building them per message costs more than the encoding.
+tick_batch_encoder: Final = msgspec.msgpack.Encoder()
+tick_batch_decoder: Final = msgspec.msgpack.Decoder(list[Tick])
+alert_encoder: Final = msgspec.msgpack.Encoder()
+alert_decoder: Final = msgspec.msgpack.Decoder(Alert)
+alert_json_encoder: Final = msgspec.json.Encoder()
+
+
+def encode_ticks(ticks: list[Tick]) -> bytes:
+    return tick_batch_encoder.encode(ticks)
+
+
+def decode_ticks(payload: bytes) -> list[Tick]:
+    return tick_batch_decoder.decode(payload)
+
+
+def encode_alert(alert: Alert) -> bytes:
+    return alert_encoder.encode(alert)
+
+
+def decode_alert(payload: bytes) -> Alert:
+    return alert_decoder.decode(payload)

@@ -1,0 +1,170 @@
+"""One typed, frozen settings object per service, read once from the environment.
+
+A wrong value must stop the service before it touches the network, with a message that
+names the variable an operator has to fix; pydantic's own messages name the Python field.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Self, TypeVar
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+BUS_SCHEMES = frozenset({"redis", "rediss", "unix", "kafka"})
+
+PositiveSeconds = Annotated[float, Field(gt=0)]
+Port = Annotated[int, Field(ge=0, le=65535)]
+
+
+class SettingsError(ValueError):
+    """A setting cannot be used; the message names the environment variable."""
+
+
+class BaseServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    bus_url: str = "redis://localhost:6379/0"
+    tick_partitions: Annotated[int, Field(ge=1, le=1024)] = 4
+    ticks_retention_s: PositiveSeconds = 900.0
+    alerts_maxlen: Annotated[int, Field(ge=100)] = 10_000
+    bus_timeout_s: PositiveSeconds = 10.0
+    shutdown_timeout_s: PositiveSeconds = 10.0
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _normalise_case(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        return value.upper() if value.lower() in {"debug", "info", "warning", "error",
+                                                  "critical"} else value.lower()
+
+    @field_validator("bus_url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme
+        if scheme not in BUS_SCHEMES:
+            raise ValueError(f"scheme must be one of {sorted(BUS_SCHEMES)}, got {scheme!r}")
+        return value
+
+
+class IngestorSettings(BaseServiceSettings):
+    binance_ws_url: str = "wss://fstream.binance.com/market/stream?streams=!miniTicker@arr"
+    stale_after_s: PositiveSeconds = 30.0
+    rotate_after_s: PositiveSeconds = 23 * 3600.0
+    reconnect_min_s: PositiveSeconds = 0.5
+    reconnect_max_s: PositiveSeconds = 30.0
+    healthy_after_s: PositiveSeconds = 60.0
+    ws_max_frame_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
+    ingest_buffer_frames: Annotated[int, Field(ge=1)] = 10_000
+    ingestor_metrics_port: Port = 9101
+    metrics_host: str = "0.0.0.0"
+
+    @field_validator("binance_ws_url")
+    @classmethod
+    def _websocket_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"ws", "wss"} or not parts.netloc:
+            raise ValueError("must be a ws:// or wss:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> Self:
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("RECONNECT_MAX_S must be >= RECONNECT_MIN_S")
+        return self
+
+
+class DetectorSettings(BaseServiceSettings):
+    window_s: Annotated[int, Field(ge=1, le=86_400)] = 60
+    threshold_up_pct: Annotated[float, Field(gt=0)] = 2.0
+    threshold_down_pct: Annotated[float, Field(gt=0)] = 2.0
+    cooldown_s: Annotated[int, Field(ge=0)] | None = None
+    detector_partitions: str = ""
+    detector_consumer: Annotated[str, Field(min_length=1, max_length=200)] = "detector-1"
+    read_count: Annotated[int, Field(ge=1, le=10_000)] = 256
+    read_block_ms: Annotated[int, Field(ge=1)] = 1000
+    claim_min_idle_s: PositiveSeconds = 30.0
+    rebuild_margin_s: Annotated[float, Field(ge=0)] = 10.0
+    detector_metrics_port: Port = 9102
+    metrics_host: str = "0.0.0.0"
+
+    @property
+    def effective_cooldown_s(self) -> int:
+        return self.window_s if self.cooldown_s is None else self.cooldown_s
+
+    @property
+    def partitions(self) -> tuple[int, ...]:
+        if not self.detector_partitions.strip():
+            return tuple(range(self.tick_partitions))
+        return tuple(int(p) for p in self.detector_partitions.split(","))
+
+    @field_validator("detector_partitions")
+    @classmethod
+    def _partition_list(cls, value: str) -> str:
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            if not part.isdigit():
+                raise ValueError(f"expected comma-separated partition numbers, got {part!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if any(p >= self.tick_partitions for p in self.partitions):
+            raise ValueError("DETECTOR_PARTITIONS names a partition >= TICK_PARTITIONS")
+        if self.read_block_ms / 1000 >= self.bus_timeout_s:
+            raise ValueError("READ_BLOCK_MS must stay below BUS_TIMEOUT_S")
+        return self
+
+
+class GatewaySettings(BaseServiceSettings):
+    gateway_host: str = "0.0.0.0"
+    gateway_port: Port = 8080
+    history_size: Annotated[int, Field(ge=0, le=10_000)] = 50
+    client_queue_size: Annotated[int, Field(ge=1, le=100_000)] = 256
+    max_clients: Annotated[int, Field(ge=1)] = 1000
+    read_block_ms: Annotated[int, Field(ge=1)] = 1000
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.read_block_ms / 1000 >= self.bus_timeout_s:
+            raise ValueError("READ_BLOCK_MS must stay below BUS_TIMEOUT_S")
+        return self
+
+
+S = TypeVar("S", bound=BaseServiceSettings)
+
+
+def load_settings(cls: type[S], **overrides: object) -> S:
+    """Build settings from the environment, turning validation errors into named ones."""
+    try:
+        return cls(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        name = field.upper() if field else "settings"
+        value = error.get("input")
+        if field == "bus_url" and isinstance(value, str):
+            value = redact_url(value)
+        shown = f"={value!r}" if field and isinstance(value, str | int | float) else ""
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"invalid {name}{shown}: {message}")
+    return "; ".join(problems)
+
+
+def redact_url(url: str) -> str:
+    """Hide a password embedded in a URL before it reaches a log or an error message."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
