@@ -10,7 +10,8 @@ import random
 
 
 class Backoff:
-    def __init__(self, minimum_s: float = 0.5, maximum_s: float = 30.0, factor: float = 2.0) -> None:
+    def __init__(self, minimum_s: float = 0.5, maximum_s: float = 30.0,
+                 factor: float = 2.0) -> None:
         self._minimum = minimum_s
         self._maximum = maximum_s
         self._factor = factor

@@ -36,10 +36,10 @@ def _entry_ms(entry_id: bytes | str) -> int:
     return int(text.split("-", 1)[0])
 
 
-def _delivery(stream: str, entry_id: bytes, fields: dict[bytes, bytes] | None,
-              *, replay: bool = False) -> Delivery:
+def _delivery(stream: str, entry_id: Any, fields: Any, *, replay: bool = False) -> Delivery:
+    """Build a delivery from a raw entry; a trimmed-away pending entry has no fields."""
     payload = fields.get(PAYLOAD_FIELD, b"") if fields else b""
-    return Delivery(stream, entry_id.decode(), payload, _entry_ms(entry_id), replay=replay)
+    return Delivery(stream, _text(entry_id), payload, _entry_ms(entry_id), replay=replay)
 
 
 @asynccontextmanager
@@ -126,7 +126,7 @@ class RedisGroupConsumer:
         self._groups_ready = False
         self._replay: AsyncIterator[list[Delivery]] | None = None
         self._replay_done = False
-        self._pending_ids: dict[str, bytes] = {}
+        self._pending_ids: dict[str, Any] = {}
         self._next_claim = 0.0
 
     async def _ensure_groups(self) -> None:
@@ -177,12 +177,12 @@ class RedisGroupConsumer:
                 if not entries:
                     break
                 batch = [_delivery(stream, eid, fields, replay=True) for eid, fields in entries
-                         if eid.decode() not in pending]
+                         if _text(eid) not in pending]
                 if batch:
                     yield batch
                 if len(entries) < HISTORY_PAGE:
                     break
-                cursor = "(" + entries[-1][0].decode()
+                cursor = "(" + _text(entries[-1][0])
 
     async def _pending_positions(self, stream: str) -> set[str]:
         positions: set[str] = set()
@@ -195,8 +195,9 @@ class RedisGroupConsumer:
             cursor = "(" + _text(rows[-1]["message_id"])
 
     async def _read_own_pending(self, count: int) -> list[Delivery]:
-        reply = await self._client.xreadgroup(self._group, self._consumer,
-                                              dict(self._pending_ids), count=count)
+        positions: dict[Any, Any] = dict(self._pending_ids)
+        reply = await self._client.xreadgroup(self._group, self._consumer, positions,
+                                              count=count)
         deliveries: list[Delivery] = []
         for stream_name, entries in _stream_rows(reply):
             if not entries:
@@ -253,10 +254,10 @@ class RedisBroadcastReader:
 
     async def backlog(self, count: int) -> list[Delivery]:
         async with _translated_errors():
-            entries = await self._client.xrevrange(self._stream, count=max(count, 1))
+            entries: list[Any] = await self._client.xrevrange(self._stream, count=max(count, 1)) or []
         deliveries = [_delivery(self._stream, eid, fields) for eid, fields in reversed(entries)]
         if entries:
-            self._last_id = entries[0][0].decode()
+            self._last_id = _text(entries[0][0])
         elif self._last_id is None:
             self._last_id = "0-0"
         return deliveries[-count:] if count else []
