@@ -254,7 +254,8 @@ class RedisBroadcastReader:
 
     async def backlog(self, count: int) -> list[Delivery]:
         async with _translated_errors():
-            entries: list[Any] = await self._client.xrevrange(self._stream, count=max(count, 1)) or []
+            newest = await self._client.xrevrange(self._stream, count=max(count, 1))
+        entries: list[Any] = newest or []
         deliveries = [_delivery(self._stream, eid, fields) for eid, fields in reversed(entries)]
         if entries:
             self._last_id = _text(entries[0][0])
