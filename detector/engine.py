@@ -72,6 +72,18 @@ class DetectionEngine:
         ``detected_at_ms`` stamps the alerts (the live detector passes its clock); when
         omitted each alert is stamped with its own event time, as a backtest wants.
         """
+        return self._feed(ticks, detected_at_ms, evaluate=True)
+
+    def rebuild(self, ticks: Iterable[Tick]) -> None:
+        """Update windows from already-processed history without evaluating the rule.
+
+        Replayed history starts mid-stream, so its first window has the wrong base and could
+        "fire" where the live run did not; cooldowns come from ``note_alert`` instead.
+        """
+        self._feed(ticks, None, evaluate=False)
+
+    def _feed(self, ticks: Iterable[Tick], detected_at_ms: int | None, *,
+              evaluate: bool) -> list[Alert]:
         alerts: list[Alert] = []
         windows = self._windows
         window_ms = self._window_ms
@@ -95,6 +107,8 @@ class DetectionEngine:
             while times[1] <= cutoff:
                 times.popleft()
                 prices.popleft()
+            if not evaluate:
+                continue
             base = prices[0]
             if base <= 0.0:
                 continue

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -209,6 +211,15 @@ def test_batches_split_differently_give_the_same_alerts(ticks: list[Tick],
     engine = DetectionEngine(RULE)
     batched: list[Alert] = []
     bounds = [0, *sorted(c for c in cuts if c <= len(ticks)), len(ticks)]
-    for start, end in zip(bounds, bounds[1:], strict=False):
+    for start, end in itertools.pairwise(bounds):
         batched.extend(engine.process(ticks[start:end]))
     assert batched == run(ticks)
+
+
+def test_rebuild_fills_windows_without_alerting_or_starting_cooldowns() -> None:
+    engine = DetectionEngine(RULE)
+    engine.rebuild([tick("A", 0, 100.0), tick("A", 10, 110.0)])
+    # The +10 % seen during the rebuild neither alerted nor started a cooldown, and the
+    # rebuilt window supplies the base of the next live tick.
+    [alert] = engine.process([tick("A", 20, 103.0)])
+    assert alert.base_price == 100.0

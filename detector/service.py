@@ -1,0 +1,185 @@
+"""The detector: consume ``ticks.{p}`` with group ``detector``, publish ``alerts``.
+
+Exactly-once as the trader sees it comes from three rules: an entry is acknowledged only
+after its alerts are published; a restart replays acknowledged history to rebuild windows
+without publishing anything; and an alert id already on the ``alerts`` stream (found at
+start or published since) is never published again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import msgspec
+
+from common.backoff import Backoff
+from common.health import HealthServer
+from common.partitioning import ALERTS_STREAM, DETECTOR_GROUP, ticks_stream
+from common.runner import wait_or_stop
+from common.schemas import Alert, decode_alert, decode_ticks, encode_alert
+from common.settings import DetectorSettings
+from common.transport import (
+    BusUnavailable,
+    Delivery,
+    GroupConsumer,
+    Record,
+    Retention,
+    Transport,
+    create_transport,
+)
+from detector import metrics
+from detector.engine import DetectionEngine, Rule
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+SEEN_IDS_CAPACITY = 100_000
+
+
+class SeenIds:
+    """Bounded memory of published alert ids, oldest forgotten first."""
+
+    def __init__(self, capacity: int = SEEN_IDS_CAPACITY) -> None:
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._capacity = capacity
+
+    def __contains__(self, alert_id: object) -> bool:
+        return alert_id in self._ids
+
+    def add(self, alert_id: str) -> None:
+        self._ids[alert_id] = None
+        if len(self._ids) > self._capacity:
+            self._ids.popitem(last=False)
+
+
+class Detector:
+    def __init__(self, settings: DetectorSettings, transport: Transport) -> None:
+        self._settings = settings
+        self._transport = transport
+        self.engine = DetectionEngine(Rule(
+            window_s=settings.window_s,
+            threshold_up_pct=settings.threshold_up_pct,
+            threshold_down_pct=settings.threshold_down_pct,
+            cooldown_s=settings.effective_cooldown_s,
+        ))
+        self.streams = [ticks_stream(p) for p in settings.partitions]
+        self._seen = SeenIds()
+        self._backoff = Backoff()
+        self.rebuilt = asyncio.Event()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        settings = self._settings
+        await self._transport.declare(self.streams, Retention(max_age_s=settings.ticks_retention_s))
+        await self._transport.declare([ALERTS_STREAM], Retention(max_len=settings.alerts_maxlen))
+        await self._retry(self._load_published, stopping)
+        consumer = self._transport.group_consumer(
+            DETECTOR_GROUP, settings.detector_consumer, self.streams,
+            rebuild_s=settings.window_s + settings.rebuild_margin_s,
+            claim_min_idle_s=settings.claim_min_idle_s,
+        )
+        rebuild_started = time.perf_counter()
+        replaying = True
+        while not stopping.is_set():
+            batch = await self._retry(
+                lambda: consumer.fetch(settings.read_count, settings.read_block_ms), stopping)
+            if batch is None:
+                break
+            if replaying and not (batch and batch[0].replay):
+                replaying = False
+                metrics.REBUILD_SECONDS.set(time.perf_counter() - rebuild_started)
+                log.info("windows rebuilt for %d symbols in %.2fs",
+                         self.engine.symbols_tracked, time.perf_counter() - rebuild_started)
+                self.rebuilt.set()
+            if batch:
+                await self._handle(batch, consumer)
+        log.info("detector stopped reading")
+
+    async def _load_published(self) -> None:
+        """Seed dedupe and cooldowns from the alert history so a restart stays quiet."""
+        reader = self._transport.broadcast_reader(ALERTS_STREAM)
+        published = await reader.backlog(min(self._settings.alerts_maxlen, SEEN_IDS_CAPACITY))
+        for delivery in published:
+            try:
+                alert = decode_alert(delivery.payload)
+            except msgspec.DecodeError:
+                continue
+            self._seen.add(alert.id)
+            if alert.window_s == self.engine.rule.window_s:
+                self.engine.note_alert(alert.symbol, alert.event_time_ms)
+        log.info("%d published alerts remembered", len(published))
+
+    async def _handle(self, batch: list[Delivery], consumer: GroupConsumer) -> None:
+        started = time.perf_counter()
+        now_ms = int(time.time() * 1000)
+        fresh: list[Alert] = []
+        for delivery in batch:
+            try:
+                ticks = decode_ticks(delivery.payload)
+            except msgspec.DecodeError:
+                metrics.BAD_PAYLOADS.inc()
+                log.warning("undecodable entry %s on %s skipped", delivery.position,
+                            delivery.stream)
+                continue
+            if delivery.replay:
+                self.engine.rebuild(ticks)
+                metrics.TICKS_REPLAYED.inc(len(ticks))
+                continue
+            metrics.TICKS_PROCESSED.inc(len(ticks))
+            for alert in self.engine.process(ticks, now_ms):
+                if alert.id in self._seen:
+                    metrics.DUPLICATES_SKIPPED.inc()
+                    continue
+                fresh.append(alert)
+        if fresh:
+            records = [Record(ALERTS_STREAM, a.symbol, encode_alert(a)) for a in fresh]
+            await self._retry(lambda: self._transport.publish(records), None)
+            for alert in fresh:
+                self._seen.add(alert.id)
+                metrics.ALERTS.labels(alert.direction).inc()
+                log.info("alert %s %s %+.2f%% at %s", alert.symbol, alert.direction,
+                         alert.change_pct, alert.price)
+        await self._retry(lambda: consumer.ack(batch), None)
+        metrics.SYMBOLS_TRACKED.set(self.engine.symbols_tracked)
+        if not batch[0].replay:
+            metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+
+    async def _retry(self, operation: Callable[[], Awaitable[T]],
+                     stopping: asyncio.Event | None) -> T | None:
+        """Retry while the bus is down. With ``stopping`` given, give up on shutdown (safe
+        before a batch is taken); without it, insist until the shutdown deadline cancels
+        us, since the batch in hand must be published and acknowledged or left pending."""
+        while True:
+            try:
+                result = await operation()
+            except BusUnavailable as exc:
+                metrics.BUS_ERRORS.inc()
+                delay = self._backoff.next_delay()
+                log.warning("bus unavailable (%s); retrying in %.1fs", exc, delay)
+                if stopping is None:
+                    await asyncio.sleep(delay)
+                elif await wait_or_stop(stopping, delay):
+                    return None
+            else:
+                self._backoff.reset()
+                return result
+
+
+async def run(settings: DetectorSettings, stopping: asyncio.Event) -> None:
+    transport = create_transport(settings.bus_url, timeout_s=settings.bus_timeout_s)
+    await transport.start()
+    detector = Detector(settings, transport)
+    health = HealthServer(settings.metrics_host, settings.detector_metrics_port,
+                          healthy=lambda: True)
+    await health.start()
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(detector.run(stopping), name="detector-loop")
+    finally:
+        await health.stop()
+        await transport.close()
