@@ -153,7 +153,9 @@ class RedisGroupConsumer:
                     return batch
                 self._replay_done = True
             if self._pending_ids:
-                return await self._read_own_pending(count)
+                pending = await self._read_own_pending(count)
+                if pending:
+                    return pending
             claimed = await self._claim_idle(count)
             if claimed:
                 return claimed
@@ -243,7 +245,7 @@ class RedisGroupConsumer:
                 pipe.xack(stream, self._group, *positions)
             await pipe.execute()
         for delivery in deliveries:
-            delivery.acked = True
+            delivery.acked = delivery.acked or not delivery.replay
 
 
 class RedisBroadcastReader:

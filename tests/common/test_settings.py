@@ -1,0 +1,90 @@
+"""A bad value stops a service at start with the variable's name in the message."""
+
+from __future__ import annotations
+
+import pytest
+
+from common.settings import (
+    DetectorSettings,
+    GatewaySettings,
+    IngestorSettings,
+    SettingsError,
+    load_settings,
+)
+
+
+def test_defaults_match_the_documented_interface(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir("/")  # no .env
+    detector = load_settings(DetectorSettings)
+    assert detector.bus_url == "redis://localhost:6379/0"
+    assert (detector.tick_partitions, detector.window_s) == (4, 60)
+    assert (detector.threshold_up_pct, detector.threshold_down_pct) == (2.0, 2.0)
+    assert detector.effective_cooldown_s == 60
+    assert detector.partitions == (0, 1, 2, 3)
+    assert detector.detector_metrics_port == 9102
+    ingestor = load_settings(IngestorSettings)
+    assert ingestor.binance_ws_url == (
+        "wss://fstream.binance.com/market/stream?streams=!miniTicker@arr")
+    assert (ingestor.stale_after_s, ingestor.ingestor_metrics_port) == (30.0, 9101)
+    gateway = load_settings(GatewaySettings)
+    assert (gateway.gateway_host, gateway.gateway_port, gateway.history_size) == (
+        "0.0.0.0", 8080, 50)
+    assert (gateway.log_level, gateway.log_format) == ("INFO", "text")
+
+
+def test_cooldown_defaults_to_the_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WINDOW_S", "120")
+    assert load_settings(DetectorSettings).effective_cooldown_s == 120
+    monkeypatch.setenv("COOLDOWN_S", "30")
+    assert load_settings(DetectorSettings).effective_cooldown_s == 30
+
+
+@pytest.mark.parametrize(
+    ("settings_type", "variable", "value"),
+    [
+        (DetectorSettings, "WINDOW_S", "abc"),
+        (DetectorSettings, "WINDOW_S", "0"),
+        (DetectorSettings, "THRESHOLD_UP_PCT", "-1"),
+        (DetectorSettings, "THRESHOLD_DOWN_PCT", "two"),
+        (DetectorSettings, "COOLDOWN_S", "-5"),
+        (DetectorSettings, "TICK_PARTITIONS", "0"),
+        (DetectorSettings, "DETECTOR_PARTITIONS", "0,x"),
+        (DetectorSettings, "DETECTOR_PARTITIONS", "0,7"),
+        (DetectorSettings, "READ_BLOCK_MS", "60000"),
+        (IngestorSettings, "BINANCE_WS_URL", "http://example.invalid/"),
+        (IngestorSettings, "STALE_AFTER_S", "soon"),
+        (IngestorSettings, "INGESTOR_METRICS_PORT", "70000"),
+        (IngestorSettings, "BUS_URL", "amqp://localhost"),
+        (GatewaySettings, "GATEWAY_PORT", "eighty"),
+        (GatewaySettings, "HISTORY_SIZE", "-1"),
+        (GatewaySettings, "LOG_FORMAT", "xml"),
+        (GatewaySettings, "LOG_LEVEL", "LOUD"),
+    ],
+)
+def test_each_bad_value_names_its_variable(monkeypatch: pytest.MonkeyPatch,
+                                           settings_type: type[DetectorSettings],
+                                           variable: str, value: str) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError, match=variable):
+        load_settings(settings_type)
+
+
+def test_case_of_log_settings_is_forgiven(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOG_LEVEL", "debug")
+    monkeypatch.setenv("LOG_FORMAT", "JSON")
+    settings = load_settings(GatewaySettings)
+    assert (settings.log_level, settings.log_format) == ("DEBUG", "json")
+
+
+def test_a_password_in_bus_url_is_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BUS_URL", "amqp://user:hunter2@localhost")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(DetectorSettings)
+    assert "hunter2" not in str(caught.value)
+    assert "BUS_URL" in str(caught.value)
+
+
+def test_settings_are_frozen() -> None:
+    settings = load_settings(DetectorSettings)
+    with pytest.raises(ValueError, match="frozen"):
+        settings.window_s = 5  # type: ignore[misc]
