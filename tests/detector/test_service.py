@@ -1,0 +1,150 @@
+"""The detector against a real Redis server: ack after publish, rebuild, no duplicates."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from common.partitioning import ALERTS_STREAM, DETECTOR_GROUP, partition_of, ticks_stream
+from common.redis_transport import RedisTransport
+from common.schemas import Alert, Tick, decode_alert, decode_ticks, encode_alert, encode_ticks
+from common.settings import DetectorSettings, load_settings
+from common.transport import Record
+from detector.engine import DetectionEngine, Rule
+from detector.service import Detector
+from tests.support.servers import RedisServer
+
+PARTITIONS = 2
+
+
+@pytest.fixture
+async def bus(redis_server: RedisServer) -> AsyncIterator[RedisTransport]:
+    transport = RedisTransport(redis_server.url, timeout_s=3)
+    yield transport
+    await transport.close()
+
+
+def settings(url: str, **overrides: object) -> DetectorSettings:
+    values: dict[str, object] = {"bus_url": url, "tick_partitions": PARTITIONS,
+                                 "read_block_ms": 50, "detector_metrics_port": 0}
+    values.update(overrides)
+    return load_settings(DetectorSettings, **values)
+
+
+def frame(quotes: dict[str, float], event_ms: int) -> list[Record]:
+    """One exchange frame as the ingestor writes it: one entry per partition."""
+    by_partition: dict[int, list[Tick]] = {}
+    for symbol, price in quotes.items():
+        tick = Tick(symbol, price, event_ms, "mini_ticker")
+        by_partition.setdefault(partition_of(symbol, PARTITIONS), []).append(tick)
+    return [Record(ticks_stream(p), str(p), encode_ticks(ticks))
+            for p, ticks in by_partition.items()]
+
+
+async def alerts_on_bus(bus: RedisTransport) -> list[Alert]:
+    entries = await bus.client.xrange(ALERTS_STREAM)
+    return [decode_alert(fields[b"d"]) for _, fields in entries]
+
+
+async def run_until(detector: Detector, done: asyncio.Event | None = None,
+                    settle_s: float = 0.3) -> None:
+    """Run a detector until it is idle, then stop it the way SIGTERM does."""
+    stopping = asyncio.Event()
+    task = asyncio.create_task(detector.run(stopping))
+    await asyncio.wait_for(detector.rebuilt.wait(), 10)
+    if done is not None:
+        await asyncio.wait_for(done.wait(), 10)
+    await asyncio.sleep(settle_s)
+    stopping.set()
+    await asyncio.wait_for(task, 5)
+
+
+async def pending_count(bus: RedisTransport) -> int:
+    total = 0
+    for p in range(PARTITIONS):
+        if await bus.client.exists(ticks_stream(p)):
+            total += (await bus.client.xpending(ticks_stream(p), DETECTOR_GROUP))["pending"]
+    return total
+
+
+async def test_a_jump_gives_one_alert_and_everything_is_acknowledged(
+        bus: RedisTransport, redis_server: RedisServer) -> None:
+    now = int(time.time() * 1000)
+    for i in range(30):
+        await bus.publish(frame({"BTCUSDT": 100.0 + (3.5 if i >= 10 else 0.0),
+                                 "ETHUSDT": 10.0}, now + i * 1000))
+    await run_until(Detector(settings(redis_server.url), bus))
+    [alert] = await alerts_on_bus(bus)
+    assert (alert.symbol, alert.direction, alert.base_price, alert.price) == (
+        "BTCUSDT", "up", 100.0, 103.5)
+    assert alert.event_time_ms == now + 10_000
+    assert alert.detected_at_ms >= now
+    assert await pending_count(bus) == 0
+
+
+async def test_restart_rebuilds_windows_from_history(bus: RedisTransport,
+                                                     redis_server: RedisServer) -> None:
+    now = int(time.time() * 1000)
+    await bus.publish(frame({"BTCUSDT": 100.0}, now))
+    await run_until(Detector(settings(redis_server.url), bus))
+    # The jump arrives while no detector runs: only the rebuilt window knows the base.
+    await bus.publish(frame({"BTCUSDT": 103.0}, now + 5000))
+    await run_until(Detector(settings(redis_server.url), bus))
+    assert [a.base_price for a in await alerts_on_bus(bus)] == [100.0]
+
+
+async def test_restart_keeps_the_cooldown_of_published_alerts(
+        bus: RedisTransport, redis_server: RedisServer) -> None:
+    now = int(time.time() * 1000)
+    await bus.publish(frame({"A": 100.0}, now) + frame({"A": 103.0}, now + 1000))
+    await run_until(Detector(settings(redis_server.url), bus))
+    await bus.publish(frame({"A": 97.0}, now + 20_000))  # a reversal inside the cooldown
+    await run_until(Detector(settings(redis_server.url), bus))
+    assert [a.direction for a in await alerts_on_bus(bus)] == ["up"]
+
+
+@pytest.mark.parametrize("published_before_crash", [True, False])
+async def test_a_crash_between_publish_and_ack_neither_loses_nor_repeats(
+        bus: RedisTransport, redis_server: RedisServer, published_before_crash: bool) -> None:
+    now = int(time.time() * 1000)
+    await bus.publish(frame({"A": 100.0}, now) + frame({"A": 103.0}, now + 1000))
+    # A detector that took the entries and died, after publishing or before.
+    crashed = bus.group_consumer(DETECTOR_GROUP, "detector-1",
+                                 [ticks_stream(p) for p in range(PARTITIONS)],
+                                 rebuild_s=70, claim_min_idle_s=30)
+    taken = await crashed.fetch(100, 50)
+    assert taken
+    if published_before_crash:
+        [alert] = DetectionEngine(Rule()).process(
+            [t for d in taken for t in decode_ticks(d.payload)], now)
+        await bus.publish([Record(ALERTS_STREAM, alert.symbol, encode_alert(alert))])
+    assert await pending_count(bus) == len(taken)
+
+    await run_until(Detector(settings(redis_server.url), bus))
+    assert [a.id for a in await alerts_on_bus(bus)] == [f"A:60:{now + 1000}"]
+    assert await pending_count(bus) == 0
+
+
+async def test_alerts_wait_for_the_bus_and_nothing_is_acknowledged_before(
+        bus: RedisTransport, redis_server: RedisServer) -> None:
+    now = int(time.time() * 1000)
+    detector = Detector(settings(redis_server.url, bus_timeout_s=1.0, read_block_ms=100), bus)
+    stopping = asyncio.Event()
+    task = asyncio.create_task(detector.run(stopping))
+    await asyncio.wait_for(detector.rebuilt.wait(), 10)
+    redis_server.stop()
+    await asyncio.sleep(0.5)
+    redis_server.start()
+    await bus.publish(frame({"A": 100.0}, now) + frame({"A": 103.0}, now + 1000))
+    for _ in range(100):
+        if await alerts_on_bus(bus):
+            break
+        await asyncio.sleep(0.1)
+    stopping.set()
+    await asyncio.wait_for(task, 10)
+    assert len(await alerts_on_bus(bus)) == 1
+    assert await pending_count(bus) == 0
+
