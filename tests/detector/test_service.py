@@ -45,8 +45,8 @@ def frame(quotes: dict[str, float], event_ms: int) -> list[Record]:
 
 
 async def alerts_on_bus(bus: RedisTransport) -> list[Alert]:
-    entries = await bus.client.xrange(ALERTS_STREAM)
-    return [decode_alert(fields[b"d"]) for _, fields in entries]
+    deliveries = await bus.broadcast_reader(ALERTS_STREAM).backlog(10_000)
+    return [decode_alert(d.payload) for d in deliveries]
 
 
 async def run_until(detector: Detector, done: asyncio.Event | None = None,
