@@ -1,0 +1,176 @@
+"""``binance-alerter up``: the whole system on one machine with no infrastructure.
+
+It starts a Redis-compatible server (unless ``--bus-url`` names one), optionally the fake
+exchange, and the three services as separate processes, exactly as they run in
+production, prefixing their output. Crashed services are restarted with backoff (a service
+exits on purpose when a task dies, expecting a supervisor). Ctrl-C stops the services in
+pipeline order (ingestor, detector, gateway) so that in-flight batches drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from common.backoff import Backoff
+from common.redis_server import (
+    ServerNotFound,
+    find_redis_server,
+    free_port,
+    start_redis_server,
+)
+
+log = logging.getLogger(__name__)
+
+SERVICES: Final = ("ingestor", "detector", "gateway")
+STOP_TIMEOUT_S: Final = 15.0
+_COLOURS: Final = {"ingestor": "36", "detector": "35", "gateway": "32", "exchange": "33"}
+
+
+@dataclass
+class UpOptions:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    bus_url: str | None = None
+    redis_port: int | None = None
+    data_dir: Path | None = None
+    binance_url: str | None = None
+    demo: bool = False
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+class Supervisor:
+    def __init__(self, colour: bool) -> None:
+        self._colour = colour
+        self._processes: dict[str, asyncio.subprocess.Process] = {}
+        self.stopping = asyncio.Event()
+
+    def emit(self, name: str, line: str) -> None:
+        label = f"{name:<8}|"
+        if self._colour:
+            label = f"\x1b[{_COLOURS.get(name, '0')}m{label}\x1b[0m"
+        sys.stdout.write(f"{label} {line}\n")
+        sys.stdout.flush()
+
+    async def spawn(self, name: str, argv: list[str], env: dict[str, str]
+                    ) -> asyncio.subprocess.Process:
+        # A new session keeps the terminal's Ctrl-C away from children: shutdown is ours.
+        process = await asyncio.create_subprocess_exec(
+            *argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True)
+        self._processes[name] = process
+        return process
+
+    async def pump(self, name: str, process: asyncio.subprocess.Process,
+                   first_line: asyncio.Future[str] | None = None) -> None:
+        assert process.stdout is not None
+        async for raw in process.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            if first_line is not None and not first_line.done():
+                first_line.set_result(line)
+            self.emit(name, line)
+
+    async def keep_running(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        backoff = Backoff(1.0, 10.0)
+        while not self.stopping.is_set():
+            process = await self.spawn(name, argv, env)
+            await self.pump(name, process)
+            code = await process.wait()
+            if self.stopping.is_set():
+                return
+            delay = backoff.next_delay()
+            self.emit(name, f"exited with code {code}; restarting in {delay:.1f}s")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), delay)
+
+    async def stop(self, name: str) -> None:
+        process = self._processes.get(name)
+        if process is None or process.returncode is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
+        except TimeoutError:
+            self.emit(name, "did not stop in time; killing")
+            process.kill()
+            await process.wait()
+
+
+async def up(options: UpOptions) -> int:
+    supervisor = Supervisor(colour=sys.stdout.isatty())
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, supervisor.stopping.set)
+    redis_process: subprocess.Popen[bytes] | None = None
+    scratch = None
+    env = {**os.environ, **options.extra_env}
+    try:
+        bus_url = options.bus_url
+        if bus_url is None:
+            data_dir = options.data_dir
+            if data_dir is None:
+                scratch = tempfile.TemporaryDirectory(prefix="binance-alerter-")
+                data_dir = Path(scratch.name)
+            port = options.redis_port or free_port()
+            redis_process = await asyncio.to_thread(start_redis_server, port, data_dir)
+            bus_url = f"redis://127.0.0.1:{port}/0"
+            supervisor.emit("redis", f"listening on 127.0.0.1:{port} (data in {data_dir})")
+        env.update(BUS_URL=bus_url, GATEWAY_HOST=options.host, GATEWAY_PORT=str(options.port))
+        async with asyncio.TaskGroup() as tasks:
+            if options.demo:
+                env["BINANCE_WS_URL"] = await _start_demo_exchange(supervisor, tasks, env)
+            elif options.binance_url:
+                env["BINANCE_WS_URL"] = options.binance_url
+            for name in SERVICES:
+                argv = [sys.executable, "-m", name]
+                tasks.create_task(supervisor.keep_running(name, argv, env), name=name)
+            supervisor.emit("up", f"open http://{_browser_host(options.host)}:{options.port}/")
+            await supervisor.stopping.wait()
+            supervisor.emit("up", "stopping (Ctrl-C again is ignored; services drain first)")
+            for name in (*SERVICES, "exchange"):
+                await supervisor.stop(name)
+    finally:
+        if redis_process is not None:
+            redis_process.terminate()
+            await asyncio.to_thread(redis_process.wait, 10)
+        if scratch is not None:
+            scratch.cleanup()
+    return 0
+
+
+async def _start_demo_exchange(supervisor: Supervisor, tasks: asyncio.TaskGroup,
+                               env: dict[str, str]) -> str:
+    argv = [sys.executable, "-m", "fake_exchange", "--scenario", "demo", "--port", "0",
+            "--wall-clock"]
+    process = await supervisor.spawn("exchange", argv, env)
+    first_line: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    tasks.create_task(supervisor.pump("exchange", process, first_line), name="exchange")
+    line = await asyncio.wait_for(first_line, 20)
+    match = re.search(r"ws://\S+", line)
+    if match is None:
+        raise RuntimeError(f"fake exchange did not report its address: {line!r}")
+    return f"{match.group(0)}/market/stream?streams=!miniTicker@arr"
+
+
+def _browser_host(host: str) -> str:
+    return "localhost" if host in {"0.0.0.0", "::", "127.0.0.1"} else host
+
+
+def run_up(options: UpOptions) -> int:
+    if options.bus_url is None:
+        try:
+            find_redis_server()
+        except ServerNotFound as exc:
+            print(f"binance-alerter up: {exc}", file=sys.stderr)
+            return 2
+    return asyncio.run(up(options))
