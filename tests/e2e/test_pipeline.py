@@ -1,0 +1,223 @@
+"""The whole system as deployed: real processes, a real Redis server, the fake exchange
+over a real socket, and WebSocket clients at the gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from fake_exchange import FakeExchange, Quote, drifting_market, jump_scenario, with_jump
+from tests.e2e.conftest import AlertClient, alert_client
+from tests.support.processes import Pipeline, metric
+from tests.support.servers import RedisServer
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def log_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "logs"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+async def exchange_and_pipeline(
+    request: pytest.FixtureRequest, redis_server: RedisServer, log_dir: Path
+) -> AsyncIterator[tuple[FakeExchange, Pipeline]]:
+    scenario, interval_s, wall_clock, extra_env = request.param()
+    async with FakeExchange(scenario, interval_s=interval_s, wall_clock=wall_clock) as exchange:
+        pipeline = Pipeline(redis_server.url, exchange.url("!miniTicker@arr"), log_dir,
+                            extra_env={"TICK_PARTITIONS": "4", **extra_env})
+        await asyncio.to_thread(pipeline.start)
+        try:
+            yield exchange, pipeline
+        except BaseException:
+            print(pipeline.logs())
+            raise
+        finally:
+            await asyncio.to_thread(pipeline.stop)
+        codes = {name: s.exit_codes for name, s in pipeline.services.items()}
+        assert all(code == 0 for c in codes.values() for code in c), (codes, pipeline.logs())
+
+
+MOVES = [("SYM011USDT", 3.0), ("SYM022USDT", -3.0), ("SYM033USDT", 3.5), ("SYM044USDT", -4.0),
+         ("SYM055USDT", 3.0), ("SYM066USDT", -3.0), ("SYM077USDT", 3.0), ("SYM088USDT", -3.0)]
+FRAMES_BETWEEN_MOVES = 14
+
+
+def moves_scenario() -> Iterator[list[Quote]]:
+    """Quiet board with eight known moves; every symbol quotes in every frame so that a
+    frame lost in a restart cannot hide a move."""
+    frames = 12 + FRAMES_BETWEEN_MOVES * (len(MOVES) + 2)
+    scenario: Iterator[list[Quote]] = drifting_market(120, frames=frames, change_ratio=1.0,
+                                                       seed=7)
+    for index, (symbol, pct) in enumerate(MOVES):
+        scenario = with_jump(scenario, symbol=symbol, at_frame=12 + index * FRAMES_BETWEEN_MOVES,
+                             pct=pct, over_frames=3)
+    return scenario
+
+
+def expected_moves() -> Counter[tuple[str, str]]:
+    return Counter((symbol, "up" if pct > 0 else "down") for symbol, pct in MOVES)
+
+
+Action = Callable[[], Awaitable[None]]
+
+
+async def wait_for(predicate: Callable[[], object], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def stuck_client(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A WebSocket client that completes the handshake and then never reads."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    await writer.drain()
+    return reader, writer
+
+
+def jump_setup() -> tuple[Iterator[list[Quote]], float, bool, dict[str, str]]:
+    return (jump_scenario(700, jump_symbol="SYM007USDT", at_frame=4, pct=3.0, over_frames=8,
+                          frames=40), 0.25, True, {})
+
+
+@pytest.mark.parametrize("exchange_and_pipeline", [jump_setup], indirect=True)
+async def test_a_jump_on_one_of_700_symbols_gives_one_alert_within_2s(
+        exchange_and_pipeline: tuple[FakeExchange, Pipeline]) -> None:
+    exchange, pipeline = exchange_and_pipeline
+    _, stuck = await stuck_client(pipeline.gateway_port)
+    async with alert_client(pipeline.ws_url) as client:
+        await wait_for(lambda: client.live, 30, "the alert")
+        received_ms, alert = client.live[0]
+        await exchange.wait_until_done(timeout=20)
+        await asyncio.sleep(1.0)
+    stuck.close()
+    assert len(client.live) == 1, client.live
+    assert alert["symbol"] == "SYM007USDT"
+    assert alert["direction"] == "up"
+    assert 2.0 <= alert["change_pct"] < 3.0
+    assert alert["price"] == pytest.approx(alert["base_price"] * (1 + alert["change_pct"] / 100))
+    assert alert["window_s"] == 60
+    assert alert["threshold_pct"] == 2.0
+    assert alert["source"] == "mini_ticker"
+    assert alert["id"] == f"SYM007USDT:60:{alert['event_time_ms']}"
+    assert alert["detected_at_ms"] >= alert["event_time_ms"]
+    assert len(alert["path"]) >= 2
+    # Event time is stamped by the fake exchange when it sends the frame.
+    assert received_ms - alert["event_time_ms"] < 2000
+
+
+def moves_setup() -> tuple[Iterator[list[Quote]], float, bool, dict[str, str]]:
+    return moves_scenario(), 0.12, False, {}
+
+
+async def run_moves(client: AlertClient, exchange: FakeExchange, pipeline: Pipeline,
+                    disruptions: dict[int, Action]) -> None:
+    """Play the moves, calling ``disruptions[k]`` once the k-th alert has arrived."""
+    done: set[int] = set()
+    deadline = time.monotonic() + 120
+    while len({a["id"] for a in client.history} | set(client.live_ids())) < len(MOVES):
+        seen = len(client.ids())
+        for index, action in disruptions.items():
+            if index <= seen and index not in done:
+                done.add(index)
+                await action()
+        assert time.monotonic() < deadline, f"only {seen} alerts\n{pipeline.logs()}"
+        await asyncio.sleep(0.05)
+    await exchange.wait_until_done(timeout=60)
+    await asyncio.sleep(1.5)
+
+
+def assert_each_move_alerted_exactly_once(client: AlertClient, alerts: list[dict[str, object]]
+                                          ) -> None:
+    assert Counter((a["symbol"], a["direction"]) for a in alerts) == expected_moves()
+    live = client.live_ids()
+    assert len(live) == len(set(live)), f"an alert was shown twice: {live}"
+    assert client.ids() == {a["id"] for a in alerts}
+
+
+async def bus_alerts(pipeline: Pipeline) -> list[dict[str, object]]:
+    async with httpx.AsyncClient() as http:
+        response = await http.get(pipeline.http("/api/alerts?limit=1000"))
+    alerts: list[dict[str, object]] = response.json()["alerts"]
+    return alerts
+
+
+@pytest.mark.parametrize("exchange_and_pipeline", [moves_setup], indirect=True)
+async def test_sigterm_and_restart_of_each_service_loses_and_repeats_nothing(
+        exchange_and_pipeline: tuple[FakeExchange, Pipeline]) -> None:
+    exchange, pipeline = exchange_and_pipeline
+
+    def restart(name: str) -> Action:
+        async def action() -> None:
+            service = pipeline.services[name]
+            assert await asyncio.to_thread(service.stop, signal.SIGTERM) == 0
+            service.start()
+            await asyncio.to_thread(pipeline.wait_ready)
+        return action
+
+    async with alert_client(pipeline.ws_url) as client:
+        await run_moves(client, exchange, pipeline,
+                        {1: restart("ingestor"), 3: restart("detector"), 5: restart("gateway")})
+        alerts = await bus_alerts(pipeline)
+    assert_each_move_alerted_exactly_once(client, alerts)
+    assert client.connections >= 2  # the gateway restart forced a reconnect
+    assert all(s.starts == 2 for s in pipeline.services.values())
+
+
+@pytest.mark.parametrize("exchange_and_pipeline", [moves_setup], indirect=True)
+async def test_a_redis_restart_is_survived(
+        exchange_and_pipeline: tuple[FakeExchange, Pipeline], redis_server: RedisServer) -> None:
+    exchange, pipeline = exchange_and_pipeline
+
+    async def outage() -> None:
+        await asyncio.to_thread(redis_server.stop)
+        await asyncio.sleep(2.0)
+        await asyncio.to_thread(redis_server.start)
+
+    async with alert_client(pipeline.ws_url) as client:
+        await run_moves(client, exchange, pipeline, {2: outage})
+        alerts = await bus_alerts(pipeline)
+    assert_each_move_alerted_exactly_once(client, alerts)
+    assert all(s.starts == 1 for s in pipeline.services.values()), "a service crashed"
+
+
+def faults_setup() -> tuple[Iterator[list[Quote]], float, bool, dict[str, str]]:
+    return moves_scenario(), 0.12, False, {"STALE_AFTER_S": "1.5"}
+
+
+@pytest.mark.parametrize("exchange_and_pipeline", [faults_setup], indirect=True)
+async def test_exchange_drop_and_stall_are_followed_by_reconnect_and_data(
+        exchange_and_pipeline: tuple[FakeExchange, Pipeline]) -> None:
+    exchange, pipeline = exchange_and_pipeline
+    ingestor_metrics = f"http://127.0.0.1:{pipeline.ingestor_metrics_port}/metrics"
+
+    async def drop() -> None:
+        before = exchange.connections_total
+        await exchange.drop()
+        await wait_for(lambda: exchange.connections_total > before, 15, "reconnect after drop")
+
+    async def stall() -> None:
+        before = exchange.connections_total
+        exchange.stall(4.0)
+        await wait_for(lambda: exchange.connections_total > before, 15, "reconnect after stall")
+
+    async with alert_client(pipeline.ws_url) as client:
+        await run_moves(client, exchange, pipeline, {2: drop, 4: stall})
+        alerts = await bus_alerts(pipeline)
+    assert_each_move_alerted_exactly_once(client, alerts)
+    assert metric(ingestor_metrics, "ingestor_reconnects_total") >= 2

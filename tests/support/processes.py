@@ -1,0 +1,145 @@
+"""Services run as real processes (``python -m <service>``), as they are deployed."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common.redis_server import free_port
+
+
+@dataclass
+class Service:
+    """One service process; its output goes to a log file shown when a test fails."""
+
+    name: str
+    env: dict[str, str]
+    log_dir: Path
+    process: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+    exit_codes: list[int] = field(default_factory=list)
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_dir / f"{self.name}.log"
+
+    def start(self) -> None:
+        self.starts += 1
+        log = self.log_path.open("ab")
+        log.write(f"--- start #{self.starts} ---\n".encode())
+        log.flush()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", self.name], env={**os.environ, **self.env},
+            stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+
+    def stop(self, signum: int = signal.SIGTERM, timeout_s: float = 20.0) -> int:
+        assert self.process is not None
+        self.process.send_signal(signum)
+        try:
+            code = self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(f"{self.name} did not stop within {timeout_s}s") from None
+        self.exit_codes.append(code)
+        self.process = None
+        return code
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@dataclass
+class Pipeline:
+    """The three services wired to one bus and one exchange URL."""
+
+    bus_url: str
+    exchange_url: str
+    log_dir: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+    gateway_port: int = field(default_factory=free_port)
+    ingestor_metrics_port: int = field(default_factory=free_port)
+    detector_metrics_port: int = field(default_factory=free_port)
+    services: dict[str, Service] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        env = {
+            "BUS_URL": self.bus_url,
+            "BINANCE_WS_URL": self.exchange_url,
+            "GATEWAY_HOST": "127.0.0.1",
+            "GATEWAY_PORT": str(self.gateway_port),
+            "INGESTOR_METRICS_PORT": str(self.ingestor_metrics_port),
+            "DETECTOR_METRICS_PORT": str(self.detector_metrics_port),
+            "METRICS_HOST": "127.0.0.1",
+            "LOG_LEVEL": "INFO",
+            "SHUTDOWN_TIMEOUT_S": "10",
+            **self.extra_env,
+        }
+        for name in ("ingestor", "detector", "gateway"):
+            self.services[name] = Service(name, env, self.log_dir)
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.gateway_port}/ws"
+
+    def http(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.gateway_port}{path}"
+
+    def start(self) -> None:
+        for service in self.services.values():
+            service.start()
+        self.wait_ready()
+
+    def wait_ready(self, timeout_s: float = 30.0) -> None:
+        urls = [self.http("/readyz"),
+                f"http://127.0.0.1:{self.ingestor_metrics_port}/healthz",
+                f"http://127.0.0.1:{self.detector_metrics_port}/healthz"]
+        deadline = time.monotonic() + timeout_s
+        for url in urls:
+            while not _ok(url):
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{url} not ready\n{self.logs()}")
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        for service in self.services.values():
+            if service.process is not None:
+                with contextlib.suppress(AssertionError):
+                    service.stop()
+            service.kill()
+
+    def logs(self) -> str:
+        return "\n".join(f"===== {s.name}\n{s.output()[-6000:]}" for s in self.services.values())
+
+
+def _ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def metric(url: str, name: str) -> float:
+    """Sum of a metric's samples (all label sets) from a /metrics page."""
+    with urllib.request.urlopen(url, timeout=2) as response:
+        text = response.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and (line[len(name)] in " {"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
