@@ -1,0 +1,86 @@
+"""End-to-end latency: from the exchange frame being sent to the alert reaching a WebSocket
+client, at 1 frame/s × 1,000 symbols, through real service processes and a real Redis.
+
+The fake exchange stamps each frame's event time with the wall clock as it sends it, so
+``received − event_time_ms`` is the whole pipeline: parse, XADD, XREADGROUP, detect,
+XADD, XREAD, fan-out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from websockets.asyncio.client import connect
+
+from common.redis_server import free_port, start_redis_server
+from fake_exchange import FakeExchange, Quote
+from tests.support.processes import Pipeline
+
+SYMBOLS = 1000
+MOVERS_PER_FRAME = 5
+
+
+def movers_market(frames: int) -> Iterator[list[Quote]]:
+    """Every symbol quotes every second; five of them jump 3 % in each frame."""
+    names = [f"SYM{i:04d}USDT" for i in range(SYMBOLS)]
+    prices = [10.0 + i for i in range(SYMBOLS)]
+    for frame in range(frames):
+        for k in range(MOVERS_PER_FRAME):
+            i = (frame * MOVERS_PER_FRAME + k) % SYMBOLS
+            prices[i] *= 1.03 if frame % 2 else 0.97
+        yield [Quote(name, price, 0) for name, price in zip(names, prices, strict=True)]
+
+
+async def measure(bus_url: str, log_dir: Path, seconds: int) -> list[float]:
+    latencies: list[float] = []
+    async with FakeExchange(movers_market(seconds + 5), interval_s=1.0,
+                            wall_clock=True) as exchange:
+        pipeline = Pipeline(bus_url, exchange.url("!miniTicker@arr"), log_dir)
+        await asyncio.to_thread(pipeline.start)
+        try:
+            async with connect(pipeline.ws_url) as ws:
+                deadline = time.monotonic() + seconds
+                while time.monotonic() < deadline:
+                    try:
+                        raw = await asyncio.wait_for(ws.recv(), timeout=2)
+                    except TimeoutError:
+                        continue
+                    received = time.time() * 1000
+                    message = json.loads(raw)
+                    if message["type"] == "alert":
+                        latencies.append(received - message["alert"]["event_time_ms"])
+        finally:
+            await asyncio.to_thread(pipeline.stop)
+    return latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=30)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        port = free_port()
+        server = start_redis_server(port, Path(scratch) / "redis", appendonly=False)
+        try:
+            latencies = asyncio.run(measure(f"redis://127.0.0.1:{port}/0", Path(scratch),
+                                            args.seconds))
+        finally:
+            server.terminate()
+            server.wait()
+    if len(latencies) < 2:
+        raise SystemExit("latency: too few alerts received to measure")
+    cuts = statistics.quantiles(latencies, n=100)
+    print(f"end-to-end latency: p50 {cuts[49]:.1f} ms, p99 {cuts[98]:.1f} ms, "
+          f"max {max(latencies):.1f} ms ({len(latencies)} alerts, {SYMBOLS:,} symbols at "
+          f"1 frame/s)")
+
+
+if __name__ == "__main__":
+    main()
