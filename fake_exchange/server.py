@@ -1,0 +1,497 @@
+"""A fake Binance USDⓈ-M market-stream server over real WebSockets.
+
+One broadcaster task consumes the scenario, so every client sees the same market and a test
+can reason about "the" frame k. It only consumes frames while someone is streaming and the
+feed is not stalled: a jump placed at frame 5 is never lost because the ingestor connected late.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import msgspec
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from fake_exchange import control
+from fake_exchange.frames import (
+    MALFORMED_KINDS,
+    MINI_TICKER,
+    Renderer,
+    StreamSpec,
+    combined,
+    malformed,
+    parse_stream,
+)
+from fake_exchange.scenarios import Quote
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
+
+    from websockets.asyncio.server import Server
+    from websockets.http11 import Request, Response
+
+logger = logging.getLogger(__name__)
+
+_WRITE_LIMIT = 2**16  # bytes buffered per connection before send() waits for the socket
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """What a request path asks for; `market` False is the old, silent `/ws` and `/stream`."""
+
+    market: bool
+    combined: bool
+    streams: tuple[str, ...]
+
+
+def route(path: str) -> Route | None:
+    """None means 404, like any path the exchange does not serve."""
+    url = urlsplit(path)
+    p = unquote(url.path).rstrip("/")
+    query = parse_qs(url.query).get("streams", [""])[0]
+    streams = tuple(s for s in query.split("/") if s)
+    if p == "/market/ws":
+        return Route(True, False, ())
+    if p.startswith("/market/ws/"):
+        return Route(True, False, (p.removeprefix("/market/ws/"),))
+    if p == "/market/stream":
+        return Route(True, True, streams)
+    if p == "/ws" or p.startswith("/ws/"):
+        return Route(False, False, ())
+    if p == "/stream":
+        return Route(False, True, streams)
+    return None
+
+
+@dataclass(eq=False)
+class _Client:
+    ws: ServerConnection
+    route: Route
+    queue: asyncio.Queue[tuple[bytes, bool]]
+    subs: dict[str, StreamSpec | None] = field(default_factory=dict)
+    closing: bool = False
+    writer: asyncio.Task[None] | None = None
+
+    @property
+    def streaming(self) -> bool:
+        return self.route.market and not self.closing and any(self.subs.values())
+
+
+class FakeExchange:
+    """The exchange end of every test: one market, many clients, faults on cue.
+
+    Frames go out every `interval_s` real seconds (0: as fast as the slowest client reads),
+    whatever the scenario's event-time step, so a test compresses minutes into a second.
+    The scenario is consumed once, only while a client is streaming and the feed is not
+    stalled; when it ends, connections stay open and silent (or it restarts, `loop=True`).
+
+    `client_queue` frames may wait per client. With `interval_s > 0` a client whose queue
+    is full is dropped (aborted, 1006) at once; with `interval_s == 0` the broadcaster waits
+    for it up to `slow_client_timeout_s` (that wait is the "as fast as the socket allows"
+    pacing), then drops it.
+    """
+
+    def __init__(
+        self,
+        scenario: Iterable[list[Quote]],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        interval_s: float = 1.0,
+        wall_clock: bool = False,
+        loop: bool = False,
+        max_frames: int | None = None,
+        client_queue: int = 512,
+        slow_client_timeout_s: float = 5.0,
+    ) -> None:
+        if interval_s < 0 or client_queue < 1:
+            raise ValueError("interval_s >= 0 and client_queue >= 1 required")
+        self._scenario = scenario
+        self._host = host
+        self._port = port
+        self.interval_s = interval_s
+        self.wall_clock = wall_clock
+        self.loop = loop
+        self.max_frames = max_frames
+        self._queue_size = client_queue
+        self._slow_timeout = slow_client_timeout_s
+        self.connections_total = 0
+        self.frames_sent = 0
+        self.quotes_sent = 0
+        self.pongs_received = 0
+        self._clients: set[_Client] = set()
+        self._renderer = Renderer()
+        self._last_frame: list[Quote] = []
+        self._changed = asyncio.Event()
+        self._done = asyncio.Event()
+        self._error: BaseException | None = None
+        self._stalled = False
+        self._stall_timer: asyncio.TimerHandle | None = None
+        self._server: Server | None = None
+        self._broadcaster: asyncio.Task[None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._server = await serve(
+            self._handle,
+            self._host,
+            self._port,
+            process_request=self._process_request,
+            compression=None,  # Binance does not compress; deflate would dominate CPU
+            ping_interval=180,  # Binance pings every 3 min and waits 10 min for the pong
+            ping_timeout=600,
+            close_timeout=1,
+            max_size=2**16,
+            write_limit=_WRITE_LIMIT,
+        )
+        self._broadcaster = asyncio.create_task(self._run(), name="fake-exchange-broadcaster")
+        logger.info("fake exchange listening on %s", self.url())
+
+    async def stop(self) -> None:
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+        if self._broadcaster is not None:
+            self._broadcaster.cancel()
+            await asyncio.wait([self._broadcaster])
+        if self._server is not None:
+            # websockets drains the write buffer after queueing the close frame with no
+            # deadline, so a client that stopped reading would hang close(): abort those.
+            for c in list(self._clients):
+                if c.ws.transport.get_write_buffer_size() > _WRITE_LIMIT:
+                    c.ws.transport.abort()
+            self._server.close()
+            try:
+                async with asyncio.timeout(3):
+                    await self._server.wait_closed()
+            except TimeoutError:
+                for conn in self._server.connections:
+                    conn.transport.abort()
+                await self._server.wait_closed()
+
+    async def __aenter__(self) -> FakeExchange:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def host(self) -> str:
+        return self._host
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("FakeExchange not started")
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    def url(self, stream: str = "!miniTicker@arr", *, combined: bool = True) -> str:
+        host = "127.0.0.1" if self._host in ("", "0.0.0.0") else self._host
+        host = f"[{host}]" if ":" in host else host
+        if combined:
+            return f"ws://{host}:{self.port}/market/stream?streams={stream}"
+        return f"ws://{host}:{self.port}/market/ws/{stream}"
+
+    @property
+    def active_connections(self) -> int:
+        return len(self._clients)
+
+    @property
+    def stalled(self) -> bool:
+        return self._stalled
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "connections_total": self.connections_total,
+            "active_connections": self.active_connections,
+            "frames_sent": self.frames_sent,
+            "quotes_sent": self.quotes_sent,
+            "pongs_received": self.pongs_received,
+            "stalled": self._stalled,
+            "done": self._done.is_set(),
+        }
+
+    # -- waiting -----------------------------------------------------------------------------
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def _wait(self, pred: Callable[[], bool], limit_s: float | None = None) -> None:
+        async with asyncio.timeout(limit_s):
+            while not pred():
+                await self._changed.wait()
+
+    async def wait_for_connections(self, n: int, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - contract
+        await self._wait(lambda: self.connections_total >= n, timeout)
+
+    async def wait_until_done(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - contract
+        """Raises RuntimeError if the scenario itself failed (the broadcaster logged it)."""
+        async with asyncio.timeout(timeout):
+            await self._done.wait()
+        if self._error is not None:
+            raise RuntimeError("scenario failed") from self._error
+
+    # -- broadcasting ------------------------------------------------------------------------
+
+    def _ready(self) -> bool:
+        return not self._stalled and any(c.streaming for c in self._clients)
+
+    def _frames(self) -> Iterator[list[Quote]]:
+        """The scenario, replayed forever when looping, with event times shifted forward
+        each pass so consumers (which ignore old ticks) keep seeing a live market."""
+        if not self.loop:
+            yield from self._scenario
+            return
+        reiterable = iter(self._scenario) is not self._scenario
+        cache: list[list[Quote]] = []
+        shift, first = 0, True
+        while True:
+            t_first = t_last = None
+            count = 0
+            for frame in self._scenario if first or reiterable else cache:
+                if first and not reiterable:
+                    cache.append(frame)
+                if frame:
+                    t_last = frame[0].event_time_ms
+                    t_first = t_last if t_first is None else t_first
+                count += 1
+                if shift:
+                    frame = [dataclasses.replace(q, event_time_ms=q.event_time_ms + shift)
+                             for q in frame]  # fmt: skip
+                yield frame
+            if count == 0:
+                return
+            first = False
+            if t_first is not None and t_last is not None:
+                step = (t_last - t_first) // max(1, count - 1) or 1000
+                shift += t_last - t_first + step
+
+    async def _run(self) -> None:
+        clock = asyncio.get_running_loop().time
+        frames = self._frames()
+        next_at: float | None = None
+        try:
+            while self.max_frames is None or self.frames_sent < self.max_frames:
+                if not self._ready():
+                    await self._wait(self._ready)
+                    next_at = None  # resume at once, do not burst to catch up
+                if self.interval_s > 0:
+                    now = clock()
+                    if next_at is not None and now < next_at:
+                        await asyncio.sleep(next_at - now)
+                        continue  # a stall or drop may have happened meanwhile
+                    if next_at is None or now - next_at > self.interval_s:
+                        next_at = now
+                    next_at += self.interval_s
+                frame = next(frames, None)
+                if frame is None:
+                    break
+                await self._publish(frame)
+                if self.interval_s == 0:
+                    await asyncio.sleep(0)
+        except Exception as exc:
+            logger.exception("scenario failed; the fake exchange stops sending")
+            self._error = exc
+        finally:
+            logger.info("scenario done after %d frames", self.frames_sent)
+            self._done.set()
+            self._notify()
+
+    async def _publish(self, frame: list[Quote]) -> None:
+        self._renderer.apply(frame)
+        event_ms = time.time_ns() // 1_000_000 if self.wall_clock else None
+        payloads: dict[StreamSpec, bytes | None] = {}
+        messages: dict[tuple[str, bool], bytes | None] = {}
+        for client in list(self._clients):
+            if not client.streaming:
+                continue
+            is_combined = client.route.combined
+            for stream, spec in list(client.subs.items()):
+                if spec is None:
+                    continue
+                key = (stream, is_combined)
+                if key not in messages:
+                    if spec not in payloads:
+                        payloads[spec] = self._renderer.payload(spec, frame, event_ms)
+                    p = payloads[spec]
+                    messages[key] = None if p is None else combined(stream, p) if is_combined else p
+                msg = messages[key]
+                if msg is not None:
+                    await self._offer(client, msg, True)
+        self._last_frame = frame
+        self.frames_sent += 1
+        self.quotes_sent += len(frame)
+
+    async def _offer(self, client: _Client, data: bytes, text: bool) -> None:
+        if client.closing:
+            return
+        try:
+            client.queue.put_nowait((data, text))
+            return
+        except asyncio.QueueFull:
+            pass
+        if self.interval_s > 0:
+            self._kick(client)
+            return
+        try:
+            await asyncio.wait_for(client.queue.put((data, text)), self._slow_timeout)
+        except TimeoutError:
+            self._kick(client)
+
+    def _kick(self, client: _Client) -> None:
+        """Drop a client that fell behind, so one slow reader cannot stall everyone.
+
+        An abort, not a close frame: the frame would sit behind the unread backlog and the
+        closing handshake could never finish.
+        """
+        logger.warning("dropping slow client %s: %d frames queued", client.ws.id, self._queue_size)
+        client.closing = True
+        client.ws.transport.abort()
+        self._notify()
+
+    # -- connections -------------------------------------------------------------------------
+
+    async def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        url = urlsplit(request.path)
+        if url.path.startswith("/control/"):
+            return await control.handle(self, conn, url.path, url.query)
+        if route(request.path) is None:
+            return conn.respond(404, "Not Found\n")
+        return None
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        assert ws.request is not None
+        r = route(ws.request.path)
+        assert r is not None  # _process_request rejected the rest
+        client = _Client(ws, r, asyncio.Queue(self._queue_size))
+        client.subs = {s: parse_stream(s) for s in r.streams}
+        self._clients.add(client)
+        self.connections_total += 1
+        client.writer = asyncio.create_task(self._write(client))
+        self._notify()
+        logger.debug("client %s connected to %s", ws.id, ws.request.path)
+        try:
+            async for message in ws:
+                if r.market:  # the old routes acknowledge nothing
+                    self._on_message(client, message)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._clients.discard(client)
+            client.writer.cancel()
+            await asyncio.wait([client.writer])
+            self._notify()
+            logger.debug("client %s gone", ws.id)
+
+    async def _write(self, client: _Client) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                data, text = await client.queue.get()
+                if self._stalled:
+                    await self._wait(lambda: not self._stalled)
+                await client.ws.send(data, text=text)
+
+    def _on_message(self, client: _Client, message: str | bytes) -> None:
+        """SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS, answered like the exchange does."""
+        try:
+            req = msgspec.json.decode(message)
+            method, params, rid = req["method"], req.get("params", []), req.get("id")
+        except (msgspec.DecodeError, KeyError, TypeError, AttributeError):
+            reply: dict[str, Any] = {"error": {"code": 3, "msg": "Invalid JSON"}, "id": None}
+        else:
+            if method == "SUBSCRIBE" and isinstance(params, list):
+                client.subs.update({str(s): parse_stream(str(s)) for s in params})
+                reply = {"result": None, "id": rid}
+            elif method == "UNSUBSCRIBE" and isinstance(params, list):
+                for s in params:
+                    client.subs.pop(str(s), None)
+                reply = {"result": None, "id": rid}
+            elif method == "LIST_SUBSCRIPTIONS":
+                reply = {"result": list(client.subs), "id": rid}
+            else:
+                reply = {"error": {"code": 2, "msg": "Invalid request"}, "id": rid}
+        with contextlib.suppress(asyncio.QueueFull):
+            client.queue.put_nowait((msgspec.json.encode(reply), True))
+        self._notify()
+
+    # -- faults ------------------------------------------------------------------------------
+
+    async def drop(self) -> None:
+        """Abort every connection without a close frame, like a network drop (code 1006)."""
+        victims = list(self._clients)
+        for c in victims:
+            c.closing = True
+            c.ws.transport.abort()
+        await self._wait(lambda: not any(c in self._clients for c in victims), 5.0)
+
+    def stall(self, seconds: float | None = None) -> None:
+        """Must be called from the event loop thread (it arms a timer on it)."""
+        if seconds is not None and not (seconds >= 0 and math.isfinite(seconds)):
+            raise ValueError("seconds must be a finite number >= 0")
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+        self._stalled = True
+        if seconds is not None:
+            self._stall_timer = asyncio.get_running_loop().call_later(seconds, self.resume)
+        self._notify()
+
+    def resume(self) -> None:
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+        self._stalled = False
+        self._notify()
+
+    def _sample(self) -> list[Quote]:
+        usdm = [q for q in self._last_frame if q.contract_type == 1][:3]
+        t = usdm[0].event_time_ms if usdm else time.time_ns() // 1_000_000
+        pads = [Quote(f"ZZPAD{i}USDT", 1.0, t) for i in range(2 - len(usdm))]
+        return usdm + pads
+
+    async def send_malformed(self, kind: str) -> None:
+        """Queue one bad message to every market-route client, in order with its data frames
+        (so during a stall it arrives on resume). `bad_price` corrupts the price field the
+        client's stream carries: "c" for the tickers, "p" for markPrice and trades."""
+        if kind not in MALFORMED_KINDS:
+            raise ValueError(f"unknown malformed kind {kind!r}; expected one of {MALFORMED_KINDS}")
+        sample = self._sample()
+        for c in list(self._clients):
+            if not c.route.market or c.closing:
+                continue
+            stream, spec = next(
+                ((s, sp) for s, sp in c.subs.items() if sp is not None),
+                ("!miniTicker@arr", StreamSpec(MINI_TICKER)),
+            )
+            data, text = malformed(
+                kind,
+                spec,
+                stream,
+                is_combined=c.route.combined,
+                renderer=self._renderer,
+                sample=sample,
+            )
+            await self._offer(c, data, text)
+
+    async def ping(self, wait_s: float = 5.0) -> None:
+        """Ping every client and count the pongs that come back within `wait_s`."""
+        waiters: list[asyncio.Future[float]] = []
+        for c in list(self._clients):
+            with contextlib.suppress(ConnectionClosed):
+                waiters.append(asyncio.ensure_future(await c.ws.ping()))
+        if not waiters:
+            return
+        done, _ = await asyncio.wait(waiters, timeout=wait_s)
+        self.pongs_received += sum(1 for f in done if not f.cancelled() and f.exception() is None)
