@@ -1,0 +1,78 @@
+"""Wiring: one transport, one writer task, one feed task and the health server.
+
+Both tasks live in one ``TaskGroup`` so that neither can die alone: a writer that fails
+takes the feed (and the process) down with it, which a supervisor notices and restarts,
+instead of a feed that keeps reading into a buffer nobody drains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from prometheus_client import CollectorRegistry
+
+from common.health import HealthServer
+from common.settings import IngestorSettings
+from common.transport import Retention, Transport, create_transport
+from ingestor.feed import Feed
+from ingestor.metrics import IngestorMetrics, new_registry
+from ingestor.publisher import Publisher
+
+log = logging.getLogger(__name__)
+
+# Share of SHUTDOWN_TIMEOUT_S the final flush may use, so that closing the transport still
+# fits before the runner's own deadline cancels everything.
+FLUSH_SHARE = 0.8
+
+
+class Ingestor:
+    def __init__(self, settings: IngestorSettings, *, registry: CollectorRegistry | None = None,
+                 transport: Transport | None = None) -> None:
+        self.settings = settings
+        self.metrics = IngestorMetrics(registry or new_registry())
+        self.transport = transport or create_transport(settings.bus_url,
+                                                       timeout_s=settings.bus_timeout_s)
+        self._flush_s = settings.shutdown_timeout_s * FLUSH_SHARE
+        self.publisher = Publisher(
+            self.transport, self.metrics,
+            partitions=settings.tick_partitions,
+            buffer_frames=settings.ingest_buffer_frames,
+            retention=Retention(max_age_s=settings.ticks_retention_s),
+            flush_timeout_s=self._flush_s,
+        )
+        self.feed = Feed(settings, self.publisher.submit, self.metrics)
+        self.health = HealthServer(settings.metrics_host, settings.ingestor_metrics_port,
+                                   healthy=self.healthy, registry=self.metrics.registry)
+        self._writer: asyncio.Task[None] | None = None
+
+    def healthy(self) -> bool:
+        """Alive while the writer is: a feed without a writer only fills a buffer."""
+        return self._writer is not None and not self._writer.done()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        await self.transport.start()
+        try:
+            await self.health.start()
+            try:
+                async with asyncio.TaskGroup() as tasks:
+                    self._writer = tasks.create_task(self.publisher.run(), name="ingestor-writer")
+                    tasks.create_task(self._read(stopping), name="ingestor-reader")
+            finally:
+                await self.health.stop()
+        finally:
+            await self.transport.close()
+
+    async def _read(self, stopping: asyncio.Event) -> None:
+        try:
+            await self.feed.run(stopping)
+        finally:
+            # The flush budget counts from the signal, not from the end of the websocket's
+            # close handshake, so that the runner's own deadline is not overrun.
+            stopped_at = self.feed.stop_requested_at
+            self.publisher.finish(None if stopped_at is None else stopped_at + self._flush_s)
+            log.info("flushing %d buffered frames", self.publisher.buffered_frames)
+
+
+async def run(settings: IngestorSettings, stopping: asyncio.Event) -> None:
+    await Ingestor(settings).run(stopping)
