@@ -1,0 +1,133 @@
+"""The gateway's ASGI app: the page, ``/ws``, ``/api/alerts``, health and metrics.
+
+``create_app`` builds everything but starts nothing; the lifespan owns the alerts reader
+(an explicit task, cancelled and awaited on shutdown) and, when the caller did not pass
+one, the transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Final
+
+from fastapi import FastAPI, Query, WebSocket
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+import gateway
+from common.settings import GatewaySettings
+from common.transport import Transport, create_transport
+from gateway.hub import Hub, alerts_document
+from gateway.metrics import Metrics
+from gateway.ws import serve_client
+
+log = logging.getLogger(__name__)
+
+# Installed next to the packages (the wheel force-includes it), and next to them in a checkout.
+FRONTEND_DIR: Final = Path(gateway.__file__).resolve().parent.parent / "frontend"
+API_MAX_LIMIT: Final = 1000
+READY_PING_TIMEOUT_S: Final = 2.0
+
+
+class _Bus:
+    """The transport of a running app; ``None`` outside the lifespan."""
+
+    transport: Transport | None = None
+
+
+def create_app(settings: GatewaySettings, transport: Transport | None = None) -> FastAPI:
+    """Build the app. A given ``transport`` stays the caller's to start and close."""
+    metrics = Metrics()
+    hub = Hub(metrics=metrics, history_size=settings.history_size,
+              client_queue_size=settings.client_queue_size, max_clients=settings.max_clients,
+              read_block_ms=settings.read_block_ms, seen_limit=settings.alerts_maxlen)
+    bus = _Bus()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        owned = transport is None
+        bus.transport = transport or create_transport(settings.bus_url,
+                                                      timeout_s=settings.bus_timeout_s)
+        if owned:
+            await bus.transport.start()
+        reader = asyncio.create_task(hub.run(bus.transport), name="gateway-alerts-reader")
+        try:
+            yield
+        finally:
+            reader.cancel()
+            await asyncio.wait([reader])
+            if not reader.cancelled():
+                reader.exception()  # already logged by the hub; retrieved, not re-raised
+            if owned:
+                await bus.transport.close()
+            bus.transport = None
+
+    app = FastAPI(title="binance-alerter gateway", lifespan=lifespan, docs_url=None,
+                  redoc_url=None, openapi_url=None)
+    app.state.hub = hub
+    app.state.metrics = metrics
+
+    @app.websocket("/ws")
+    async def alerts_socket(websocket: WebSocket) -> None:
+        await serve_client(websocket, hub, metrics)
+
+    @app.get("/api/alerts")
+    async def recent_alerts(
+        limit: Annotated[int | None, Query(ge=1, le=API_MAX_LIMIT)] = None,
+    ) -> Response:
+        """The newest alerts, newest first (the page's order)."""
+        entries = hub.recent(settings.history_size if limit is None else limit)
+        entries.reverse()
+        return Response(alerts_document(entries), media_type="application/json")
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        reason = await _not_ready_reason(hub, bus.transport)
+        if reason:
+            return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics")
+    async def metrics_endpoint() -> Response:
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    # Last, so that the routes above win; html=True serves index.html for "/".
+    app.mount("/", StaticFiles(directory=FRONTEND_DIR, html=True), name="frontend")
+    return app
+
+
+async def _not_ready_reason(hub: Hub, transport: Transport | None) -> str:
+    if transport is None or not hub.running:
+        return "alerts reader is not running"
+    try:
+        async with asyncio.timeout(READY_PING_TIMEOUT_S):
+            answered = await transport.ping()
+    except TimeoutError:
+        answered = False
+    if not answered:
+        return "bus does not answer"
+    if not hub.reading:
+        return "alerts reader is reconnecting to the bus"
+    return ""
+
+
+def hub_of(app: FastAPI) -> Hub:
+    hub = app.state.hub
+    if not isinstance(hub, Hub):
+        raise TypeError("not a gateway app")
+    return hub
+
+
+def metrics_of(app: FastAPI) -> Metrics:
+    metrics = app.state.metrics
+    if not isinstance(metrics, Metrics):
+        raise TypeError("not a gateway app")
+    return metrics

@@ -1,0 +1,250 @@
+"""Fan-out of the ``alerts`` stream to every connected browser.
+
+One reader per gateway process reads the stream (a broadcast reader: every gateway sees
+every alert) and hands each alert to every subscriber's bounded queue. The alert is turned
+into JSON once, not once per client, and a subscriber whose queue is full is dropped on the
+spot: a slow browser must never delay the alert for the others, nor grow memory without
+bound.
+
+Everything that touches the ring and the subscriber set is synchronous, so on one event loop
+"subscribe and snapshot the history" is atomic with respect to "append and fan out": an
+alert is either in a new subscriber's history or in its queue, never both and never neither.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import msgspec
+
+from common.backoff import Backoff
+from common.partitioning import ALERTS_STREAM
+from common.schemas import alert_json_encoder, decode_alert
+from common.transport import BusUnavailable, Delivery, Transport
+from gateway.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+READ_COUNT: Final = 256
+MIN_RING_SIZE: Final = 1000
+# Reconnects are jittered by Backoff; the ceiling is short because a gateway that is down
+# for a trader's whole move is useless, and one XREAD per attempt costs Redis nothing.
+RETRY_MIN_S: Final = 0.1
+RETRY_MAX_S: Final = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One alert as the browsers see it, encoded once and shared by every queue."""
+
+    id: str
+    json: str
+    message: str
+
+    @classmethod
+    def from_json(cls, alert_id: str, alert_json: str) -> Entry:
+        return cls(alert_id, alert_json, f'{{"type":"alert","alert":{alert_json}}}')
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    reason: str
+    code: int
+    message: str
+
+
+TOO_SLOW: Final = Drop("too_slow", 1013, "too slow")
+SERVER_FULL: Final = Drop("max_clients", 1013, "too many clients")
+FLOOD: Final = Drop("flood", 1008, "too many messages")
+
+
+class Subscriber:
+    """One connected client: its bounded queue, and why the hub dropped it, if it did."""
+
+    __slots__ = ("drop", "dropped", "queue")
+
+    def __init__(self, queue_size: int) -> None:
+        self.queue: asyncio.Queue[Entry] = asyncio.Queue(maxsize=queue_size)
+        self.dropped = asyncio.Event()
+        self.drop: Drop | None = None
+
+
+def history_message(entries: Sequence[Entry]) -> str:
+    return '{"type":"history","alerts":[' + ",".join(e.json for e in entries) + "]}"
+
+
+def alerts_document(entries: Sequence[Entry]) -> str:
+    return '{"alerts":[' + ",".join(e.json for e in entries) + "]}"
+
+
+class Hub:
+    def __init__(self, *, metrics: Metrics, history_size: int, client_queue_size: int,
+                 max_clients: int, read_block_ms: int, seen_limit: int = 10_000) -> None:
+        self._metrics = metrics
+        self._history_size = history_size
+        self._ring_size = max(history_size, MIN_RING_SIZE)
+        self._ring: deque[Entry] = deque(maxlen=self._ring_size)
+        # Ordered dict used as a bounded FIFO set: ids stay known for longer than they stay
+        # in the ring, as long as the bus could hand them back (its MAXLEN).
+        self._seen: dict[str, None] = {}
+        self._seen_limit = max(seen_limit, self._ring_size)
+        self._subscribers: set[Subscriber] = set()
+        self._client_queue_size = client_queue_size
+        self._max_clients = max_clients
+        self._read_block_ms = read_block_ms
+        self._reading = False
+        self._running = False
+        self.failed = asyncio.Event()
+        self.failure: BaseException | None = None
+
+    @property
+    def reading(self) -> bool:
+        """True while the last bus operation of the reader succeeded."""
+        return self._reading
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    @property
+    def client_count(self) -> int:
+        return len(self._subscribers)
+
+    # -- subscribers ------------------------------------------------------------------------
+
+    def subscribe(self) -> tuple[Subscriber, list[Entry]] | None:
+        """Register a client and return it with the history it must be sent first.
+
+        ``None`` when the gateway already serves ``MAX_CLIENTS`` (counted as a drop).
+        """
+        if len(self._subscribers) >= self._max_clients:
+            self._metrics.clients_dropped.labels(SERVER_FULL.reason).inc()
+            return None
+        subscriber = Subscriber(self._client_queue_size)
+        self._subscribers.add(subscriber)
+        self._metrics.clients_connected.set(len(self._subscribers))
+        return subscriber, self.recent(self._history_size)
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        self._subscribers.discard(subscriber)
+        self._metrics.clients_connected.set(len(self._subscribers))
+
+    def drop(self, subscriber: Subscriber, why: Drop) -> None:
+        """Stop feeding a client now; its connection handler closes it with ``why``."""
+        if subscriber.drop is not None:
+            return
+        subscriber.drop = why
+        self.unsubscribe(subscriber)
+        self._metrics.clients_dropped.labels(why.reason).inc()
+        subscriber.dropped.set()
+        log.info("dropped a client: %s", why.message)
+
+    def recent(self, limit: int) -> list[Entry]:
+        """The newest ``limit`` alerts, oldest first."""
+        if limit <= 0:
+            return []
+        if limit >= len(self._ring):
+            return list(self._ring)
+        return list(self._ring)[-limit:]
+
+    # -- ingest ------------------------------------------------------------------------------
+
+    async def ingest(self, deliveries: Sequence[Delivery]) -> int:
+        """Decode, deduplicate and fan out a batch; returns how many alerts were new.
+
+        The loop yields after each alert so that every sender takes it off its queue before
+        the next one comes: a client's queue then measures how far its socket is behind, not
+        how many alerts one read of the bus happened to return.
+        """
+        fresh = 0
+        for delivery in deliveries:
+            try:
+                alert = decode_alert(delivery.payload)
+            except msgspec.MsgspecError as exc:
+                self._metrics.bad_payloads.inc()
+                log.warning("skipping undecodable entry %s of %s: %s",
+                            delivery.position, delivery.stream, exc)
+                continue
+            if alert.id in self._seen:
+                self._metrics.duplicates.inc()
+                continue
+            self._remember(alert.id)
+            entry = Entry.from_json(alert.id, alert_json_encoder.encode(alert).decode())
+            self._ring.append(entry)
+            self._metrics.alerts_received.inc()
+            fresh += 1
+            self._fan_out(entry)
+            await asyncio.sleep(0)
+        return fresh
+
+    def _remember(self, alert_id: str) -> None:
+        self._seen[alert_id] = None
+        if len(self._seen) > self._seen_limit:
+            del self._seen[next(iter(self._seen))]
+
+    def _fan_out(self, entry: Entry) -> None:
+        for subscriber in list(self._subscribers):
+            try:
+                subscriber.queue.put_nowait(entry)
+            except asyncio.QueueFull:
+                self.drop(subscriber, TOO_SLOW)
+
+    # -- reader ------------------------------------------------------------------------------
+
+    async def run(self, transport: Transport) -> None:
+        """Read the alerts stream until cancelled; a bus outage is waited out, not fatal.
+
+        Anything else that escapes is a bug: it is recorded in ``failure`` and ``failed`` is
+        set so that the service stops (and its supervisor restarts it) instead of serving a
+        page that will never update again.
+        """
+        self._running = True
+        try:
+            await self._read_forever(transport)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.failure = exc
+            self.failed.set()
+            log.exception("alerts reader failed")
+            raise
+        finally:
+            self._running = False
+            self._set_reading(False)
+
+    async def _read_forever(self, transport: Transport) -> None:
+        reader = transport.broadcast_reader(ALERTS_STREAM)
+        backoff = Backoff(RETRY_MIN_S, RETRY_MAX_S)
+        primed = False
+        while True:
+            try:
+                if primed:
+                    deliveries = await reader.read(READ_COUNT, self._read_block_ms)
+                else:
+                    deliveries = await reader.backlog(self._ring_size)
+                    primed = True
+            except BusUnavailable as exc:
+                self._metrics.bus_errors.inc()
+                delay = backoff.next_delay()
+                if backoff.attempts == 1:
+                    log.warning("alerts stream unavailable, retrying: %s", exc)
+                else:
+                    log.debug("alerts stream still unavailable (attempt %d): %s",
+                              backoff.attempts, exc)
+                self._set_reading(False)
+                await asyncio.sleep(delay)
+                continue
+            if not self._reading:
+                log.info("reading the alerts stream")
+            self._set_reading(True)
+            backoff.reset()
+            await self.ingest(deliveries)
+
+    def _set_reading(self, reading: bool) -> None:
+        self._reading = reading
+        self._metrics.reader_up.set(1 if reading else 0)

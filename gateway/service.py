@@ -1,0 +1,114 @@
+"""``python -m gateway``: the app served by uvicorn under the common runner.
+
+The runner owns SIGTERM/SIGINT (first signal sets ``stopping``, a second one cancels), so
+uvicorn must not install handlers of its own: it would take the signal, and on exit
+re-raise it, which the runner would count as the second, forcing signal. Stopping is
+instead asked for with ``server.should_exit``, which makes uvicorn stop accepting, close
+every WebSocket with 1012 (service restart, so browsers reconnect elsewhere), wait for the
+handlers to end and run the lifespan shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Iterator
+from typing import Final
+
+import uvicorn
+from fastapi import FastAPI
+
+from common.settings import GatewaySettings
+from common.transport import create_transport
+from gateway.aio import race
+from gateway.app import create_app, hub_of
+
+log = logging.getLogger(__name__)
+
+WS_MAX_SIZE: Final = 64 * 1024
+# A peer that leaves sent data unacknowledged this long (a browser that stopped reading,
+# a vanished laptop) is cut by the kernel; uvicorn alone would keep such a socket, with its
+# buffered frames, for as long as the peer keeps answering TCP window probes.
+UNREAD_DATA_TIMEOUT_MS: Final = 30_000
+# Without a fixed send buffer Linux grows it to megabytes even for a peer that reads
+# nothing, so a stalled browser would hide ~3 MB of alerts in the kernel before its queue
+# (the signal that it is too slow) filled at all. Alerts are small; this is minutes of them.
+SEND_BUFFER_BYTES: Final = 256 * 1024
+
+
+class EmbeddedServer(uvicorn.Server):
+    """uvicorn without its signal handlers (see the module docstring)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind before anything else starts, so a taken port fails the service at once.
+
+    Options set on the listening socket are inherited by every accepted connection.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+        if hasattr(socket, "TCP_USER_TIMEOUT"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, UNREAD_DATA_TIMEOUT_MS)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def server_config(app: FastAPI, settings: GatewaySettings) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=settings.gateway_host,
+        port=settings.gateway_port,
+        lifespan="on",
+        log_config=None,
+        ws_max_size=WS_MAX_SIZE,
+        # Compression would be done once per client per message: the opposite of encoding
+        # an alert once for everybody. Alerts are small.
+        ws_per_message_deflate=False,
+        server_header=False,
+        # Leave the lifespan shutdown time within the runner's SHUTDOWN_TIMEOUT_S.
+        timeout_graceful_shutdown=max(1, int(settings.shutdown_timeout_s / 2)),
+    )
+
+
+async def serve(app: FastAPI, settings: GatewaySettings, sock: socket.socket,
+                stopping: asyncio.Event) -> None:
+    """Serve until ``stopping`` is set or the alerts reader fails (then raise)."""
+    hub = hub_of(app)
+    server = EmbeddedServer(server_config(app, settings))
+
+    async def stop_when_asked() -> None:
+        await race(stopping.wait(), hub.failed.wait())
+        server.should_exit = True
+
+    async with asyncio.TaskGroup() as group:
+        serving = group.create_task(server.serve(sockets=[sock]))
+        watcher = group.create_task(stop_when_asked())
+        # A server that ends on its own (startup failure) must not leave the watcher behind.
+        serving.add_done_callback(lambda _: watcher.cancel())
+    if hub.failure is not None:
+        raise RuntimeError("the alerts reader failed") from hub.failure
+
+
+async def run(settings: GatewaySettings, stopping: asyncio.Event) -> None:
+    transport = create_transport(settings.bus_url, timeout_s=settings.bus_timeout_s)
+    sock = bind_socket(settings.gateway_host, settings.gateway_port)
+    host, port = sock.getsockname()[:2]
+    log.info("serving the page, /ws and /api on http://%s:%d", host, port)
+    try:
+        await transport.start()
+        await serve(create_app(settings, transport), settings, sock, stopping)
+    finally:
+        sock.close()
+        await transport.close()

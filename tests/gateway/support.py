@@ -1,0 +1,169 @@
+"""Helpers for the gateway tests: alerts written as the detector writes them, a gateway
+served by uvicorn on a free port inside the test, and readers for its answers."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Final
+
+import httpx
+from fastapi import FastAPI
+from prometheus_client.parser import text_string_to_metric_families
+from websockets.asyncio.client import ClientConnection
+
+from common.partitioning import ALERTS_STREAM
+from common.redis_transport import RedisTransport
+from common.schemas import Alert, alert_id, encode_alert
+from common.settings import GatewaySettings
+from common.transport import BusUnavailable, Record, Retention
+from gateway.app import create_app
+from gateway.service import bind_socket, serve
+
+ALERT_FIELDS: Final = {"id", "symbol", "direction", "change_pct", "price", "base_price",
+                       "window_s", "threshold_pct", "event_time_ms", "detected_at_ms",
+                       "source", "path"}
+BASE_TIME_MS: Final = 1_780_000_000_000
+_sequence = itertools.count()
+
+
+def make_alert(symbol: str = "BTCUSDT", *, event_time_ms: int | None = None,
+               change_pct: float = 2.5, path_points: int = 0) -> Alert:
+    """A valid alert; each call gets a later event time (hence a new id) unless given one."""
+    event_time = event_time_ms if event_time_ms is not None else (
+        BASE_TIME_MS + 1000 * next(_sequence))
+    base = 100.0
+    price = base * (1 + change_pct / 100)
+    path = [(event_time - 1000 * (path_points - i), base + i * 0.01)
+            for i in range(path_points)] or None
+    return Alert(id=alert_id(symbol, 60, event_time), symbol=symbol,
+                 direction="up" if change_pct >= 0 else "down", change_pct=change_pct,
+                 price=price, base_price=base, window_s=60, threshold_pct=2.0,
+                 event_time_ms=event_time, detected_at_ms=event_time + 3, source="mini_ticker",
+                 path=path)
+
+
+async def open_bus(url: str) -> RedisTransport:
+    bus = RedisTransport(url, timeout_s=2)
+    await bus.start()
+    await bus.declare([ALERTS_STREAM], Retention(max_len=10_000))
+    return bus
+
+
+async def publish(bus: RedisTransport, *alerts: Alert, attempts: int = 20) -> None:
+    """``XADD alerts MAXLEN ~ 10000 * d <msgpack>``, exactly as the detector does; retried,
+    because a pooled connection to a restarted server fails once."""
+    records = [Record(ALERTS_STREAM, a.symbol, encode_alert(a)) for a in alerts]
+    for attempt in range(attempts):
+        try:
+            await bus.publish(records)
+            return
+        except BusUnavailable:
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.1)
+
+
+@dataclass
+class RunningGateway:
+    app: FastAPI
+    port: int
+    http: httpx.AsyncClient
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    async def metric(self, name: str, **labels: str) -> float:
+        response = await self.http.get("/metrics")
+        response.raise_for_status()
+        for family in text_string_to_metric_families(response.text):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v
+                                               for k, v in labels.items()):
+                    return float(sample.value)
+        raise KeyError(name)
+
+    async def wait_metric(self, name: str, value: float, timeout_s: float = 5.0,
+                          **labels: str) -> None:
+        async with asyncio.timeout(timeout_s):
+            while await self.metric(name, **labels) != value:
+                await asyncio.sleep(0.02)
+
+    async def wait_ready(self, ready: bool = True, timeout_s: float = 10.0) -> httpx.Response:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                try:
+                    response = await self.http.get("/readyz")
+                except httpx.TransportError:
+                    await asyncio.sleep(0.02)
+                    continue
+                if (response.status_code == 200) == ready:
+                    return response
+                await asyncio.sleep(0.05)
+
+
+def gateway_settings(bus_url: str, **overrides: Any) -> GatewaySettings:
+    values: dict[str, Any] = {
+        "bus_url": bus_url, "gateway_host": "127.0.0.1", "gateway_port": 0,
+        "bus_timeout_s": 2.0, "read_block_ms": 500, "shutdown_timeout_s": 4.0,
+    }
+    values.update(overrides)
+    # model_validate skips the environment and .env: a test sees only what it sets.
+    return GatewaySettings.model_validate(values)
+
+
+@asynccontextmanager
+async def running_gateway(bus_url: str, **overrides: Any) -> AsyncIterator[RunningGateway]:
+    """The real app under uvicorn (the service's own ``serve``) on a free port."""
+    settings = gateway_settings(bus_url, **overrides)
+    app = create_app(settings)
+    sock = bind_socket("127.0.0.1", 0)
+    port = int(sock.getsockname()[1])
+    stopping = asyncio.Event()
+    server = asyncio.create_task(serve(app, settings, sock, stopping))
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+            gateway = RunningGateway(app, port, http)
+            await gateway.wait_ready()
+            yield gateway
+    finally:
+        stopping.set()
+        try:
+            await asyncio.wait_for(server, 10)
+        finally:
+            sock.close()
+
+
+async def receive(ws: ClientConnection, timeout_s: float = 5.0) -> dict[str, Any]:
+    message = await asyncio.wait_for(ws.recv(), timeout_s)
+    assert isinstance(message, str), "the gateway sends JSON text frames"
+    document = json.loads(message)
+    assert isinstance(document, dict)
+    return document
+
+
+async def receive_alerts(ws: ClientConnection, count: int,
+                         timeout_s: float = 5.0) -> list[dict[str, Any]]:
+    alerts = []
+    for _ in range(count):
+        message = await receive(ws, timeout_s)
+        assert message["type"] == "alert"
+        alerts.append(message["alert"])
+    return alerts
+
+
+async def assert_silent(ws: ClientConnection, seconds: float = 0.3) -> None:
+    try:
+        extra = await asyncio.wait_for(ws.recv(), seconds)
+    except TimeoutError:
+        return
+    raise AssertionError(f"unexpected message: {extra!r}")
+
+
+def ids(alerts: Sequence[dict[str, Any]]) -> list[str]:
+    return [a["id"] for a in alerts]
