@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator
 
 import pytest
+from playwright import async_api as playwright_api
 
 from common.redis_transport import RedisTransport
 from tests.gateway.support import make_alert, open_bus, publish, running_gateway
+from tests.support.prerequisites import CHROMIUM_ARGS, chromium_path
 from tests.support.servers import RedisServer
-
-playwright_api = pytest.importorskip("playwright.async_api")
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH")
 
 
 @pytest.fixture
@@ -25,12 +22,13 @@ async def bus(redis_server: RedisServer) -> AsyncIterator[RedisTransport]:
 
 async def test_page_shows_history_then_live_alerts_newest_first(
         redis_server: RedisServer, bus: RedisTransport) -> None:
+    chromium = chromium_path()
     old = [make_alert("BTCUSDT", change_pct=2.345), make_alert("ETHUSDT", change_pct=-3.0)]
     await publish(bus, *old)
     async with running_gateway(redis_server.url) as gw, \
             playwright_api.async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM,
-                                                   args=["--no-sandbox"])
+        browser = await playwright.chromium.launch(executable_path=chromium,
+                                                   args=CHROMIUM_ARGS)
         try:
             page = await browser.new_page()
             errors: list[str] = []
