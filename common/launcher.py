@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 SERVICES: Final = ("ingestor", "detector", "gateway")
 STOP_TIMEOUT_S: Final = 15.0
+_LISTENING: Final = re.compile(r"(?<=listening on )ws://[^\s/]+")
 _COLOURS: Final = {"ingestor": "36", "detector": "35", "gateway": "32", "exchange": "33"}
 
 
@@ -72,13 +73,18 @@ class Supervisor:
         return process
 
     async def pump(self, name: str, process: asyncio.subprocess.Process,
-                   first_line: asyncio.Future[str] | None = None) -> None:
+                   watch: tuple[re.Pattern[str], asyncio.Future[str]] | None = None) -> None:
+        """Relay output; with ``watch``, resolve the future with the first matching text."""
         assert process.stdout is not None
         async for raw in process.stdout:
             line = raw.decode(errors="replace").rstrip()
-            if first_line is not None and not first_line.done():
-                first_line.set_result(line)
+            if watch is not None and not watch[1].done():
+                match = watch[0].search(line)
+                if match:
+                    watch[1].set_result(match.group(0))
             self.emit(name, line)
+        if watch is not None and not watch[1].done():
+            watch[1].set_exception(RuntimeError(f"{name} exited before it was ready"))
 
     async def keep_running(self, name: str, argv: list[str], env: dict[str, str]) -> None:
         backoff = Backoff(1.0, 10.0)
@@ -126,6 +132,7 @@ async def up(options: UpOptions) -> int:
             bus_url = f"redis://127.0.0.1:{port}/0"
             supervisor.emit("redis", f"listening on 127.0.0.1:{port} (data in {data_dir})")
         env.update(BUS_URL=bus_url, GATEWAY_HOST=options.host, GATEWAY_PORT=str(options.port))
+        env.setdefault("METRICS_HOST", "127.0.0.1")
         async with asyncio.TaskGroup() as tasks:
             if options.demo:
                 env["BINANCE_WS_URL"] = await _start_demo_exchange(supervisor, tasks, env)
@@ -153,13 +160,11 @@ async def _start_demo_exchange(supervisor: Supervisor, tasks: asyncio.TaskGroup,
     argv = [sys.executable, "-m", "fake_exchange", "--scenario", "demo", "--port", "0",
             "--wall-clock"]
     process = await supervisor.spawn("exchange", argv, env)
-    first_line: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-    tasks.create_task(supervisor.pump("exchange", process, first_line), name="exchange")
-    line = await asyncio.wait_for(first_line, 20)
-    match = re.search(r"ws://\S+", line)
-    if match is None:
-        raise RuntimeError(f"fake exchange did not report its address: {line!r}")
-    return f"{match.group(0)}/market/stream?streams=!miniTicker@arr"
+    address: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    tasks.create_task(supervisor.pump("exchange", process, (_LISTENING, address)),
+                      name="exchange")
+    base = await asyncio.wait_for(address, 20)
+    return f"{base}/market/stream?streams=!miniTicker@arr"
 
 
 def _browser_host(host: str) -> str:

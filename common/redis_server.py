@@ -59,6 +59,8 @@ def start_redis_server(port: int, data_dir: Path, *, appendonly: bool = True,
          "--appendonly", "yes" if appendonly else "no", "--save", "",
          "--protected-mode", "yes", "--loglevel", "warning"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        # Its own session: a terminal's Ctrl-C must not kill Redis before services drain.
+        start_new_session=True,
     )
     try:
         wait_for_port(host, port)
