@@ -27,7 +27,7 @@ def test_up_demo_serves_alerts_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> No
          "--data-dir", str(tmp_path / "redis")],
         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
-        alerts = []
+        alerts: list[dict[str, object]] = []
         deadline = time.monotonic() + 45
         while not alerts and time.monotonic() < deadline:
             time.sleep(0.5)
