@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,20 +16,12 @@ from tests.gateway.support import (
     assert_silent,
     ids,
     make_alert,
-    open_bus,
     publish,
     receive,
     receive_alerts,
     running_gateway,
 )
 from tests.support.servers import RedisServer
-
-
-@pytest.fixture
-async def bus(redis_server: RedisServer) -> AsyncIterator[RedisTransport]:
-    transport = await open_bus(redis_server.url)
-    yield transport
-    await transport.close()
 
 
 async def test_history_on_connect_then_each_live_alert_once(

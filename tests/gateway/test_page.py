@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
 from playwright import async_api as playwright_api
 
 from common.redis_transport import RedisTransport
-from tests.gateway.support import make_alert, open_bus, publish, running_gateway
+from tests.gateway.support import make_alert, publish, running_gateway
 from tests.support.prerequisites import CHROMIUM_ARGS, chromium_path
 from tests.support.servers import RedisServer
-
-
-@pytest.fixture
-async def bus(redis_server: RedisServer) -> AsyncIterator[RedisTransport]:
-    transport = await open_bus(redis_server.url)
-    yield transport
-    await transport.close()
 
 
 async def test_page_shows_history_then_live_alerts_newest_first(
