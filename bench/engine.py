@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 import time
 
-from common.schemas import Tick
-from detector.engine import DetectionEngine, Rule
+from common.schemas import Rule, Tick
+from detector.engine import DetectionEngine
 
 
 def synthetic_ticks(symbols: int, frames: int, seed: int = 1) -> list[Tick]:

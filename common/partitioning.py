@@ -10,6 +10,7 @@ from zlib import crc32
 
 TICKS_STREAM_PREFIX = "ticks."
 ALERTS_STREAM = "alerts"
+RULES_STREAM = "rules"
 DETECTOR_GROUP = "detector"
 
 

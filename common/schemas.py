@@ -36,6 +36,31 @@ class Alert(msgspec.Struct, frozen=True, kw_only=True):
     path: list[tuple[int, float]] | None = None
 
 
+class Rule(msgspec.Struct, frozen=True, kw_only=True):
+    """One detection rule; several may run at once, each with its own windows and cooldowns."""
+
+    window_s: int = 60
+    threshold_up_pct: float = 2.0
+    threshold_down_pct: float = 2.0
+    cooldown_s: int = 60
+
+    def __post_init__(self) -> None:
+        if self.window_s <= 0:
+            raise ValueError("window_s must be positive")
+        if self.threshold_up_pct <= 0 or self.threshold_down_pct <= 0:
+            raise ValueError("thresholds must be positive")
+        if self.cooldown_s < 0:
+            raise ValueError("cooldown_s must not be negative")
+
+
+class RuleSet(msgspec.Struct, frozen=True, kw_only=True):
+    """The rules in force, as announced on the ``rules`` stream (newest entry wins)."""
+
+    rules: list[Rule]
+    updated_at_ms: int
+    updated_by: str
+
+
 def alert_id(symbol: str, window_s: int, event_time_ms: int) -> str:
     """Deterministic, so a redelivered tick reproduces the same id and is recognised."""
     return f"{symbol}:{window_s}:{event_time_ms}"
@@ -47,6 +72,8 @@ tick_batch_decoder: Final = msgspec.msgpack.Decoder(list[Tick])
 alert_encoder: Final = msgspec.msgpack.Encoder()
 alert_decoder: Final = msgspec.msgpack.Decoder(Alert)
 alert_json_encoder: Final = msgspec.json.Encoder()
+rule_set_encoder: Final = msgspec.msgpack.Encoder()
+rule_set_decoder: Final = msgspec.msgpack.Decoder(RuleSet)
 
 
 def encode_ticks(ticks: list[Tick]) -> bytes:
@@ -63,3 +90,11 @@ def encode_alert(alert: Alert) -> bytes:
 
 def decode_alert(payload: bytes) -> Alert:
     return alert_decoder.decode(payload)
+
+
+def encode_rule_set(rule_set: RuleSet) -> bytes:
+    return rule_set_encoder.encode(rule_set)
+
+
+def decode_rule_set(payload: bytes) -> RuleSet:
+    return rule_set_decoder.decode(payload)

@@ -9,31 +9,14 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Final
 
-from common.schemas import Alert, Tick, alert_id
+from common.schemas import Alert, Rule, Tick, alert_id
 
 # A move of exactly the threshold must fire even when float division lands a hair below it
 # (102.1 / 100.1 style inputs), so comparisons allow this much slack, in percent points.
 THRESHOLD_SLACK_PCT: Final = 1e-9
 MAX_PATH_POINTS: Final = 60
-
-
-@dataclass(frozen=True, slots=True)
-class Rule:
-    window_s: int = 60
-    threshold_up_pct: float = 2.0
-    threshold_down_pct: float = 2.0
-    cooldown_s: int = 60
-
-    def __post_init__(self) -> None:
-        if self.window_s <= 0:
-            raise ValueError("window_s must be positive")
-        if self.threshold_up_pct <= 0 or self.threshold_down_pct <= 0:
-            raise ValueError("thresholds must be positive")
-        if self.cooldown_s < 0:
-            raise ValueError("cooldown_s must not be negative")
 
 
 class _Window:

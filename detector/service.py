@@ -19,9 +19,17 @@ import msgspec
 
 from common.backoff import Backoff
 from common.health import HealthServer
-from common.partitioning import ALERTS_STREAM, DETECTOR_GROUP, ticks_stream
+from common.partitioning import ALERTS_STREAM, DETECTOR_GROUP, RULES_STREAM, ticks_stream
 from common.runner import wait_or_stop
-from common.schemas import Alert, decode_alert, decode_ticks, encode_alert
+from common.schemas import (
+    Alert,
+    Rule,
+    RuleSet,
+    decode_alert,
+    decode_ticks,
+    encode_alert,
+    encode_rule_set,
+)
 from common.settings import DetectorSettings
 from common.transport import (
     BusUnavailable,
@@ -33,13 +41,14 @@ from common.transport import (
     create_transport,
 )
 from detector import metrics
-from detector.engine import DetectionEngine, Rule
+from detector.engine import DetectionEngine
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 SEEN_IDS_CAPACITY = 100_000
+RULES_KEPT = 100
 
 
 class SeenIds:
@@ -77,6 +86,8 @@ class Detector:
         settings = self._settings
         await self._transport.declare(self.streams, Retention(max_age_s=settings.ticks_retention_s))
         await self._transport.declare([ALERTS_STREAM], Retention(max_len=settings.alerts_maxlen))
+        await self._transport.declare([RULES_STREAM], Retention(max_len=RULES_KEPT))
+        await self._retry(self._announce_rules, stopping)
         await self._retry(self._load_published, stopping)
         consumer = self._transport.group_consumer(
             DETECTOR_GROUP, settings.detector_consumer, self.streams,
@@ -99,6 +110,13 @@ class Detector:
             if batch:
                 await self._handle(batch, consumer)
         log.info("detector stopped reading")
+
+    async def _announce_rules(self) -> None:
+        """Tell the gateways (and through them the traders) which rule is in force."""
+        rule_set = RuleSet(rules=[self.engine.rule], updated_at_ms=int(time.time() * 1000),
+                           updated_by=f"detector {self._settings.detector_consumer}")
+        await self._transport.publish(
+            [Record(RULES_STREAM, "rules", encode_rule_set(rule_set))])
 
     async def _load_published(self) -> None:
         """Seed dedupe and cooldowns from the alert history so a restart stays quiet."""

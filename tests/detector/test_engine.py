@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.schemas import Alert, Tick
-from detector.engine import MAX_PATH_POINTS, DetectionEngine, Rule
+from common.schemas import Alert, Rule, Tick
+from detector.engine import MAX_PATH_POINTS, DetectionEngine
 
 RULE = Rule(window_s=60, threshold_up_pct=2.0, threshold_down_pct=2.0, cooldown_s=60)
 

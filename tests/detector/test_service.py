@@ -8,12 +8,18 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from common.partitioning import ALERTS_STREAM, DETECTOR_GROUP, partition_of, ticks_stream
+from common.partitioning import (
+    ALERTS_STREAM,
+    DETECTOR_GROUP,
+    RULES_STREAM,
+    partition_of,
+    ticks_stream,
+)
 from common.redis_transport import RedisTransport
-from common.schemas import Alert, Tick, decode_alert, decode_ticks, encode_alert, encode_ticks
+from common.schemas import Alert, Rule, Tick, decode_alert, decode_ticks, encode_alert, encode_ticks
 from common.settings import DetectorSettings, load_settings
 from common.transport import Record
-from detector.engine import DetectionEngine, Rule
+from detector.engine import DetectionEngine
 from detector.service import Detector
 from tests.support.servers import RedisServer
 
@@ -148,3 +154,14 @@ async def test_alerts_wait_for_the_bus_and_nothing_is_acknowledged_before(
     assert len(await alerts_on_bus(bus)) == 1
     assert await pending_count(bus) == 0
 
+
+
+async def test_the_rule_in_force_is_announced_on_the_rules_stream(
+        bus: RedisTransport, redis_server: RedisServer) -> None:
+    await run_until(Detector(settings(redis_server.url, window_s=30, threshold_up_pct=1.5,
+                                      cooldown_s=10), bus))
+    [latest] = await bus.broadcast_reader(RULES_STREAM).backlog(1)
+    announced = decode_rule_set(latest.payload)
+    assert announced.rules == [Rule(window_s=30, threshold_up_pct=1.5, threshold_down_pct=2.0,
+                                    cooldown_s=10)]
+    assert announced.updated_by == "detector detector-1"
