@@ -16,7 +16,16 @@ from common.partitioning import (
     ticks_stream,
 )
 from common.redis_transport import RedisTransport
-from common.schemas import Alert, Rule, Tick, decode_alert, decode_ticks, encode_alert, encode_ticks
+from common.schemas import (
+    Alert,
+    Rule,
+    Tick,
+    decode_alert,
+    decode_rule_set,
+    decode_ticks,
+    encode_alert,
+    encode_ticks,
+)
 from common.settings import DetectorSettings, load_settings
 from common.transport import Record
 from detector.engine import DetectionEngine
