@@ -7,6 +7,7 @@ added without breaking an older reader.
 
 from __future__ import annotations
 
+import re
 from typing import Final, Literal
 
 import msgspec
@@ -64,6 +65,14 @@ class RuleSet(msgspec.Struct, frozen=True, kw_only=True):
 def alert_id(symbol: str, window_s: int, event_time_ms: int) -> str:
     """Deterministic, so a redelivered tick reproduces the same id and is recognised."""
     return f"{symbol}:{window_s}:{event_time_ms}"
+
+
+ALERT_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9_.\-]{1,64}:[0-9]{1,9}:[0-9]{1,16}")
+
+
+def is_alert_id(text: str) -> bool:
+    """Whether ``text`` has the shape of an id (a cursor from a client is checked first)."""
+    return ALERT_ID_PATTERN.fullmatch(text) is not None
 
 
 # Encoders and decoders are built once: building them per message costs more than the encoding.

@@ -128,6 +128,26 @@ class GatewaySettings(BaseServiceSettings):
     client_queue_size: Annotated[int, Field(ge=1, le=100_000)] = 256
     max_clients: Annotated[int, Field(ge=1)] = 1000
     read_block_ms: Annotated[int, Field(ge=1)] = 1000
+    allowed_origins: str = ""
+    ws_heartbeat_s: PositiveSeconds = 15.0
+    ws_ping_interval_s: PositiveSeconds = 20.0
+    ws_ping_timeout_s: PositiveSeconds = 20.0
+
+    @property
+    def origins(self) -> frozenset[str]:
+        """Extra browser origins allowed on ``/ws``; the page's own origin always is."""
+        return frozenset(o.strip().rstrip("/") for o in self.allowed_origins.split(",")
+                         if o.strip())
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origin_list(cls, value: str) -> str:
+        for origin in filter(None, (o.strip() for o in value.split(","))):
+            parts = urlsplit(origin)
+            if origin != "*" and (parts.scheme not in {"http", "https"} or not parts.netloc
+                                  or parts.path not in {"", "/"}):
+                raise ValueError(f"expected '*' or origins like https://host:port, got {origin!r}")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

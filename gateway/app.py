@@ -14,16 +14,18 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Final
 
-from fastapi import FastAPI, Query, WebSocket
+from fastapi import FastAPI, HTTPException, Query, WebSocket
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 import gateway
+from common.schemas import ALERT_ID_PATTERN
 from common.settings import GatewaySettings
 from common.transport import Transport, create_transport
-from gateway.hub import Hub, alerts_document
+from gateway.hub import Hub, UnknownAlert, alerts_document
 from gateway.metrics import Metrics
-from gateway.ws import serve_client
+from gateway.rules import RulesFollower
+from gateway.ws import SocketPolicy, serve_client
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,8 @@ def create_app(settings: GatewaySettings, transport: Transport | None = None) ->
     hub = Hub(metrics=metrics, history_size=settings.history_size,
               client_queue_size=settings.client_queue_size, max_clients=settings.max_clients,
               read_block_ms=settings.read_block_ms, seen_limit=settings.alerts_maxlen)
+    rules = RulesFollower(hub, read_block_ms=settings.read_block_ms)
+    policy = SocketPolicy(settings.origins, settings.ws_heartbeat_s)
     bus = _Bus()
 
     @contextlib.asynccontextmanager
@@ -54,14 +58,19 @@ def create_app(settings: GatewaySettings, transport: Transport | None = None) ->
                                                       timeout_s=settings.bus_timeout_s)
         if owned:
             await bus.transport.start()
-        reader = asyncio.create_task(hub.run(bus.transport), name="gateway-alerts-reader")
+        readers = [
+            asyncio.create_task(hub.run(bus.transport), name="gateway-alerts-reader"),
+            asyncio.create_task(rules.run(bus.transport), name="gateway-rules-reader"),
+        ]
         try:
             yield
         finally:
-            reader.cancel()
-            await asyncio.wait([reader])
-            if not reader.cancelled():
-                reader.exception()  # already logged by the hub; retrieved, not re-raised
+            for reader in readers:
+                reader.cancel()
+            await asyncio.wait(readers)
+            for reader in readers:
+                if not reader.cancelled():
+                    reader.exception()  # logged where it happened; retrieved, not re-raised
             if owned:
                 await bus.transport.close()
             bus.transport = None
@@ -73,16 +82,28 @@ def create_app(settings: GatewaySettings, transport: Transport | None = None) ->
 
     @app.websocket("/ws")
     async def alerts_socket(websocket: WebSocket) -> None:
-        await serve_client(websocket, hub, metrics)
+        await serve_client(websocket, hub, metrics, rules, policy)
 
     @app.get("/api/alerts")
     async def recent_alerts(
         limit: Annotated[int | None, Query(ge=1, le=API_MAX_LIMIT)] = None,
+        before: Annotated[str | None, Query(pattern=ALERT_ID_PATTERN.pattern,
+                                            max_length=100)] = None,
     ) -> Response:
-        """The newest alerts, newest first (the page's order)."""
-        entries = hub.recent(settings.history_size if limit is None else limit)
-        entries.reverse()
-        return Response(alerts_document(entries), media_type="application/json")
+        """Alerts newest first (the page's order); ``next`` is the ``before`` of the next
+        page, ``null`` when this gateway holds nothing older."""
+        try:
+            entries, next_cursor = hub.page(
+                settings.history_size if limit is None else limit, before)
+        except UnknownAlert:
+            raise HTTPException(404, f"unknown alert id {before!r}: no longer held by this "
+                                     "gateway; start again without before") from None
+        return Response(alerts_document(entries, next_cursor), media_type="application/json")
+
+    @app.get("/api/rules")
+    async def active_rules() -> Response:
+        """The rules the detectors announced, as the page shows them."""
+        return Response(rules.document(), media_type="application/json")
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -14,6 +14,7 @@ alert is either in a new subscriber's history or in its queue, never both and ne
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections import deque
 from collections.abc import Sequence
@@ -40,15 +41,28 @@ RETRY_MAX_S: Final = 5.0
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One alert as the browsers see it, encoded once and shared by every queue."""
+    """One message as the browsers see it, encoded once and shared by every queue.
+
+    Alerts carry their id and ``seq``, the order in which this gateway received them, which
+    is what ``since`` and ``before`` cursors resolve to; other messages (rules) have no id.
+    """
 
     id: str
     json: str
     message: str
+    seq: int = -1
 
     @classmethod
-    def from_json(cls, alert_id: str, alert_json: str) -> Entry:
-        return cls(alert_id, alert_json, f'{{"type":"alert","alert":{alert_json}}}')
+    def from_json(cls, alert_id: str, alert_json: str, seq: int = -1) -> Entry:
+        return cls(alert_id, alert_json, f'{{"type":"alert","alert":{alert_json}}}', seq)
+
+    @classmethod
+    def notice(cls, message: str) -> Entry:
+        return cls("", "", message)
+
+
+class UnknownAlert(LookupError):
+    """A cursor names an alert this gateway no longer (or never) held in memory."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,12 +88,15 @@ class Subscriber:
         self.drop: Drop | None = None
 
 
-def history_message(entries: Sequence[Entry]) -> str:
-    return '{"type":"history","alerts":[' + ",".join(e.json for e in entries) + "]}"
+def history_message(entries: Sequence[Entry], *, resumed: bool = False) -> str:
+    alerts = ",".join(e.json for e in entries)
+    flag = ',"resumed":true' if resumed else ""
+    return '{"type":"history","alerts":[' + alerts + "]" + flag + "}"
 
 
-def alerts_document(entries: Sequence[Entry]) -> str:
-    return '{"alerts":[' + ",".join(e.json for e in entries) + "]}"
+def alerts_document(entries: Sequence[Entry], next_cursor: str | None = None) -> str:
+    cursor = "null" if next_cursor is None else f'"{next_cursor}"'
+    return '{"alerts":[' + ",".join(e.json for e in entries) + '],"next":' + cursor + "}"
 
 
 class Hub:
@@ -91,7 +108,8 @@ class Hub:
         self._ring: deque[Entry] = deque(maxlen=self._ring_size)
         # Ordered dict used as a bounded FIFO set: ids stay known for longer than they stay
         # in the ring, as long as the bus could hand them back (its MAXLEN).
-        self._seen: dict[str, None] = {}
+        self._seen: dict[str, int] = {}  # id → seq
+        self._next_seq = 0
         self._seen_limit = max(seen_limit, self._ring_size)
         self._subscribers: set[Subscriber] = set()
         self._client_queue_size = client_queue_size
@@ -117,18 +135,22 @@ class Hub:
 
     # -- subscribers ------------------------------------------------------------------------
 
-    def subscribe(self) -> tuple[Subscriber, list[Entry]] | None:
-        """Register a client and return it with the history it must be sent first.
+    def subscribe(self, since: str | None = None) -> tuple[Subscriber, list[Entry]] | None:
+        """Register a client and return it with the history it must be sent first: the
+        last ``HISTORY_SIZE`` alerts, or with ``since`` every alert received after that one.
 
-        ``None`` when the gateway already serves ``MAX_CLIENTS`` (counted as a drop).
+        ``None`` when the gateway already serves ``MAX_CLIENTS`` (counted as a drop);
+        ``UnknownAlert`` when ``since`` is not in memory, so that the client is told to
+        start over instead of silently missing what came in between.
         """
+        history = self.recent(self._history_size) if since is None else self.after(since)
         if len(self._subscribers) >= self._max_clients:
             self._metrics.clients_dropped.labels(SERVER_FULL.reason).inc()
             return None
         subscriber = Subscriber(self._client_queue_size)
         self._subscribers.add(subscriber)
         self._metrics.clients_connected.set(len(self._subscribers))
-        return subscriber, self.recent(self._history_size)
+        return subscriber, history
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.discard(subscriber)
@@ -143,6 +165,29 @@ class Hub:
         self._metrics.clients_dropped.labels(why.reason).inc()
         subscriber.dropped.set()
         log.info("dropped a client: %s", why.message)
+
+    def after(self, alert_id: str) -> list[Entry]:
+        """Every alert in memory received after ``alert_id``, oldest first."""
+        seq = self._seq_in_ring(alert_id)
+        return [entry for entry in self._ring if entry.seq > seq]
+
+    def page(self, limit: int, before: str | None = None) -> tuple[list[Entry], str | None]:
+        """Up to ``limit`` alerts older than ``before`` (or the newest), newest first, and
+        the cursor of the next page (``None`` when memory holds nothing older)."""
+        newest_first = reversed(self._ring)
+        if before is not None:
+            seq = self._seq_in_ring(before)
+            newest_first = (entry for entry in newest_first if entry.seq < seq)
+        entries = list(itertools.islice(newest_first, limit + 1))
+        more = len(entries) > limit
+        entries = entries[:limit]
+        return entries, entries[-1].id if more and entries else None
+
+    def _seq_in_ring(self, alert_id: str) -> int:
+        seq = self._seen.get(alert_id)
+        if seq is None or not self._ring or seq < self._ring[0].seq:
+            raise UnknownAlert(alert_id)
+        return seq
 
     def recent(self, limit: int) -> list[Entry]:
         """The newest ``limit`` alerts, oldest first."""
@@ -173,8 +218,10 @@ class Hub:
             if alert.id in self._seen:
                 self._metrics.duplicates.inc()
                 continue
-            self._remember(alert.id)
-            entry = Entry.from_json(alert.id, alert_json_encoder.encode(alert).decode())
+            seq = self._next_seq
+            self._next_seq += 1
+            self._remember(alert.id, seq)
+            entry = Entry.from_json(alert.id, alert_json_encoder.encode(alert).decode(), seq)
             self._ring.append(entry)
             self._metrics.alerts_received.inc()
             fresh += 1
@@ -182,8 +229,12 @@ class Hub:
             await asyncio.sleep(0)
         return fresh
 
-    def _remember(self, alert_id: str) -> None:
-        self._seen[alert_id] = None
+    def broadcast(self, message: str) -> None:
+        """A non-alert message for every client (rule changes), through the same queues."""
+        self._fan_out(Entry.notice(message))
+
+    def _remember(self, alert_id: str, seq: int) -> None:
+        self._seen[alert_id] = seq
         if len(self._seen) > self._seen_limit:
             del self._seen[next(iter(self._seen))]
 

@@ -20,7 +20,8 @@ from prometheus_client import (
     generate_latest,
 )
 
-DROP_REASONS: Final = ("too_slow", "max_clients", "flood")
+DROP_REASONS: Final = ("too_slow", "max_clients", "flood", "origin", "bad_since",
+                       "unknown_since")
 
 
 class Metrics:

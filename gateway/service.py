@@ -76,6 +76,9 @@ def server_config(app: FastAPI, settings: GatewaySettings) -> uvicorn.Config:
         # Compression would be done once per client per message: the opposite of encoding
         # an alert once for everybody. Alerts are small.
         ws_per_message_deflate=False,
+        # Protocol pings find browsers that vanished without a FIN (sleeping laptops).
+        ws_ping_interval=settings.ws_ping_interval_s,
+        ws_ping_timeout=settings.ws_ping_timeout_s,
         server_header=False,
         # Leave the lifespan shutdown time within the runner's SHUTDOWN_TIMEOUT_S.
         timeout_graceful_shutdown=max(1, int(settings.shutdown_timeout_s / 2)),

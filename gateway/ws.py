@@ -2,8 +2,14 @@
 
 Messages (JSON text frames, server to client only):
 
-- ``{"type":"history","alerts":[<alert>, ...]}`` once on connect, oldest first;
-- ``{"type":"alert","alert":<alert>}`` per live alert.
+- ``{"type":"history","alerts":[<alert>, ...]}`` once on connect, oldest first; with
+  ``?since=<alert id>`` it holds every alert after that one and ``"resumed":true``;
+- ``{"type":"rules","rules":[<rule>, ...]}`` after the history and on every rule change;
+- ``{"type":"alert","alert":<alert>}`` per live alert;
+- ``{"type":"ping","t":<ms>}`` after ``WS_HEARTBEAT_S`` of silence, so that a browser can
+  tell a quiet market from a dead connection (it cannot see protocol pings);
+- ``{"type":"error","code":...,"message":...}`` before closing with 4400 (malformed
+  ``since``) or 4404 (``since`` no longer in memory: reconnect without it).
 
 The client is not expected to say anything. What it does send is read (that is how a
 disconnect is noticed) and thrown away, within a rate limit so that a chatty or hostile
@@ -17,13 +23,27 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Final
+from urllib.parse import urlsplit
 
+import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from common.schemas import is_alert_id
 from gateway.aio import race
-from gateway.hub import FLOOD, SERVER_FULL, Drop, Entry, Hub, Subscriber, history_message
+from gateway.hub import (
+    FLOOD,
+    SERVER_FULL,
+    Drop,
+    Entry,
+    Hub,
+    Subscriber,
+    UnknownAlert,
+    history_message,
+)
 from gateway.metrics import Metrics
+from gateway.rules import RulesFollower
 
 log = logging.getLogger(__name__)
 
@@ -33,20 +53,56 @@ log = logging.getLogger(__name__)
 CLOSE_TIMEOUT_S: Final = 1.0
 CLIENT_MESSAGES_PER_S: Final = 5.0
 CLIENT_MESSAGES_BURST: Final = 20.0
+BAD_SINCE: Final = Drop("bad_since", 4400, "malformed since")
+UNKNOWN_SINCE: Final = Drop("unknown_since", 4404, "unknown since")
+_json: Final = msgspec.json.Encoder()
 
 
-async def serve_client(websocket: WebSocket, hub: Hub, metrics: Metrics) -> None:
+@dataclass(frozen=True, slots=True)
+class SocketPolicy:
+    allowed_origins: frozenset[str]
+    heartbeat_s: float
+
+
+def origin_allowed(websocket: WebSocket, allowed: frozenset[str]) -> bool:
+    """Cross-site WebSocket hijacking defence: a browser always sends ``Origin``; only the
+    page's own origin and the configured ones may open the feed. Non-browser clients
+    (no ``Origin``) are not a CSWSH vector and pass."""
+    origin = websocket.headers.get("origin")
+    if origin is None or "*" in allowed or origin.rstrip("/") in allowed:
+        return True
+    return urlsplit(origin).netloc == websocket.headers.get("host")
+
+
+async def serve_client(websocket: WebSocket, hub: Hub, metrics: Metrics, rules: RulesFollower,
+                       policy: SocketPolicy) -> None:
+    if not origin_allowed(websocket, policy.allowed_origins):
+        metrics.clients_dropped.labels("origin").inc()
+        log.info("refused a WebSocket from origin %r", websocket.headers.get("origin"))
+        await websocket.close(1008)  # before accept: the handshake gets HTTP 403
+        return
     # Accept before refusing so that the browser sees a close code and a reason (an HTTP
     # 403 on the handshake reaches JavaScript as an anonymous 1006).
     await websocket.accept()
-    subscription = hub.subscribe()
+    since = websocket.query_params.get("since")
+    if since is not None and not is_alert_id(since):
+        await _refuse(websocket, metrics, BAD_SINCE, "since must be an alert id "
+                      "(SYMBOL:WINDOW_S:EVENT_TIME_MS)")
+        return
+    try:
+        subscription = hub.subscribe(since)
+    except UnknownAlert:
+        await _refuse(websocket, metrics, UNKNOWN_SINCE, "this gateway no longer holds that "
+                      "alert; reconnect without since to receive the recent history")
+        return
     if subscription is None:
         await _close(websocket, SERVER_FULL)
         return
     subscriber, history = subscription
     try:
         await race(
-            _send(websocket, subscriber, history, metrics),
+            _send(websocket, subscriber, history, since is not None, rules, metrics,
+                  policy.heartbeat_s),
             _receive(websocket, hub, subscriber),
             subscriber.dropped.wait(),
         )
@@ -57,18 +113,27 @@ async def serve_client(websocket: WebSocket, hub: Hub, metrics: Metrics) -> None
 
 
 async def _send(websocket: WebSocket, subscriber: Subscriber, history: Sequence[Entry],
-                metrics: Metrics) -> None:
+                resumed: bool, rules: RulesFollower, metrics: Metrics,
+                heartbeat_s: float) -> None:
     # The hub snapshots the history and registers the queue atomically, so no queued alert
     # can also be in the history; checking anyway keeps "exactly once" from depending on it.
     in_history = {entry.id for entry in history}
     try:
-        await websocket.send_text(history_message(history))
+        await websocket.send_text(history_message(history, resumed=resumed))
+        await websocket.send_text(rules.message())
         while True:
-            entry = await subscriber.queue.get()
-            if entry.id in in_history:
+            try:
+                # asyncio.timeout, not wait_for: no task per message on the hot path.
+                async with asyncio.timeout(heartbeat_s):
+                    entry = await subscriber.queue.get()
+            except TimeoutError:
+                await websocket.send_text(f'{{"type":"ping","t":{int(time.time() * 1000)}}}')
+                continue
+            if entry.id and entry.id in in_history:
                 continue
             await websocket.send_text(entry.message)
-            metrics.deliveries.inc()
+            if entry.id:
+                metrics.deliveries.inc()
     except WebSocketDisconnect:
         return
 
@@ -88,6 +153,16 @@ async def _receive(websocket: WebSocket, hub: Hub, subscriber: Subscriber) -> No
             hub.drop(subscriber, FLOOD)
             return
         allowance -= 1
+
+
+async def _refuse(websocket: WebSocket, metrics: Metrics, why: Drop, explanation: str) -> None:
+    metrics.clients_dropped.labels(why.reason).inc()
+    error = {"type": "error", "code": why.reason, "message": explanation}
+    try:
+        await websocket.send_text(_json.encode(error).decode())
+    except WebSocketDisconnect:
+        return
+    await _close(websocket, why)
 
 
 async def _close(websocket: WebSocket, why: Drop) -> None:

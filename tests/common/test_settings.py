@@ -59,6 +59,8 @@ def test_cooldown_defaults_to_the_window(monkeypatch: pytest.MonkeyPatch) -> Non
         (GatewaySettings, "HISTORY_SIZE", "-1"),
         (GatewaySettings, "LOG_FORMAT", "xml"),
         (GatewaySettings, "LOG_LEVEL", "LOUD"),
+        (GatewaySettings, "ALLOWED_ORIGINS", "desk.example.com"),
+        (GatewaySettings, "WS_HEARTBEAT_S", "0"),
     ],
 )
 def test_each_bad_value_names_its_variable(monkeypatch: pytest.MonkeyPatch,

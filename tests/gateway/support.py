@@ -139,12 +139,20 @@ async def running_gateway(bus_url: str, **overrides: Any) -> AsyncIterator[Runni
             sock.close()
 
 
-async def receive(ws: ClientConnection, timeout_s: float = 5.0) -> dict[str, Any]:
-    message = await asyncio.wait_for(ws.recv(), timeout_s)
-    assert isinstance(message, str), "the gateway sends JSON text frames"
-    document = json.loads(message)
-    assert isinstance(document, dict)
-    return document
+BACKGROUND_TYPES: Final = frozenset({"rules", "ping"})
+
+
+async def receive(ws: ClientConnection, timeout_s: float = 5.0,
+                  skip: frozenset[str] = BACKGROUND_TYPES) -> dict[str, Any]:
+    """The next message, passing over the ones that any connection may get at any time."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            message = await ws.recv()
+            assert isinstance(message, str), "the gateway sends JSON text frames"
+            document = json.loads(message)
+            assert isinstance(document, dict)
+            if document["type"] not in skip:
+                return document
 
 
 async def receive_alerts(ws: ClientConnection, count: int,
@@ -159,7 +167,7 @@ async def receive_alerts(ws: ClientConnection, count: int,
 
 async def assert_silent(ws: ClientConnection, seconds: float = 0.3) -> None:
     try:
-        extra = await asyncio.wait_for(ws.recv(), seconds)
+        extra = await receive(ws, seconds)
     except TimeoutError:
         return
     raise AssertionError(f"unexpected message: {extra!r}")

@@ -1,0 +1,158 @@
+"""The browser protocol: resuming with ``since``, origins, heartbeat, rules, pagination."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from common.partitioning import RULES_STREAM
+from common.redis_transport import RedisTransport
+from common.schemas import Rule, RuleSet, encode_rule_set
+from common.transport import Record, Retention
+from gateway.app import create_app
+from gateway.service import server_config
+from tests.gateway.support import (
+    gateway_settings,
+    ids,
+    make_alert,
+    publish,
+    receive,
+    receive_alerts,
+    running_gateway,
+)
+from tests.support.servers import RedisServer
+
+
+async def test_since_resumes_with_exactly_the_alerts_missed(
+        redis_server: RedisServer, bus: RedisTransport) -> None:
+    seen = [make_alert("AUSDT"), make_alert("BUSDT")]
+    await publish(bus, *seen)
+    async with running_gateway(redis_server.url) as gw:
+        async with connect(gw.ws_url) as ws:
+            history = await receive(ws)
+            assert ids(history["alerts"]) == [a.id for a in seen]
+        missed = [make_alert("CUSDT"), make_alert("DUSDT"), make_alert("EUSDT")]
+        await publish(bus, *missed)
+        await gw.wait_metric("gateway_alerts_received_total", 5)
+        async with connect(f"{gw.ws_url}?since={seen[-1].id}") as ws:
+            resumed = await receive(ws)
+            assert resumed["type"] == "history"
+            assert resumed["resumed"] is True
+            assert ids(resumed["alerts"]) == [a.id for a in missed]
+            live = make_alert("FUSDT")
+            await publish(bus, live)
+            assert ids(await receive_alerts(ws, 1)) == [live.id]
+        async with connect(f"{gw.ws_url}?since={live.id}") as ws:
+            assert (await receive(ws))["alerts"] == []
+
+
+@pytest.mark.parametrize(
+    ("since", "code", "reason"),
+    [("not-an-id", 4400, "bad_since"), ("BTCUSDT:60:1", 4404, "unknown_since"),
+     ("", 4400, "bad_since")],
+)
+async def test_a_bad_since_gets_an_error_and_a_close_code(
+        redis_server: RedisServer, bus: RedisTransport, since: str, code: int,
+        reason: str) -> None:
+    await publish(bus, make_alert())
+    async with running_gateway(redis_server.url) as gw, \
+            connect(f"{gw.ws_url}?since={since}") as ws:
+        error = await receive(ws)
+        assert error["type"] == "error"
+        assert error["code"] == reason
+        assert error["message"]
+        with pytest.raises(ConnectionClosed) as closed:
+            await receive(ws)
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == code
+        assert await gw.metric("gateway_clients_dropped_total", reason=reason) == 1
+
+
+async def test_foreign_origins_are_refused_unless_allowed(redis_server: RedisServer) -> None:
+    async with running_gateway(redis_server.url,
+                               allowed_origins="https://desk.example.com") as gw:
+        own = f"http://127.0.0.1:{gw.port}"
+        for origin in (own, "https://desk.example.com", None):
+            headers = {"Origin": origin} if origin else None
+            async with connect(gw.ws_url, additional_headers=headers) as ws:
+                assert (await receive(ws))["type"] == "history"
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(gw.ws_url, additional_headers={"Origin": "https://evil.example"}):
+                pass
+        assert refused.value.response.status_code == 403
+        assert await gw.metric("gateway_clients_dropped_total", reason="origin") == 1
+
+
+def test_allowed_origins_are_parsed() -> None:
+    settings = gateway_settings("redis://x", allowed_origins=" https://a.example/, http://b:8")
+    assert settings.origins == {"https://a.example", "http://b:8"}
+
+
+async def test_a_quiet_feed_gets_heartbeats(redis_server: RedisServer) -> None:
+    async with running_gateway(redis_server.url, ws_heartbeat_s=0.2) as gw, \
+            connect(gw.ws_url) as ws:
+        await receive(ws)
+        ping = await receive(ws, 2, skip=frozenset({"rules"}))
+        assert ping["type"] == "ping"
+        assert abs(ping["t"] - time.time() * 1000) < 5000
+
+
+async def test_rules_in_force_are_served_and_pushed(
+        redis_server: RedisServer, bus: RedisTransport) -> None:
+    await bus.declare([RULES_STREAM], Retention(max_len=100))
+
+    async def announce(*rules: Rule) -> None:
+        rule_set = RuleSet(rules=list(rules), updated_at_ms=1, updated_by="test")
+        await bus.publish([Record(RULES_STREAM, "rules", encode_rule_set(rule_set))])
+
+    await announce(Rule(window_s=60, threshold_up_pct=2.0, threshold_down_pct=2.0))
+    async with running_gateway(redis_server.url) as gw:
+        document = (await gw.http.get("/api/rules")).json()
+        assert document["rules"] == [{"window_s": 60, "threshold_up_pct": 2.0,
+                                      "threshold_down_pct": 2.0, "cooldown_s": 60}]
+        async with connect(gw.ws_url) as ws:
+            assert (await receive(ws))["type"] == "history"
+            first = await receive(ws, skip=frozenset({"ping"}))
+            assert first["type"] == "rules"
+            assert first["rules"][0]["window_s"] == 60
+            await announce(Rule(window_s=30, threshold_up_pct=1.0, threshold_down_pct=3.0,
+                                cooldown_s=30))
+            pushed = await receive(ws, skip=frozenset({"ping"}))
+            assert pushed == {"type": "rules", "rules": [
+                {"window_s": 30, "threshold_up_pct": 1.0, "threshold_down_pct": 3.0,
+                 "cooldown_s": 30}]}
+        assert (await gw.http.get("/api/rules")).json()["rules"][0]["window_s"] == 30
+
+
+async def test_api_alerts_pages_backwards_with_a_cursor(
+        redis_server: RedisServer, bus: RedisTransport) -> None:
+    alerts = [make_alert(f"P{i}USDT") for i in range(10)]
+    await publish(bus, *alerts)
+    newest_first = [a.id for a in reversed(alerts)]
+    async with running_gateway(redis_server.url) as gw:
+        pages: list[str] = []
+        cursor: str | None = None
+        while True:
+            params = {"limit": "4", **({"before": cursor} if cursor else {})}
+            document = (await gw.http.get("/api/alerts", params=params)).json()
+            pages.extend(ids(document["alerts"]))
+            cursor = document["next"]
+            if cursor is None:
+                break
+        assert pages == newest_first
+        unknown = await gw.http.get("/api/alerts", params={"before": "XUSDT:60:1"})
+        assert unknown.status_code == 404
+        assert "unknown alert id" in unknown.json()["detail"]
+        malformed = await gw.http.get("/api/alerts", params={"before": "drop table"})
+        assert malformed.status_code == 422
+        assert malformed.json()["detail"][0]["loc"] == ["query", "before"]
+
+
+def test_protocol_pings_follow_the_settings() -> None:
+    settings = gateway_settings("redis://x", ws_ping_interval_s=7, ws_ping_timeout_s=3)
+    config = server_config(create_app(settings), settings)
+    assert (config.ws_ping_interval, config.ws_ping_timeout) == (7, 3)
+    assert config.ws_max_size == 64 * 1024
