@@ -1,145 +1,250 @@
-// Live alert list: connects to the gateway's /ws, shows the history, then each new alert on top.
+// The live alert page: wires the connection, the table, the filters, sound and notifications.
 //
-// Protocol (server to client, JSON text):
-//   {"type": "history", "alerts": [alert, ...]}   once per connection, oldest first
-//   {"type": "alert", "alert": alert}              per live alert
-// Every piece of text from the server goes into the page through textContent, never as HTML.
-"use strict";
+// Every alert is shown once: ids are deduplicated everywhere, and after a dropped connection
+// the page asks the gateway for what it missed (/ws?since=<last id seen>). History, resumed
+// or not, is silent; a live alert chimes unless muted, its symbol is muted, or a filter
+// hides it. Settings live in localStorage.
 
-(() => {
-  const table = document.getElementById("alerts");
-  const rows = document.getElementById("alert-rows");
-  const empty = document.getElementById("empty");
-  const status = document.getElementById("status");
-  const statusText = document.getElementById("status-text");
+import { AlertList, isAlert } from "./alert-list.js";
+import { Connection } from "./connection.js";
+import { describeRules, spokenAlert } from "./format.js";
+import { Notifier } from "./notify.js";
+import { Chime } from "./sound.js";
+import { load, save } from "./store.js";
 
-  const CHART_URL = table.dataset.chartUrl;
-  const MAX_ROWS = Number(table.dataset.maxRows) || 200;
-  const RETRY_MIN_MS = 500;
-  const RETRY_MAX_MS = 30000;
+const $ = (id) => document.getElementById(id);
+const table = $("alerts");
+const config = table.dataset;
+const CHART_URL = config.chartUrl;
+const ANNOUNCE_DELAY_MS = 400;
+const MAX_ROW_CHOICES = [50, 100, 200, 500];
 
-  // id -> <tr>, for the alerts on screen: the same alert (history after a reconnect, or a
-  // redelivery) must never appear twice.
-  const shown = new Map();
-  let attempts = 0;
+function chartUrl(symbol) {
+  return CHART_URL.replace("{SYMBOL}", encodeURIComponent(symbol));
+}
 
-  const timeFormat = new Intl.DateTimeFormat(undefined, {
-    hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false,
-  });
-  const dateTimeFormat = new Intl.DateTimeFormat(undefined, {
-    dateStyle: "medium", timeStyle: "medium",
-  });
+function positiveNumber(value, fallback) {
+  const number = Number(value);
+  return Number.isFinite(number) && number > 0 ? number : fallback;
+}
 
-  function chartUrl(symbol) {
-    return CHART_URL.replace("{SYMBOL}", encodeURIComponent(symbol));
-  }
+// -- announcements (aria-live) -------------------------------------------------------------
 
-  function signedPct(value) {
-    return (value > 0 ? "+" : "") + value.toFixed(2) + " %";
-  }
+const announcer = $("announcer");
+let spoken = [];
+let announceTimer = null;
 
-  // Ten significant digits hide float noise (103.33000000000001) and keep every real tick.
-  function formatPrice(value) {
-    return String(Number(Number(value).toPrecision(10)));
-  }
+function announce(sentence) {
+  spoken.push(sentence);
+  if (announceTimer !== null) return;
+  // Sentences of one burst are read as one announcement, not a queue of dozens.
+  announceTimer = setTimeout(() => {
+    announceTimer = null;
+    const batch = spoken;
+    spoken = [];
+    announcer.textContent = batch.length <= 3 ? batch.join(". ")
+      : batch.length + " new alerts, latest " + batch[batch.length - 1];
+  }, ANNOUNCE_DELAY_MS);
+}
 
-  function cell(text, className) {
-    const td = document.createElement("td");
-    td.textContent = text;
-    if (className) td.className = className;
-    return td;
-  }
+// -- sound ----------------------------------------------------------------------------------
 
-  // The one place that turns an alert into markup; a fuller screen grows from here.
-  function renderRow(alert) {
-    const tr = document.createElement("tr");
-    tr.dataset.id = alert.id;
-    tr.dataset.eventTime = String(alert.event_time_ms);
-    const up = alert.direction === "up";
+const soundToggle = $("sound-toggle");
+const audioHint = $("audio-hint");
 
-    const when = new Date(alert.event_time_ms);
-    const time = cell(timeFormat.format(when));
-    time.title = dateTimeFormat.format(when);
-    tr.append(time);
+function renderSound(chime) {
+  soundToggle.setAttribute("aria-checked", String(!chime.muted));
+  soundToggle.title = chime.muted ? "Sound is off: click to turn it on"
+    : "Sound is on: click to mute";
+  audioHint.hidden = !chime.blocked;
+}
 
-    const symbolCell = document.createElement("td");
-    const link = document.createElement("a");
-    link.href = chartUrl(alert.symbol);
-    link.target = "_blank";
-    link.rel = "noopener";
-    link.textContent = alert.symbol;
-    link.title = "Open " + alert.symbol + " on TradingView";
-    symbolCell.append(link);
-    tr.append(symbolCell);
+const chime = new Chime(renderSound);
+renderSound(chime);
+soundToggle.addEventListener("click", () => chime.setMuted(!chime.muted));
+$("audio-enable").addEventListener("click", () => chime.unlock());
 
-    // Arrow and word as well as colour: the direction must not depend on seeing red/green.
-    tr.append(cell((up ? "▲ up" : "▼ down"), up ? "up" : "down"));
-    tr.append(cell(signedPct(alert.change_pct), "num " + (up ? "up" : "down")));
-    tr.append(cell(formatPrice(alert.price), "num"));
-    tr.append(cell(formatPrice(alert.base_price), "num"));
-    tr.append(cell(alert.window_s + " s", "num"));
-    return tr;
-  }
+const notifier = new Notifier($("notify-toggle"), $("notify-note"));
 
-  // Newest event first. Live alerts land on top; history after a reconnect slots in place.
-  function insert(alert, fresh) {
-    if (!alert || typeof alert.id !== "string" || shown.has(alert.id)) return;
-    const tr = renderRow(alert);
-    if (fresh) tr.classList.add("fresh");
-    let before = rows.firstElementChild;
-    while (before && Number(before.dataset.eventTime) > alert.event_time_ms) {
-      before = before.nextElementSibling;
-    }
-    rows.insertBefore(tr, before);
-    shown.set(alert.id, tr);
-    while (rows.childElementCount > MAX_ROWS) {
-      const last = rows.lastElementChild;
-      shown.delete(last.dataset.id);
-      last.remove();
-    }
-    empty.hidden = rows.childElementCount > 0;
-  }
+// -- the list, its filters and muted symbols ----------------------------------------------
 
-  function setStatus(state, text) {
-    status.className = "status status-" + state;
-    statusText.textContent = text;
-  }
+const mutedList = $("muted-list");
+const mutedBox = $("muted-symbols");
+let mutedSymbols = (load("mutedSymbols", []) || []).filter((s) => typeof s === "string");
 
-  function handle(message) {
-    if (message.type === "history" && Array.isArray(message.alerts)) {
-      attempts = 0;
-      setStatus("live", "live");
-      for (const alert of message.alerts) insert(alert, false);
-    } else if (message.type === "alert") {
-      insert(message.alert, true);
-    }
-  }
+const defaultMaxRows = positiveNumber(config.maxRows, 200);
+let maxRows = positiveNumber(load("maxRows", defaultMaxRows), defaultMaxRows);
 
-  function connect() {
-    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const socket = new WebSocket(scheme + "//" + location.host + "/ws");
-    setStatus("connecting", "connecting…");
+const list = new AlertList({
+  tbody: $("alert-rows"),
+  empty: $("empty"),
+  summary: $("summary"),
+  chartUrl,
+  maxRows,
+  onMuteSymbol: (symbol) => setMutedSymbols([...mutedSymbols, symbol]),
+});
 
-    socket.addEventListener("message", (event) => {
-      let message;
-      try {
-        message = JSON.parse(event.data);
-      } catch (error) {
-        console.warn("ignoring a message that is not JSON", error);
-        return;
-      }
-      handle(message);
+function setMutedSymbols(symbols) {
+  mutedSymbols = [...new Set(symbols)].sort();
+  save("mutedSymbols", mutedSymbols);
+  list.setMutedSymbols(mutedSymbols);
+  renderMutedSymbols();
+}
+
+function renderMutedSymbols() {
+  mutedList.replaceChildren(...mutedSymbols.map((symbol) => {
+    const item = document.createElement("li");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "chip";
+    button.textContent = symbol;
+    const cross = document.createElement("span");
+    cross.setAttribute("aria-hidden", "true");
+    cross.textContent = " ×";
+    button.append(cross);
+    button.setAttribute("aria-label", "Unmute " + symbol);
+    button.title = "Unmute " + symbol;
+    button.addEventListener("click", () => {
+      setMutedSymbols(mutedSymbols.filter((s) => s !== symbol));
+      $("filter-symbol").focus();
     });
+    item.append(button);
+    return item;
+  }));
+  mutedBox.hidden = mutedSymbols.length === 0;
+}
 
-    socket.addEventListener("close", (event) => {
-      const ceiling = Math.min(RETRY_MAX_MS, RETRY_MIN_MS * 2 ** attempts);
-      const delay = ceiling / 2 + Math.random() * (ceiling / 2);
-      attempts += 1;
-      const why = event.reason ? " (" + event.reason + ")" : "";
-      setStatus("down", "disconnected" + why + ", retrying in " + Math.ceil(delay / 1000) + " s");
-      setTimeout(connect, delay);
-    });
+const directionInput = $("filter-direction");
+const minChangeInput = $("filter-min-change");
+const symbolInput = $("filter-symbol");
+const maxRowsInput = $("max-rows");
+
+function readFilters() {
+  return {
+    direction: directionInput.value,
+    minChange: minChangeInput.value === "" ? 0 : Number(minChangeInput.value),
+    symbol: symbolInput.value,
+  };
+}
+
+function restoreControls() {
+  const saved = load("filters", {}) || {};
+  directionInput.value = ["up", "down"].includes(saved.direction) ? saved.direction : "all";
+  minChangeInput.value = Number(saved.minChange) > 0 ? String(saved.minChange) : "";
+  symbolInput.value = typeof saved.symbol === "string" ? saved.symbol : "";
+  if (!MAX_ROW_CHOICES.includes(maxRows)) {
+    const option = document.createElement("option");
+    option.value = String(maxRows);
+    option.textContent = String(maxRows);
+    maxRowsInput.append(option);
   }
+  maxRowsInput.value = String(maxRows);
+}
 
-  connect();
-})();
+function filtersChanged() {
+  const filters = readFilters();
+  save("filters", filters);
+  list.setFilters(filters);
+}
+
+restoreControls();
+list.setFilters(readFilters());
+list.setMutedSymbols(mutedSymbols);
+renderMutedSymbols();
+for (const input of [directionInput, minChangeInput, symbolInput]) {
+  input.addEventListener("input", filtersChanged);
+}
+maxRowsInput.addEventListener("change", () => {
+  maxRows = positiveNumber(maxRowsInput.value, defaultMaxRows);
+  save("maxRows", maxRows);
+  list.setMaxRows(maxRows);
+});
+
+// -- rules ------------------------------------------------------------------------------------
+
+const ruleText = $("rule-text");
+
+function showRules(rules) {
+  ruleText.textContent = describeRules(rules);
+}
+
+fetch("/api/rules", { headers: { Accept: "application/json" } })
+  .then((response) => (response.ok ? response.json() : null))
+  .then((document_) => {
+    if (document_ && Array.isArray(document_.rules)) showRules(document_.rules);
+  })
+  .catch(() => {}); // the WebSocket sends the rules too
+
+// -- unread count in the title while the tab is in the background -------------------------
+
+const baseTitle = document.title;
+let unread = 0;
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible") {
+    unread = 0;
+    document.title = baseTitle;
+  }
+});
+
+// -- messages -------------------------------------------------------------------------------
+
+let lastId = null;
+let firstHistory = true;
+
+function onHistory(message) {
+  const alerts = Array.isArray(message.alerts) ? message.alerts.filter(isAlert) : [];
+  if (alerts.length) lastId = alerts[alerts.length - 1].id;
+  // On a reconnect, what the viewer has not seen yet stands out, silently.
+  const fresh = list.add(alerts, { highlight: !firstHistory });
+  if (!firstHistory && fresh.length) {
+    const visible = fresh.filter((a) => list.passes(a)).length;
+    if (visible) {
+      announce(visible === 1 ? "1 alert arrived while disconnected"
+        : visible + " alerts arrived while disconnected");
+    }
+  }
+  firstHistory = false;
+}
+
+function onAlert(alert) {
+  if (!isAlert(alert)) return;
+  lastId = alert.id;
+  if (list.add([alert], { highlight: true }).length === 0) return;
+  if (!list.passes(alert)) return; // filtered out or muted symbol: no sound, no notice
+  chime.playChime(alert.direction);
+  notifier.notify(alert, chartUrl(alert.symbol));
+  announce(spokenAlert(alert));
+  if (document.visibilityState === "hidden") {
+    unread += 1;
+    document.title = "(" + unread + ") " + baseTitle;
+  }
+}
+
+function onMessage(message) {
+  switch (message.type) {
+    case "history": onHistory(message); break;
+    case "alert": onAlert(message.alert); break;
+    case "rules": if (Array.isArray(message.rules)) showRules(message.rules); break;
+    default: break; // "ping" and types a later gateway may add
+  }
+}
+
+const status = $("status");
+const statusText = $("status-text");
+const statusDetail = $("status-detail");
+const STATUS_TEXT = { connecting: "connecting…", live: "live", down: "offline" };
+
+function onStatus(state, detail) {
+  status.className = "status status-" + state;
+  statusText.textContent = STATUS_TEXT[state] || state;
+  statusDetail.textContent = detail ? "· " + detail : "";
+}
+
+new Connection({
+  onMessage,
+  onStatus,
+  lastId: () => lastId,
+  deadAfterMs: positiveNumber(config.deadAfterMs, 40000),
+  retryMinMs: positiveNumber(config.retryMinMs, 500),
+  retryMaxMs: positiveNumber(config.retryMaxMs, 30000),
+}).connect();

@@ -1,0 +1,247 @@
+// The alert table: one row per alert id, newest event first, at most `maxRows` rows.
+//
+// Rows are built with DOM calls and textContent only: nothing the server sends is parsed
+// as HTML. New alerts are queued and inserted once per animation frame, so a burst costs
+// one layout; ages are refreshed in place every second, without rebuilding rows.
+
+import { age, formatPrice, localDateTime, localTime, signedPct } from "./format.js";
+import { sparkline } from "./sparkline.js";
+
+const AGE_REFRESH_MS = 1000;
+// Ids remembered after their row was trimmed, so a later history cannot bring them back.
+const KNOWN_IDS_FACTOR = 5;
+
+/** An alert the page can show: the fields it needs, of the right types. */
+export function isAlert(value) {
+  return Boolean(value) && typeof value === "object"
+    && typeof value.id === "string" && value.id !== ""
+    && typeof value.symbol === "string" && value.symbol !== ""
+    && (value.direction === "up" || value.direction === "down")
+    && Number.isFinite(value.change_pct) && Number.isFinite(value.event_time_ms);
+}
+
+export class AlertList {
+  constructor({ tbody, empty, summary, chartUrl, maxRows, onMuteSymbol }) {
+    this.tbody = tbody;
+    this.empty = empty;
+    this.summary = summary;
+    this.chartUrl = chartUrl;
+    this.maxRows = maxRows;
+    this.onMuteSymbol = onMuteSymbol;
+    this.rows = new Map(); // id -> {alert, tr, ageCell}
+    this.known = new Set(); // every id shown or queued (bounded, oldest forgotten first)
+    this.pending = [];
+    this.scheduled = false;
+    this.filters = { direction: "all", minChange: 0, symbol: "" };
+    this.mutedSymbols = new Set();
+    setInterval(() => this.refreshAges(), AGE_REFRESH_MS);
+  }
+
+  knows(id) {
+    return this.known.has(id);
+  }
+
+  /** Queue alerts for display; ids already known are ignored. Returns the new ones. */
+  add(alerts, { highlight }) {
+    const fresh = [];
+    for (const alert of alerts) {
+      if (!isAlert(alert) || this.known.has(alert.id)) continue;
+      this.remember(alert.id);
+      this.pending.push({ alert, highlight });
+      fresh.push(alert);
+    }
+    if (fresh.length) this.schedule();
+    return fresh;
+  }
+
+  remember(id) {
+    this.known.add(id);
+    const limit = Math.max(1000, this.maxRows * KNOWN_IDS_FACTOR);
+    if (this.known.size > limit) {
+      for (const old of this.known) {
+        if (this.known.size <= limit || this.rows.has(old)) break;
+        this.known.delete(old);
+      }
+    }
+  }
+
+  /** Whether an alert passes the filters and is not of a muted symbol. */
+  passes(alert) {
+    const { direction, minChange, symbol } = this.filters;
+    if (direction !== "all" && alert.direction !== direction) return false;
+    if (minChange > 0 && Math.abs(alert.change_pct) < minChange) return false;
+    if (symbol && !alert.symbol.toUpperCase().includes(symbol)) return false;
+    return !this.mutedSymbols.has(alert.symbol);
+  }
+
+  setFilters(filters) {
+    this.filters = {
+      direction: ["up", "down"].includes(filters.direction) ? filters.direction : "all",
+      minChange: Math.max(0, Number(filters.minChange) || 0),
+      symbol: String(filters.symbol || "").trim().toUpperCase(),
+    };
+    this.applyFilters();
+  }
+
+  setMutedSymbols(symbols) {
+    this.mutedSymbols = new Set(symbols);
+    this.applyFilters();
+  }
+
+  setMaxRows(maxRows) {
+    this.maxRows = maxRows;
+    this.trim();
+    this.updateSummary();
+  }
+
+  applyFilters() {
+    const now = Date.now();
+    for (const row of this.rows.values()) {
+      row.tr.hidden = !this.passes(row.alert);
+      if (!row.tr.hidden) row.ageCell.textContent = age(row.alert.event_time_ms, now);
+    }
+    this.updateSummary();
+  }
+
+  // -- rendering --------------------------------------------------------------------------
+
+  schedule() {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    // Animation frames pause in a background tab; the timeout keeps the list current there.
+    const flush = () => this.flush();
+    requestAnimationFrame(flush);
+    setTimeout(flush, 250);
+  }
+
+  flush() {
+    if (!this.scheduled) return;
+    this.scheduled = false;
+    const batch = this.pending;
+    this.pending = [];
+    const now = Date.now();
+    for (const { alert, highlight } of batch) this.insert(alert, highlight, now);
+    this.trim();
+    this.updateSummary();
+  }
+
+  insert(alert, highlight, now) {
+    const row = this.render(alert, now);
+    if (highlight) row.tr.classList.add("fresh");
+    row.tr.hidden = !this.passes(alert);
+    let before = this.tbody.firstElementChild;
+    while (before && Number(before.dataset.eventTime) > alert.event_time_ms) {
+      before = before.nextElementSibling;
+    }
+    this.tbody.insertBefore(row.tr, before);
+    this.rows.set(alert.id, row);
+  }
+
+  trim() {
+    while (this.tbody.childElementCount > this.maxRows) {
+      const last = this.tbody.lastElementChild;
+      this.rows.delete(last.dataset.id);
+      last.remove();
+    }
+  }
+
+  updateSummary() {
+    const total = this.rows.size;
+    let visible = 0;
+    for (const row of this.rows.values()) if (!row.tr.hidden) visible += 1;
+    this.empty.hidden = visible > 0;
+    this.empty.textContent = total === 0
+      ? "No alerts yet. New ones appear here as they happen."
+      : "No alerts match the filters.";
+    const noun = total === 1 ? "alert" : "alerts";
+    this.summary.textContent = total === 0 ? ""
+      : visible === total ? total + " " + noun
+        : "Showing " + visible + " of " + total + " " + noun;
+  }
+
+  refreshAges() {
+    if (document.hidden) return;
+    const now = Date.now();
+    for (const row of this.rows.values()) {
+      if (row.tr.hidden) continue;
+      const text = age(row.alert.event_time_ms, now);
+      if (row.ageCell.textContent !== text) row.ageCell.textContent = text;
+    }
+  }
+
+  render(alert, now) {
+    const up = alert.direction === "up";
+    const tone = up ? "up" : "down";
+    const tr = document.createElement("tr");
+    tr.dataset.id = alert.id;
+    tr.dataset.symbol = alert.symbol;
+    tr.dataset.direction = alert.direction;
+    tr.dataset.eventTime = String(alert.event_time_ms);
+
+    const timeCell = cell("col-time");
+    const time = document.createElement("time");
+    const when = new Date(alert.event_time_ms);
+    time.dateTime = when.toISOString();
+    time.textContent = localTime(alert.event_time_ms);
+    time.title = localDateTime(alert.event_time_ms) + " (exchange event time)";
+    timeCell.append(time);
+
+    const symbolCell = cell("col-symbol");
+    const link = document.createElement("a");
+    link.href = this.chartUrl(alert.symbol);
+    link.target = "_blank";
+    link.rel = "noopener";
+    link.textContent = alert.symbol;
+    link.title = "Open the " + alert.symbol + " chart on TradingView (new tab)";
+    symbolCell.append(link);
+
+    // Arrow and word as well as colour: the direction never depends on seeing red or green.
+    const moveCell = cell("col-move " + tone);
+    const arrow = document.createElement("span");
+    arrow.className = "arrow";
+    arrow.setAttribute("aria-hidden", "true");
+    arrow.textContent = up ? "▲" : "▼";
+    moveCell.append(arrow, " " + (up ? "up" : "down"));
+
+    const changeCell = cell("num col-change " + tone, signedPct(alert.change_pct));
+
+    const shapeCell = cell("col-shape " + tone);
+    const svg = sparkline(alert);
+    if (svg) {
+      shapeCell.append(svg);
+    } else {
+      const none = document.createElement("span");
+      none.className = "no-shape";
+      none.textContent = "–";
+      none.title = "No price path in this alert";
+      shapeCell.append(none);
+    }
+
+    const priceCell = cell("num col-price", formatPrice(alert.price));
+    const baseCell = cell("num col-base", formatPrice(alert.base_price));
+    const windowCell = cell("num col-window",
+      Number.isFinite(alert.window_s) ? alert.window_s + " s" : "");
+    const ageCell = cell("num col-age", age(alert.event_time_ms, now));
+
+    const actionsCell = cell("col-actions");
+    const mute = document.createElement("button");
+    mute.type = "button";
+    mute.className = "quiet-button";
+    mute.textContent = "Mute";
+    mute.setAttribute("aria-label", "Mute " + alert.symbol);
+    mute.title = "Hide and silence " + alert.symbol + " alerts";
+    mute.addEventListener("click", () => this.onMuteSymbol(alert.symbol));
+    actionsCell.append(mute);
+
+    tr.append(timeCell, symbolCell, moveCell, changeCell, shapeCell, priceCell, baseCell,
+      windowCell, ageCell, actionsCell);
+    return { alert, tr, ageCell };
+  }
+}
+
+function cell(className, text) {
+  const td = document.createElement("td");
+  td.className = className;
+  if (text !== undefined) td.textContent = text;
+  return td;
+}
