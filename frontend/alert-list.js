@@ -21,13 +21,14 @@ export function isAlert(value) {
 }
 
 export class AlertList {
-  constructor({ tbody, empty, summary, chartUrl, maxRows, onMuteSymbol }) {
+  constructor({ tbody, empty, summary, chartUrl, maxRows, onMuteSymbol, onChange }) {
     this.tbody = tbody;
     this.empty = empty;
     this.summary = summary;
     this.chartUrl = chartUrl;
     this.maxRows = maxRows;
     this.onMuteSymbol = onMuteSymbol;
+    this.onChange = onChange;
     this.rows = new Map(); // id -> {alert, tr, ageCell}
     this.known = new Set(); // every id shown or queued (bounded, oldest forgotten first)
     this.pending = [];
@@ -39,6 +40,16 @@ export class AlertList {
 
   knows(id) {
     return this.known.has(id);
+  }
+
+  get size() {
+    return this.rows.size;
+  }
+
+  /** The id of the oldest alert on screen (the last row), or null. */
+  oldestId() {
+    const last = this.tbody.lastElementChild;
+    return last ? last.dataset.id : null;
   }
 
   /** Queue alerts for display; ids already known are ignored. Returns the new ones. */
@@ -157,6 +168,7 @@ export class AlertList {
     this.summary.textContent = total === 0 ? ""
       : visible === total ? total + " " + noun
         : "Showing " + visible + " of " + total + " " + noun;
+    this.onChange();
   }
 
   refreshAges() {

@@ -72,6 +72,11 @@ const mutedList = $("muted-list");
 const mutedBox = $("muted-symbols");
 let mutedSymbols = (load("mutedSymbols", []) || []).filter((s) => typeof s === "string");
 
+const OLDER_PAGE = 50;
+const olderButton = $("load-older");
+const olderNote = $("older-note");
+let olderExhausted = false;
+
 const defaultMaxRows = positiveNumber(config.maxRows, 200);
 let maxRows = positiveNumber(load("maxRows", defaultMaxRows), defaultMaxRows);
 
@@ -82,6 +87,7 @@ const list = new AlertList({
   chartUrl,
   maxRows,
   onMuteSymbol: (symbol) => setMutedSymbols([...mutedSymbols, symbol]),
+  onChange: () => updateOlderButton(),
 });
 
 function setMutedSymbols(symbols) {
@@ -89,6 +95,7 @@ function setMutedSymbols(symbols) {
   save("mutedSymbols", mutedSymbols);
   list.setMutedSymbols(mutedSymbols);
   renderMutedSymbols();
+  renderActiveFilters();
 }
 
 function renderMutedSymbols() {
@@ -145,12 +152,30 @@ function filtersChanged() {
   const filters = readFilters();
   save("filters", filters);
   list.setFilters(filters);
+  renderActiveFilters();
+}
+
+// On a phone the controls fold away behind one button that says how many filters are on.
+const controlsToggle = $("controls-toggle");
+const controls = $("controls");
+controlsToggle.addEventListener("click", () => {
+  const open = !controls.classList.contains("open");
+  controls.classList.toggle("open", open);
+  controlsToggle.setAttribute("aria-expanded", String(open));
+});
+
+function renderActiveFilters() {
+  const filters = readFilters();
+  const active = (filters.direction !== "all") + (filters.minChange > 0)
+    + (filters.symbol.trim() !== "") + (mutedSymbols.length > 0);
+  $("active-filters").textContent = active ? "(" + active + " active)" : "";
 }
 
 restoreControls();
 list.setFilters(readFilters());
 list.setMutedSymbols(mutedSymbols);
 renderMutedSymbols();
+renderActiveFilters();
 for (const input of [directionInput, minChangeInput, symbolInput]) {
   input.addEventListener("input", filtersChanged);
 }
@@ -158,6 +183,42 @@ maxRowsInput.addEventListener("change", () => {
   maxRows = positiveNumber(maxRowsInput.value, defaultMaxRows);
   save("maxRows", maxRows);
   list.setMaxRows(maxRows);
+});
+
+// -- older alerts (GET /api/alerts?before=<id>) -------------------------------------------
+
+function updateOlderButton() {
+  olderButton.hidden = olderExhausted || list.size === 0 || list.size >= maxRows;
+}
+
+function olderDone(note) {
+  olderExhausted = true;
+  olderNote.textContent = note;
+  olderNote.hidden = false;
+}
+
+olderButton.addEventListener("click", async () => {
+  const before = list.oldestId();
+  if (!before) return;
+  const limit = Math.max(1, Math.min(OLDER_PAGE, maxRows - list.size));
+  olderButton.disabled = true;
+  try {
+    const response = await fetch("/api/alerts?limit=" + limit + "&before="
+      + encodeURIComponent(before), { headers: { Accept: "application/json" } });
+    if (response.status === 404) {
+      olderDone("Older alerts are no longer held by the gateway.");
+    } else if (response.ok) {
+      const page = await response.json();
+      const older = Array.isArray(page.alerts) ? page.alerts.filter(isAlert) : [];
+      list.add(older, { highlight: false });
+      if (!page.next) olderDone("That is all the gateway holds.");
+    }
+  } catch (error) {
+    console.warn("could not load older alerts", error);
+  } finally {
+    olderButton.disabled = false;
+    updateOlderButton();
+  }
 });
 
 // -- rules ------------------------------------------------------------------------------------

@@ -372,8 +372,36 @@ async def test_screenshots_in_light_and_dark_and_at_phone_width(
                 await expect(first.locator(".col-base")).to_be_hidden()
                 width = await page.evaluate("document.documentElement.scrollWidth")
                 assert width <= 390, f"the page scrolls sideways at phone width ({width}px)"
+                # The controls fold behind one button; the light shot shows them open.
+                await expect(page.locator("#filter-symbol")).to_be_hidden()
+                if "light" in name:
+                    await page.get_by_role("button", name="Filters and settings").click()
+                    await expect(page.locator("#filter-symbol")).to_be_visible()
             await page.screenshot(path=str(ARTIFACTS / name), full_page=True)
             await context.close()
         await browser.close()
     for name in shots:
         assert (ARTIFACTS / name).stat().st_size > 20_000, name
+
+
+async def test_older_alerts_are_loaded_on_request_silently_and_in_order(
+        redis_server: RedisServer, bus: RedisTransport, browser: Browser) -> None:
+    start = now_ms() - 600_000
+    alerts = [live_alert(f"O{i:03d}USDT", 2.5 if i % 3 else -2.5, event_time_ms=start + i * 1000)
+              for i in range(80)]
+    await publish(bus, *alerts)
+    async with running_gateway(redis_server.url, history_size=30) as gw:
+        context = await new_context(browser)
+        probe = await open_probe(context, f"http://127.0.0.1:{gw.port}/")
+        page = probe.page
+        await page.locator("h1").click()
+        await row_count_is(page, 30)
+        older = page.get_by_role("button", name="Load older alerts")
+        await older.click()
+        await row_count_is(page, 80)
+        assert await probe.row_ids() == [a.id for a in reversed(alerts)]
+        await expect(older).to_be_hidden()
+        await expect(page.locator("#older-note")).to_have_text("That is all the gateway holds.")
+        assert await probe.oscillators() == 0
+        assert probe.console_errors == []
+        await context.close()
