@@ -21,7 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from common.transport import BusUnavailable, Delivery, Record, Retention
+from common.transport import BusUnavailable, ConsumerLag, Delivery, Record, Retention
 
 log = logging.getLogger(__name__)
 
@@ -246,6 +246,24 @@ class RedisGroupConsumer:
             await pipe.execute()
         for delivery in deliveries:
             delivery.acked = delivery.acked or not delivery.replay
+
+
+    async def lag(self) -> dict[str, ConsumerLag]:
+        lags: dict[str, ConsumerLag] = {}
+        async with _translated_errors():
+            for stream in self._streams:
+                groups = await self._client.xinfo_groups(stream) if await self._client.exists(
+                    stream) else []
+                info = next((g for g in groups if _text(g.get("name")) == self._group), None)
+                if info is None:
+                    lags[stream] = ConsumerLag(await self._client.xlen(stream), 0)
+                    continue
+                # "lag" is unknown (nil) after deletions in the stream; fall back on length.
+                behind = info.get("lag")
+                if behind is None:
+                    behind = await self._client.xlen(stream) - int(info.get("entries-read") or 0)
+                lags[stream] = ConsumerLag(max(0, int(behind)), int(info.get("pending") or 0))
+        return lags
 
 
 class RedisBroadcastReader:

@@ -54,6 +54,12 @@ class Delivery:
     acked: bool = field(default=False)
 
 
+@dataclass(frozen=True, slots=True)
+class ConsumerLag:
+    behind: int  # entries in the stream not yet delivered to the group
+    pending: int  # delivered but not acknowledged
+
+
 @runtime_checkable
 class GroupConsumer(Protocol):
     """Competing consumption with at-least-once delivery and explicit acknowledgement."""
@@ -65,6 +71,10 @@ class GroupConsumer(Protocol):
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         """Acknowledge; idempotent, and a no-op for replayed or already acked entries."""
+        ...
+
+    async def lag(self) -> dict[str, ConsumerLag]:
+        """Per stream: how far the group is behind, for metrics and alerting."""
         ...
 
 

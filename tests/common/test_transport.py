@@ -187,3 +187,17 @@ def test_registry_picks_by_scheme_and_names_unknown_ones() -> None:
     assert isinstance(create_transport("redis://localhost:1/0"), RedisTransport)
     with pytest.raises(TransportConfigError, match="'nats'"):
         create_transport("nats://localhost")
+
+
+async def test_lag_counts_undelivered_and_pending_entries(transport: RedisTransport) -> None:
+    consumer = transport.group_consumer("g", "c", STREAMS, rebuild_s=60, claim_min_idle_s=30)
+    await consumer.fetch(10, 10)
+    await transport.publish(records("ticks.0", 5) + records("ticks.1", 2))
+    lags = await consumer.lag()
+    assert (lags["ticks.0"].behind, lags["ticks.0"].pending) == (5, 0)
+    taken = await consumer.fetch(3, 50)
+    lags = await consumer.lag()
+    assert sum(lag.behind for lag in lags.values()) == 7 - len(taken)
+    assert sum(lag.pending for lag in lags.values()) == len(taken)
+    await consumer.ack(taken)
+    assert sum(lag.pending for lag in (await consumer.lag()).values()) == 0
