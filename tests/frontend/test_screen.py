@@ -278,6 +278,8 @@ async def test_the_list_is_capped_and_takes_a_burst(
         burst = [live_alert(f"S{i:03d}USDT", 2.0 + i % 7 / 10, event_time_ms=start + i * 10)
                  for i in range(250)]
         await publish(bus, *burst)
+        # The newest arrives last: once it is listed, the whole burst is in.
+        await expect(page.locator(f'{ROWS}[data-id="{burst[-1].id}"]')).to_have_count(1)
         await row_count_is(page, 200)
         newest_first = [a.id for a in reversed(burst)][:200]
         assert await probe.row_ids() == newest_first
