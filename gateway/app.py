@@ -79,6 +79,7 @@ def create_app(settings: GatewaySettings, transport: Transport | None = None) ->
                   redoc_url=None, openapi_url=None)
     app.state.hub = hub
     app.state.metrics = metrics
+    metrics.instrument(app)
 
     @app.websocket("/ws")
     async def alerts_socket(websocket: WebSocket) -> None:
@@ -137,6 +138,8 @@ async def _not_ready_reason(hub: Hub, transport: Transport | None) -> str:
         return "bus does not answer"
     if not hub.reading:
         return "alerts reader is reconnecting to the bus"
+    if not hub.primed.is_set():
+        return "alert history is not loaded yet"
     return ""
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -118,6 +119,9 @@ class Hub:
         self._reading = False
         self._running = False
         self.failed = asyncio.Event()
+        # Set once the startup backlog is in the ring: before that, a client would get an
+        # empty history and then the backlog as "live" alerts, and a valid since would 4404.
+        self.primed = asyncio.Event()
         self.failure: BaseException | None = None
 
     @property
@@ -199,12 +203,13 @@ class Hub:
 
     # -- ingest ------------------------------------------------------------------------------
 
-    async def ingest(self, deliveries: Sequence[Delivery]) -> int:
+    async def ingest(self, deliveries: Sequence[Delivery], *, live: bool = True) -> int:
         """Decode, deduplicate and fan out a batch; returns how many alerts were new.
 
         The loop yields after each alert so that every sender takes it off its queue before
         the next one comes: a client's queue then measures how far its socket is behind, not
-        how many alerts one read of the bus happened to return.
+        how many alerts one read of the bus happened to return. The startup backlog
+        (``live=False``) only fills the ring: those alerts are history, not news.
         """
         fresh = 0
         for delivery in deliveries:
@@ -223,10 +228,15 @@ class Hub:
             self._remember(alert.id, seq)
             entry = Entry.from_json(alert.id, alert_json_encoder.encode(alert).decode(), seq)
             self._ring.append(entry)
-            self._metrics.alerts_received.inc()
             fresh += 1
-            self._fan_out(entry)
-            await asyncio.sleep(0)
+            if live:
+                self._metrics.alerts_received.inc()
+                self._fan_out(entry)
+                await asyncio.sleep(0)
+                # After the senders' turn: what a browser waited, from the exchange's event
+                # time to its socket (clamped: a clock behind the exchange's reads negative).
+                self._metrics.end_to_end.observe(
+                    max(0.0, time.time() - alert.event_time_ms / 1000))
         return fresh
 
     def broadcast(self, message: str) -> None:
@@ -271,14 +281,13 @@ class Hub:
     async def _read_forever(self, transport: Transport) -> None:
         reader = transport.broadcast_reader(ALERTS_STREAM)
         backoff = Backoff(RETRY_MIN_S, RETRY_MAX_S)
-        primed = False
         while True:
+            live = self.primed.is_set()
             try:
-                if primed:
+                if live:
                     deliveries = await reader.read(READ_COUNT, self._read_block_ms)
                 else:
                     deliveries = await reader.backlog(self._ring_size)
-                    primed = True
             except BusUnavailable as exc:
                 self._metrics.bus_errors.inc()
                 delay = backoff.next_delay()
@@ -294,7 +303,8 @@ class Hub:
                 log.info("reading the alerts stream")
             self._set_reading(True)
             backoff.reset()
-            await self.ingest(deliveries)
+            await self.ingest(deliveries, live=live)
+            self.primed.set()
 
     def _set_reading(self, reading: bool) -> None:
         self._reading = reading

@@ -84,6 +84,7 @@ async def serve_client(websocket: WebSocket, hub: Hub, metrics: Metrics, rules: 
     # Accept before refusing so that the browser sees a close code and a reason (an HTTP
     # 403 on the handshake reaches JavaScript as an anonymous 1006).
     await websocket.accept()
+    await hub.primed.wait()
     since = websocket.query_params.get("since")
     if since is not None and not is_alert_id(since):
         await _refuse(websocket, metrics, BAD_SINCE, "since must be an alert id "

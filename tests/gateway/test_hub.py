@@ -51,9 +51,7 @@ async def test_reader_takes_the_backlog_then_live_entries_and_skips_bad_ones(
     await fake_bus.publish([Record(ALERTS_STREAM, "x", b"\xc1 not msgpack")])
     reader = asyncio.create_task(hub.run(fake_bus))
     try:
-        async with asyncio.timeout(2):
-            while not hub.reading:
-                await asyncio.sleep(0.01)
+        await asyncio.wait_for(hub.primed.wait(), 2)
         subscription = hub.subscribe()
         assert subscription is not None
         subscriber, history = subscription
@@ -66,7 +64,8 @@ async def test_reader_takes_the_backlog_then_live_entries_and_skips_bad_ones(
         await asyncio.sleep(0.1)
         assert subscriber.queue.empty()
         assert value(metrics, "gateway_bad_payloads_total") == 1
-        assert value(metrics, "gateway_alerts_received_total") == 3
+        # The startup backlog is history, not news: only the live alert counts.
+        assert value(metrics, "gateway_alerts_received_total") == 1
         assert value(metrics, "gateway_duplicate_alerts_total") == 1
     finally:
         reader.cancel()
@@ -211,3 +210,23 @@ async def test_a_reader_bug_stops_the_service_instead_of_serving_a_dead_page() -
     finally:
         sock.close()
     assert isinstance(failed.value.__cause__, ValueError)
+
+
+async def test_the_startup_backlog_is_history_not_live_news(fake_bus: RedisTransport) -> None:
+    hub, metrics = new_hub(history_size=50)
+    backlog = [make_alert(f"B{i}USDT") for i in range(300)]
+    await publish(fake_bus, *backlog)
+    early = hub.subscribe()  # a client that got in before the backlog was loaded
+    assert early is not None
+    reader = asyncio.create_task(hub.run(fake_bus))
+    try:
+        await asyncio.wait_for(hub.primed.wait(), 2)
+        assert early[0].queue.empty()
+        assert early[0].drop is None
+        late = hub.subscribe()
+        assert late is not None
+        assert [e.id for e in late[1]] == [a.id for a in backlog[-50:]]
+        assert value(metrics, "gateway_alerts_received_total") == 0
+    finally:
+        reader.cancel()
+        await asyncio.wait([reader])
