@@ -1,8 +1,14 @@
-"""``/metrics`` and ``/healthz`` for the headless services.
+"""``/metrics`` and ``/healthz`` for the headless services, and their registries.
 
 A few lines of asyncio instead of ``prometheus_client.start_http_server``: that one runs in
 a thread that keeps answering "healthy" after the event loop has wedged, which is exactly
-the failure a health check exists to catch.
+the failure a health check exists to catch (a scrape that times out is, likewise, a sign the
+loop is stuck: Prometheus then marks the target down).
+
+Every service keeps its metrics on a registry of its own (``new_registry``) rather than the
+process-global one, so that tests can run several instances in one process and read each
+one's counters without cross-talk, and so that ``/metrics`` shows exactly what this
+service counts.
 """
 
 from __future__ import annotations
@@ -12,16 +18,35 @@ import logging
 from collections.abc import Callable
 from typing import Final
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    generate_latest,
+)
 
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES: Final = 8192
 
 
+def new_registry() -> CollectorRegistry:
+    """A service's own registry, with the process, platform and GC collectors added so
+    that a scrape still shows the usual ``process_*`` and ``python_*`` series."""
+    registry = CollectorRegistry()
+    for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+        registry.register(collector)
+    return registry
+
+
 class HealthServer:
+    """Serves one registry; no default, so that a service cannot silently expose the
+    process-global registry (empty of its metrics) by forgetting to pass its own."""
+
     def __init__(self, host: str, port: int, *, healthy: Callable[[], bool],
-                 registry: CollectorRegistry = REGISTRY) -> None:
+                 registry: CollectorRegistry) -> None:
         self._host = host
         self._port = port
         self._healthy = healthy

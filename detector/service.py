@@ -13,7 +13,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Final, TypeVar
 
 import msgspec
 
@@ -40,8 +40,8 @@ from common.transport import (
     Transport,
     create_transport,
 )
-from detector import metrics
 from detector.engine import DetectionEngine
+from detector.metrics import DetectorMetrics
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,9 @@ T = TypeVar("T")
 
 SEEN_IDS_CAPACITY = 100_000
 RULES_KEPT = 100
+# Lag is for dashboards and alerts that look at minutes; a few XINFO calls every 2 s cost
+# Redis nothing and keep the gauge fresh enough for a 1 s scrape to see movement.
+LAG_REFRESH_S: Final = 2.0
 
 
 class SeenIds:
@@ -68,9 +71,12 @@ class SeenIds:
 
 
 class Detector:
-    def __init__(self, settings: DetectorSettings, transport: Transport) -> None:
+    def __init__(self, settings: DetectorSettings, transport: Transport, *,
+                 metrics: DetectorMetrics | None = None) -> None:
         self._settings = settings
         self._transport = transport
+        self.metrics = metrics if metrics is not None else DetectorMetrics()
+        self.consumer: GroupConsumer | None = None
         self.engine = DetectionEngine(Rule(
             window_s=settings.window_s,
             threshold_up_pct=settings.threshold_up_pct,
@@ -94,6 +100,7 @@ class Detector:
             rebuild_s=settings.window_s + settings.rebuild_margin_s,
             claim_min_idle_s=settings.claim_min_idle_s,
         )
+        self.consumer = consumer
         rebuild_started = time.perf_counter()
         replaying = True
         while not stopping.is_set():
@@ -103,13 +110,32 @@ class Detector:
                 break
             if replaying and not (batch and batch[0].replay):
                 replaying = False
-                metrics.REBUILD_SECONDS.set(time.perf_counter() - rebuild_started)
+                self.metrics.rebuild_seconds.set(time.perf_counter() - rebuild_started)
                 log.info("windows rebuilt for %d symbols in %.2fs",
                          self.engine.symbols_tracked, time.perf_counter() - rebuild_started)
                 self.rebuilt.set()
             if batch:
                 await self._handle(batch, consumer)
         log.info("detector stopped reading")
+
+    async def watch_lag(self, stopping: asyncio.Event, every_s: float = LAG_REFRESH_S) -> None:
+        """Refresh the consumer-lag gauges until shutdown, as a task of its own.
+
+        Apart from the detection loop so that a slow or failing lag query can never delay a
+        batch; a bus outage only leaves the gauges at their last value (the loop counts and
+        logs the outage itself).
+        """
+        while True:
+            consumer = self.consumer
+            if consumer is not None:
+                try:
+                    lags = await consumer.lag()
+                except BusUnavailable as exc:
+                    log.debug("consumer lag not refreshed: %s", exc)
+                else:
+                    self.metrics.set_lag(lags, time.time())
+            if await wait_or_stop(stopping, every_s):
+                return
 
     async def _announce_rules(self) -> None:
         """Tell the gateways (and through them the traders) which rule is in force."""
@@ -140,32 +166,36 @@ class Detector:
             try:
                 ticks = decode_ticks(delivery.payload)
             except msgspec.DecodeError:
-                metrics.BAD_PAYLOADS.inc()
+                self.metrics.bad_payloads.inc()
                 log.warning("undecodable entry %s on %s skipped", delivery.position,
                             delivery.stream)
                 continue
             if delivery.replay:
                 self.engine.rebuild(ticks)
-                metrics.TICKS_REPLAYED.inc(len(ticks))
+                self.metrics.ticks_replayed.inc(len(ticks))
                 continue
-            metrics.TICKS_PROCESSED.inc(len(ticks))
+            self.metrics.ticks_processed.inc(len(ticks))
             for alert in self.engine.process(ticks, now_ms):
                 if alert.id in self._seen:
-                    metrics.DUPLICATES_SKIPPED.inc()
+                    self.metrics.duplicates_skipped.inc()
                     continue
                 fresh.append(alert)
         if fresh:
             records = [Record(ALERTS_STREAM, a.symbol, encode_alert(a)) for a in fresh]
             await self._retry(lambda: self._transport.publish(records), None)
+            published_s = time.time()
             for alert in fresh:
                 self._seen.add(alert.id)
-                metrics.ALERTS.labels(alert.direction).inc()
+                self.metrics.alerts.labels(alert.direction).inc()
+                # Clamped: a clock behind the exchange's would make it negative.
+                self.metrics.alert_latency.observe(
+                    max(0.0, published_s - alert.event_time_ms / 1000))
                 log.info("alert %s %s %+.2f%% at %s", alert.symbol, alert.direction,
                          alert.change_pct, alert.price)
         await self._retry(lambda: consumer.ack(batch), None)
-        metrics.SYMBOLS_TRACKED.set(self.engine.symbols_tracked)
+        self.metrics.symbols_tracked.set(self.engine.symbols_tracked)
         if not batch[0].replay:
-            metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+            self.metrics.batch_seconds.observe(time.perf_counter() - started)
 
     async def _retry(self, operation: Callable[[], Awaitable[T]],
                      stopping: asyncio.Event | None) -> T | None:
@@ -176,7 +206,7 @@ class Detector:
             try:
                 result = await operation()
             except BusUnavailable as exc:
-                metrics.BUS_ERRORS.inc()
+                self.metrics.bus_errors.inc()
                 delay = self._backoff.next_delay()
                 log.warning("bus unavailable (%s); retrying in %.1fs", exc, delay)
                 if stopping is None:
@@ -192,12 +222,15 @@ async def run(settings: DetectorSettings, stopping: asyncio.Event) -> None:
     transport = create_transport(settings.bus_url, timeout_s=settings.bus_timeout_s)
     await transport.start()
     detector = Detector(settings, transport)
+    loop: asyncio.Task[None] | None = None
     health = HealthServer(settings.metrics_host, settings.detector_metrics_port,
-                          healthy=lambda: True)
+                          healthy=lambda: loop is not None and not loop.done(),
+                          registry=detector.metrics.registry)
     await health.start()
     try:
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(detector.run(stopping), name="detector-loop")
+            loop = tasks.create_task(detector.run(stopping), name="detector-loop")
+            tasks.create_task(detector.watch_lag(stopping), name="detector-lag")
     finally:
         await health.stop()
         await transport.close()
