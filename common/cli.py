@@ -1,12 +1,25 @@
-"""The ``binance-alerter`` console script: operator commands next to ``python -m <service>``."""
+"""The ``binance-alerter`` console script: operator commands next to ``python -m <service>``.
+
+Arguments are checked here, before any work starts, so that a typo exits with code 2 and
+a message naming the option, as argparse does for its own errors.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import math
+import os
 import sys
 from pathlib import Path
 
+from common.backtest import BacktestOptions, decode_rules_file, run_backtest
+from common.backtest_report import FORMATS
 from common.launcher import UpOptions, run_up
+from common.logs import configure_logging
+from common.recorder import RecordOptions, run_record
+from common.replayer import ReplayOptions, run_replay
+from common.schemas import Rule
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,11 +43,158 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--binance-url", help="exchange WebSocket URL (a fake or replay server)")
     source.add_argument("--demo", action="store_true",
                         help="start the fake exchange with a lively scenario (no internet)")
+    _add_record(commands)
+    _add_replay(commands)
+    _add_backtest(commands)
     return parser
 
 
+def _number(text: str, *, minimum: float, inclusive: bool, kind: type[float] | type[int]
+            ) -> float:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{'an integer' if kind is int else 'a number'} is needed, not {text!r}") from None
+    if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive):
+        bound = f">= {minimum:g}" if inclusive else f"> {minimum:g}"
+        raise argparse.ArgumentTypeError(f"must be {bound}, not {text!r}")
+    return value
+
+
+def _positive(text: str) -> float:
+    return _number(text, minimum=0, inclusive=False, kind=float)
+
+
+def _non_negative(text: str) -> float:
+    return _number(text, minimum=0, inclusive=True, kind=float)
+
+
+def _positive_int(text: str) -> int:
+    return int(_number(text, minimum=1, inclusive=True, kind=int))
+
+
+def _non_negative_int(text: str) -> int:
+    return int(_number(text, minimum=0, inclusive=True, kind=int))
+
+
+def _port(text: str) -> int:
+    port = _non_negative_int(text)
+    if port > 65535:
+        raise argparse.ArgumentTypeError(f"must be 0..65535, not {text!r}")
+    return port
+
+
+def _existing_file(text: str) -> str:
+    if not os.path.isfile(text):
+        raise argparse.ArgumentTypeError(f"no such file: {text!r}")
+    return text
+
+
+def _add_record(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    record = commands.add_parser(
+        "record", help="record an exchange feed's raw frames to compressed files",
+        description="Connect like the ingestor (reconnects, stale-data watchdog) and write "
+                    "every frame with its receive time to gzip JSON lines "
+                    "PREFIX-<UTC time>.jsonl.gz, rotating by size or age. Ctrl-C stops "
+                    "cleanly; a killed recorder loses at most the last second.")
+    record.add_argument("url", metavar="URL",
+                        help="feed, e.g. wss://fstream.binance.com/market/stream?streams="
+                             "!miniTicker@arr")
+    record.add_argument("-o", "--output", default="binance", metavar="PREFIX",
+                        help="file name prefix, may include a directory (default: binance)")
+    record.add_argument("--rotate-mb", type=_positive, default=100.0, metavar="MB",
+                        help="start a new file past this size on disk (default 100)")
+    record.add_argument("--rotate-minutes", type=_positive, default=60.0, metavar="MIN",
+                        help="start a new file after this long (default 60)")
+
+
+def _add_replay(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    replay = commands.add_parser(
+        "replay", help="serve recordings as a Binance-compatible WebSocket server",
+        description="Serve recordings (ours, hftbacktest, cryptofeed) on /market/stream?"
+                    "streams=... (combined) and /market/ws/<stream> (raw), frames as recorded "
+                    "whatever the streams asked for, at the recorded pace or faster. Prints "
+                    "'replay listening on ws://HOST:PORT' once ready; point "
+                    "'binance-alerter up --binance-url' at it.")
+    replay.add_argument("files", nargs="+", type=_existing_file, metavar="FILE",
+                        help="recordings, played one after the other")
+    replay.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    replay.add_argument("--port", type=_port, default=9443,
+                        help="port (default 9443; 0 picks a free one)")
+    replay.add_argument("--speed", type=_non_negative, default=1.0, metavar="N",
+                        help="N times the recorded pace (default 1; 0: as fast as clients read)")
+    replay.add_argument("--loop", action="store_true",
+                        help="start over at the end, event times shifted forward")
+
+
+def _add_backtest(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    backtest = commands.add_parser(
+        "backtest", help="run the detection rule over recordings and print its alerts",
+        description="Feed recordings (ours, hftbacktest, cryptofeed; several are read in the "
+                    "order given) through the ingestor's parser and the detector's engine, "
+                    "print the alerts, then a summary per symbol and per hour (on stderr "
+                    "for jsonl and csv, so stdout stays machine-readable).")
+    backtest.add_argument("files", nargs="+", type=_existing_file, metavar="FILE")
+    backtest.add_argument("--window", type=_positive_int, metavar="S",
+                          help="window in seconds (default 60)")
+    backtest.add_argument("--up", type=_positive, metavar="PCT",
+                          help="rise that fires, in percent (default 2)")
+    backtest.add_argument("--down", type=_positive, metavar="PCT",
+                          help="fall that fires, in percent (default 2)")
+    backtest.add_argument("--cooldown", type=_non_negative_int, metavar="S",
+                          help="quiet time per symbol after an alert (default: the window)")
+    backtest.add_argument("--rules", type=_existing_file, metavar="FILE",
+                          help='rules file {"rules": [...]} instead of the options above')
+    backtest.add_argument("--format", choices=FORMATS, default="table",
+                          help="table (default), jsonl (one Alert per line) or csv")
+    backtest.add_argument("--no-summary", dest="summary", action="store_false",
+                          help="print the alerts only")
+    progress = backtest.add_mutually_exclusive_group()
+    progress.add_argument("--progress", action="store_true", default=None,
+                          help="always show a progress bar on stderr (default: on a "
+                               "terminal, for inputs over 20 MB)")
+    progress.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def _backtest_rules(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[Rule]:
+    given = [f"--{name}" for name in ("window", "up", "down", "cooldown")
+             if getattr(args, name) is not None]
+    if args.rules is not None:
+        if given:
+            parser.error(f"--rules replaces {', '.join(given)}; give one or the other")
+        try:
+            return decode_rules_file(args.rules)
+        except (OSError, ValueError) as exc:
+            parser.error(f"--rules {args.rules}: {exc}")
+    window = 60 if args.window is None else args.window
+    try:
+        return [Rule(window_s=window,
+                     threshold_up_pct=2.0 if args.up is None else args.up,
+                     threshold_down_pct=2.0 if args.down is None else args.down,
+                     cooldown_s=window if args.cooldown is None else args.cooldown)]
+    except ValueError as exc:
+        parser.error(str(exc))
+
+
+def _run_backtest(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if not logging.getLogger().handlers:  # embedded callers (tests) keep their own logging
+        configure_logging("WARNING", service="backtest")
+    options = BacktestOptions(paths=args.files, rules=_backtest_rules(parser, args),
+                              output_format=args.format, summary=args.summary,
+                              progress=args.progress)
+    try:
+        return run_backtest(options)
+    except BrokenPipeError:
+        # `backtest ... | head`: the reader left; say nothing more and exit as a shell would.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.command == "up":
         if not 0 < args.port < 65536:
             print("binance-alerter up: --port must be 1..65535", file=sys.stderr)
@@ -42,6 +202,15 @@ def main(argv: list[str] | None = None) -> int:
         return run_up(UpOptions(host=args.host, port=args.port, bus_url=args.bus_url,
                                 redis_port=args.redis_port, data_dir=args.data_dir,
                                 binance_url=args.binance_url, demo=args.demo))
+    if args.command == "record":
+        return run_record(RecordOptions(url=args.url, prefix=args.output,
+                                        rotate_mb=args.rotate_mb,
+                                        rotate_minutes=args.rotate_minutes))
+    if args.command == "replay":
+        return run_replay(ReplayOptions(paths=args.files, host=args.host, port=args.port,
+                                        speed=args.speed, loop=args.loop))
+    if args.command == "backtest":
+        return _run_backtest(parser, args)
     return 2
 
 

@@ -1,0 +1,126 @@
+"""``binance-alerter record URL``: the exchange's raw frames, to rotating gzip JSON lines.
+
+The connection is the ingestor's own ``Feed`` (same reconnect backoff, stale-data watchdog,
+24 h rotation, same ``STALE_AFTER_S``/``RECONNECT_*`` settings), with every text frame also
+kept with its receive time. A recording made here therefore saw exactly what an ingestor
+at the same place would have seen, which is what makes a backtest over it trustworthy.
+
+The socket reader only appends to a list; a flusher hands the list to a worker thread once
+a second (or sooner past ``FLUSH_BYTES``), where it is compressed and written, so a slow disk
+or a large frame never delays reading. Stopping is staged like the services'
+(``common.runner.supervise``): the first SIGINT/SIGTERM stops reading, writes what is in
+hand and closes the file; a second one stops at once (data up to the last flush survives).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from prometheus_client import CollectorRegistry
+
+from common.logs import configure_logging
+from common.recording_writer import SUFFIX, RotatingWriter, prepare_prefix
+from common.runner import EXIT_CONFIG, supervise
+from common.schemas import Tick
+from common.settings import IngestorSettings, SettingsError, load_settings
+from ingestor.feed import Feed
+from ingestor.metrics import IngestorMetrics
+
+log = logging.getLogger(__name__)
+
+FLUSH_INTERVAL_S: Final = 1.0
+FLUSH_BYTES: Final = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RecordOptions:
+    url: str
+    prefix: str = "binance"
+    rotate_mb: float = 100.0
+    rotate_minutes: float = 60.0
+
+
+def _ignore_ticks(ticks: list[Tick]) -> None:
+    """The feed parses frames only to tell data from silence; the ticks are not needed."""
+
+
+class _RecordingFeed(Feed):
+    """The ingestor's feed, also handing every text frame to ``keep`` with its receive time."""
+
+    def __init__(self, settings: IngestorSettings, keep: Callable[[int, str], None]) -> None:
+        super().__init__(settings, _ignore_ticks, IngestorMetrics(CollectorRegistry()))
+        self._keep = keep
+
+    def on_message(self, message: str | bytes) -> None:
+        received_ms = time.time_ns() // 1_000_000
+        super().on_message(message)  # watchdog bookkeeping and malformed-frame warnings
+        if isinstance(message, str):  # the exchange sends text only; binary is not a frame
+            self._keep(received_ms, message)
+
+
+class Recorder:
+    def __init__(self, settings: IngestorSettings, options: RecordOptions) -> None:
+        self.writer = RotatingWriter(
+            options.prefix, settings.binance_ws_url,
+            rotate_bytes=max(1, int(options.rotate_mb * 1e6)),
+            rotate_s=options.rotate_minutes * 60)
+        self.feed = _RecordingFeed(settings, self._keep)
+        self._pending: list[tuple[int, str]] = []
+        self._pending_bytes = 0
+        self._wake = asyncio.Event()
+
+    def _keep(self, received_ms: int, frame: str) -> None:
+        self._pending.append((received_ms, frame))
+        self._pending_bytes += len(frame)
+        if self._pending_bytes >= FLUSH_BYTES:
+            self._wake.set()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        finished = asyncio.Event()
+        flusher = asyncio.create_task(self._flush_until(finished), name="record-flusher")
+        try:
+            await self.feed.run(stopping)
+        finally:
+            finished.set()
+            self._wake.set()
+            await flusher  # lets a write in progress finish: one thread owns the file
+            await self._flush()
+            await asyncio.to_thread(self.writer.close)
+            log.info("recorded %d frames in %d files", self.writer.frames_written,
+                     len(self.writer.files))
+
+    async def _flush_until(self, finished: asyncio.Event) -> None:
+        while not finished.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), FLUSH_INTERVAL_S)
+            self._wake.clear()
+            await self._flush()
+
+    async def _flush(self) -> None:
+        batch, self._pending, self._pending_bytes = self._pending, [], 0
+        await asyncio.to_thread(self.writer.write, batch)
+
+
+def run_record(options: RecordOptions) -> int:
+    try:
+        settings = load_settings(IngestorSettings, binance_ws_url=options.url)
+    except SettingsError as exc:
+        print(f"binance-alerter record: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(settings.log_level, settings.log_format, service="record")
+    prepare_prefix(options.prefix)
+    recorder = Recorder(settings, options)
+    log.info("recording %s to %s-<UTC time>%s (new file every %g MB or %g min)",
+             options.url, options.prefix, SUFFIX, options.rotate_mb, options.rotate_minutes)
+
+    async def main(_: IngestorSettings, stopping: asyncio.Event) -> None:
+        await recorder.run(stopping)
+
+    return asyncio.run(supervise("record", settings, main))

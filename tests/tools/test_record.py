@@ -1,0 +1,151 @@
+"""``record`` and ``replay`` as real processes: the round trip, rotation, kills and stops."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from common.cli import main
+from common.recording_formats import Recording
+from tests.tools.helpers import CRYPTOFEED, HFT_3K, HFT_20K, CliProcess, cli, start_replay
+
+RULE = ["--window", "10", "--up", "0.02", "--down", "0.02"]
+
+
+def backtest(capsys: pytest.CaptureFixture[str], files: list[Path], *rule: str) -> list[str]:
+    code = main(["backtest", *map(str, files), *rule, "--format", "jsonl"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return out.splitlines()
+
+
+def recorded_frames(files: list[Path]) -> int:
+    """Frames on disk so far (a live recorder's file reads up to its last flush)."""
+    total = 0
+    for path in files:
+        recording = Recording(path)
+        total += sum(1 for _ in recording.frames_only())
+    return total
+
+
+def wait_for_frames(out: Path, count: int, recorder: CliProcess, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        files = sorted(out.glob("rec-*.jsonl.gz"))
+        seen = recorded_frames(files) if files else 0
+        if seen >= count:
+            assert seen == count
+            return
+        assert recorder.process.poll() is None, recorder.stderr()
+        assert time.monotonic() < deadline, f"{seen}/{count} frames\n{recorder.stderr()}"
+        time.sleep(0.1)
+
+
+def record(address: str, out: Path, processes: list[CliProcess], *extra: str,
+           route: str = "/market/stream?streams=btcusdt@trade") -> CliProcess:
+    recorder = CliProcess.start(["record", address + route, "-o", out / "rec", *extra],
+                                out.parent, "record")
+    processes.append(recorder)
+    return recorder
+
+
+def test_record_replay_backtest_round_trip(tmp_path: Path, processes: list[CliProcess],
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    source = [HFT_20K]
+    frames = Recording(HFT_20K)
+    expected_frames = sum(1 for _ in frames.frames_only())
+    replay, address = start_replay(source, tmp_path, "--speed", "0")
+    processes.append(replay)
+    out = tmp_path / "rec"
+    recorder = record(address, out, processes)
+    replay.wait_line("replay done after ")
+    wait_for_frames(out, expected_frames, recorder)
+    assert recorder.stop(signal.SIGINT) == 0, recorder.stderr()
+    assert replay.stop(signal.SIGTERM) == 0, replay.stderr()
+
+    files = sorted(out.glob("rec-*.jsonl.gz"))
+    assert len(files) == 1
+    gzip.decompress(files[0].read_bytes())  # closed properly: a complete gzip stream
+    expected = backtest(capsys, source, *RULE)
+    assert len(expected) >= 3
+    assert backtest(capsys, files, *RULE) == expected
+    assert "closed " in recorder.stderr()
+    assert f"{expected_frames} frames" in recorder.stderr()
+
+
+def test_rotation_by_size_backtests_as_one(tmp_path: Path, processes: list[CliProcess],
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    replay, address = start_replay([HFT_3K], tmp_path, "--speed", "0")
+    processes.append(replay)
+    out = tmp_path / "rec"
+    recorder = record(address, out, processes, "--rotate-mb", "0.02",
+                      route="/market/ws/btcusdt@trade")
+    replay.wait_line("replay done after ")
+    wait_for_frames(out, 2999, recorder)
+    assert recorder.stop(signal.SIGTERM) == 0
+
+    files = sorted(out.glob("rec-*.jsonl.gz"))
+    assert len(files) >= 3
+    assert recorder.stderr().count("closed ") == len(files)  # one line per file
+    first_lines = [json.loads(gzip.decompress(f.read_bytes()).split(b"\n", 1)[0]) for f in files]
+    assert all(line["url"].endswith("/market/ws/btcusdt@trade") for line in first_lines)
+    times = [line["t"] for line in first_lines]
+    assert times == sorted(times)  # file names sort in recording order
+    rule = ["--window", "2", "--up", "0.005", "--down", "0.005"]
+    expected = backtest(capsys, [HFT_3K], *rule)
+    assert expected
+    assert backtest(capsys, files, *rule) == expected
+
+
+def test_rotation_by_time(tmp_path: Path, processes: list[CliProcess]) -> None:
+    """Files are checked at each flush (every second): a 0.3 s limit means a file a flush."""
+    replay, address = start_replay([CRYPTOFEED], tmp_path, "--speed", "4")  # ~2.8 s
+    processes.append(replay)
+    out = tmp_path / "rec"
+    recorder = record(address, out, processes, "--rotate-minutes", "0.005")
+    replay.wait_line("replay done after ", timeout_s=30)
+    wait_for_frames(out, 399, recorder)
+    assert recorder.stop() == 0
+    assert len(list(out.glob("rec-*.jsonl.gz"))) >= 3
+
+
+def test_a_killed_recorder_keeps_what_it_flushed(tmp_path: Path, processes: list[CliProcess],
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    replay, address = start_replay([HFT_3K], tmp_path, "--speed", "0")
+    processes.append(replay)
+    out = tmp_path / "rec"
+    recorder = record(address, out, processes)
+    replay.wait_line("replay done after ")
+    wait_for_frames(out, 2999, recorder)  # readable while the recorder runs
+    recorder.stop(signal.SIGKILL)
+    [path] = out.glob("rec-*.jsonl.gz")
+    with pytest.raises(EOFError):
+        gzip.decompress(path.read_bytes())  # no trailer: it was killed
+    rule = ["--window", "2", "--up", "0.005", "--down", "0.005"]
+    assert backtest(capsys, [path], *rule) == backtest(capsys, [HFT_3K], *rule)
+
+
+def test_replay_stops_cleanly_and_record_refuses_a_bad_url(tmp_path: Path,
+                                                           processes: list[CliProcess]) -> None:
+    replay, _ = start_replay([HFT_3K], tmp_path)
+    processes.append(replay)
+    assert replay.stop(signal.SIGTERM) == 0
+    assert "replay stopped" in replay.stderr()
+    result = subprocess.run(cli("record", "http://example.com/x", "-o", tmp_path / "r"),
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "must be a ws:// or wss:// URL" in result.stderr
+    result = subprocess.run(cli("record", "ws://h/x", "--rotate-mb", "0"),
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "argument --rotate-mb: must be > 0" in result.stderr
+    result = subprocess.run(cli("replay", tmp_path / "none.gz"), capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 2
+    assert "no such file" in result.stderr
