@@ -26,7 +26,7 @@ from gateway.service import bind_socket, serve
 
 ALERT_FIELDS: Final = {"id", "symbol", "direction", "change_pct", "price", "base_price",
                        "window_s", "threshold_pct", "event_time_ms", "detected_at_ms",
-                       "source", "path"}
+                       "source", "path", "rule", "level"}
 BASE_TIME_MS: Final = 1_780_000_000_000
 _sequence = itertools.count()
 

@@ -212,13 +212,13 @@ async def test_a_reader_bug_stops_the_service_instead_of_serving_a_dead_page() -
     assert isinstance(failed.value.__cause__, ValueError)
 
 
-async def test_the_startup_backlog_is_history_not_live_news(fake_bus: RedisTransport) -> None:
+async def test_the_startup_backlog_is_history_not_live_news(bus: RedisTransport) -> None:
     hub, metrics = new_hub(history_size=50)
     backlog = [make_alert(f"B{i}USDT") for i in range(300)]
-    await publish(fake_bus, *backlog)
+    await publish(bus, *backlog)
     early = hub.subscribe()  # a client that got in before the backlog was loaded
     assert early is not None
-    reader = asyncio.create_task(hub.run(fake_bus))
+    reader = asyncio.create_task(hub.run(bus))
     try:
         await asyncio.wait_for(hub.primed.wait(), 2)
         assert early[0].queue.empty()

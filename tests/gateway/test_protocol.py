@@ -111,8 +111,11 @@ async def test_rules_in_force_are_served_and_pushed(
     await announce(Rule(window_s=60, threshold_up_pct=2.0, threshold_down_pct=2.0))
     async with running_gateway(redis_server.url) as gw:
         document = (await gw.http.get("/api/rules")).json()
-        assert document["rules"] == [{"window_s": 60, "threshold_up_pct": 2.0,
-                                      "threshold_down_pct": 2.0, "cooldown_s": 60}]
+        assert document["rules"] == [{"name": "default", "window_s": 60,
+                                      "threshold_up_pct": 2.0, "threshold_down_pct": 2.0,
+                                      "cooldown_s": 60, "escalation_step_pct": None,
+                                      "min_quote_volume": None, "allow": [], "deny": [],
+                                      "overrides": []}]
         async with connect(gw.ws_url) as ws:
             assert (await receive(ws))["type"] == "history"
             first = await receive(ws, skip=frozenset({"ping"}))
@@ -121,9 +124,10 @@ async def test_rules_in_force_are_served_and_pushed(
             await announce(Rule(window_s=30, threshold_up_pct=1.0, threshold_down_pct=3.0,
                                 cooldown_s=30))
             pushed = await receive(ws, skip=frozenset({"ping"}))
-            assert pushed == {"type": "rules", "rules": [
-                {"window_s": 30, "threshold_up_pct": 1.0, "threshold_down_pct": 3.0,
-                 "cooldown_s": 30}]}
+            assert pushed["type"] == "rules"
+            [rule] = pushed["rules"]
+            assert (rule["window_s"], rule["threshold_up_pct"], rule["threshold_down_pct"],
+                    rule["cooldown_s"]) == (30, 1.0, 3.0, 30)
         assert (await gw.http.get("/api/rules")).json()["rules"][0]["window_s"] == 30
 
 
