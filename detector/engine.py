@@ -1,139 +1,377 @@
-"""The detection rule of DESIGN.md as a pure state machine.
+"""The detection rules of DESIGN.md as a pure state machine, for several rules at once.
 
 No I/O and no clock: time comes from the ticks (and ``detected_at_ms`` from the caller), so
 the live detector, a restart that replays history and a backtest over a recording all reach
 the same alerts from the same ticks, however the ticks were batched.
+
+State, per symbol: one history of (event time, price) observations, shared by every rule
+and trimmed to the longest window in use, and per rule one *base index* into it: the last
+observation at or before t − W of that rule (the price carried forward), or the oldest one
+while the symbol is younger than the window. Base indices only move forward, so finding
+each rule's base costs O(1) amortised per tick; the history is a pair of plain lists whose
+consumed head is cut off in one slice once it is at least half of the list (amortised O(1)
+too, and cheaper than a deque's per-element ``popleft``).
+
+Per (symbol, rule): the rule's settings for that symbol (allow/deny lists and overrides
+resolved once, when the symbol is first seen or the rules change) and the cooldown state.
+
+Firing, for a rule R watching a symbol, on a tick at time t with
+``change = (price − base) / base × 100``:
+
+- the change must reach R's threshold (``≥ up`` or ``≤ −down``; exactly the threshold fires);
+- R's volume floor, if any, must be met by the symbol's last known 24 h quote volume (from
+  the latest tick that carried one; a symbol whose volume was never seen does not fire);
+- outside a cooldown (no alert of R for the symbol yet, or t ≥ its cooldown end) it fires at
+  level 1 in the change's direction;
+- inside a cooldown it fires only by escalation: R has a step, the change has the direction
+  of the last alert, and |change| ≥ |last alerted change| + step. Level becomes last + 1.
+  Anything else, a reversal included, stays quiet;
+- every alert (first or escalation) records its change and restarts the cooldown:
+  it ends at t + cooldown.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterable
-from typing import Final
+import math
+from bisect import bisect_right
+from collections.abc import Iterable, Sequence
+from typing import Final, TypeVar
 
-from common.schemas import Alert, Rule, Tick, alert_id
+from common.schemas import Alert, Rule, SymbolOverride, Tick, alert_id, check_rules
 
 # A move of exactly the threshold must fire even when float division lands a hair below it
 # (102.1 / 100.1 style inputs), so comparisons allow this much slack, in percent points.
 THRESHOLD_SLACK_PCT: Final = 1e-9
 MAX_PATH_POINTS: Final = 60
+# The consumed head of a history is cut off once it is this long and at least half the list.
+_COMPACT_AT: Final = 32
+
+T = TypeVar("T")
 
 
-class _Window:
-    """Observations of one symbol: everything newer than t − W plus the one carried base.
+def _pick(value: T | None, default: T) -> T:
+    return default if value is None else value
 
-    ``times[0]``/``prices[0]`` is always the base: the last observation at or before
-    t − W when one exists, else the oldest observation seen. Two parallel deques avoid a
-    tuple allocation per tick.
-    """
 
-    __slots__ = ("prices", "times")
+class _Params:
+    """One rule as it applies to one symbol, overrides resolved; shared, never mutated."""
 
-    def __init__(self, time_ms: int, price: float) -> None:
-        self.times: deque[int] = deque((time_ms,))
-        self.prices: deque[float] = deque((price,))
+    __slots__ = ("cooldown_ms", "down", "min_volume", "step", "threshold_down_pct",
+                 "threshold_up_pct", "up")
+
+    def __init__(self, rule: Rule, override: SymbolOverride | None) -> None:
+        o = override
+        up_pct = _pick(None if o is None else o.threshold_up_pct, rule.threshold_up_pct)
+        down_pct = _pick(None if o is None else o.threshold_down_pct, rule.threshold_down_pct)
+        step = _pick(None if o is None else o.escalation_step_pct, rule.escalation_step_pct)
+        floor = _pick(None if o is None else o.min_quote_volume, rule.min_quote_volume)
+        self.threshold_up_pct = up_pct
+        self.threshold_down_pct = down_pct
+        self.up = up_pct - THRESHOLD_SLACK_PCT
+        self.down = -(down_pct - THRESHOLD_SLACK_PCT)
+        self.cooldown_ms = _pick(None if o is None else o.cooldown_s, rule.cooldown_s) * 1000
+        self.step: float | None = step or None  # 0 turns escalation off
+        self.min_volume: float | None = floor or None  # 0 drops the floor
+
+
+class _Cooldown:
+    __slots__ = ("change", "level", "until_ms")
+
+    def __init__(self, until_ms: int, change: float, level: int) -> None:
+        self.until_ms = until_ms
+        self.change = change  # NaN when unknown: no escalation can follow
+        self.level = level
+
+
+class _Series:
+    """Observations of one symbol; ``bases[i]`` indexes rule i's base in them."""
+
+    __slots__ = ("bases", "params", "prices", "times", "volume")
+
+    def __init__(self, tick: Tick, rule_count: int, params: list[_Params | None]) -> None:
+        self.times: list[int] = [tick.event_time_ms]
+        self.prices: list[float] = [tick.price]
+        self.bases: list[int] = [0] * rule_count
+        self.params = params
+        self.volume: float | None = tick.quote_volume
 
 
 class DetectionEngine:
-    def __init__(self, rule: Rule) -> None:
-        self.rule = rule
-        self._window_ms = rule.window_s * 1000
-        self._cooldown_ms = rule.cooldown_s * 1000
-        self._up = rule.threshold_up_pct - THRESHOLD_SLACK_PCT
-        self._down = -(rule.threshold_down_pct - THRESHOLD_SLACK_PCT)
-        self._windows: dict[str, _Window] = {}
-        # Looked up only when a threshold is crossed, so it stays off the per-tick path.
-        self._quiet_until_ms: dict[str, int] = {}
+    """Several rules over one stream of ticks. ``rules`` may also be a single ``Rule``."""
+
+    def __init__(self, rules: Sequence[Rule] | Rule) -> None:
+        self._series: dict[str, _Series] = {}
+        # Rule name → symbol → cooldown; kept across ``set_rules`` for names that stay.
+        self._cooldowns: dict[str, dict[str, _Cooldown]] = {}
+        self._rules: tuple[Rule, ...] = ()
+        self.set_rules(rules)
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        return self._rules
+
+    @property
+    def rule(self) -> Rule:
+        """The first rule (the only one of a single-rule engine)."""
+        return self._rules[0]
 
     @property
     def symbols_tracked(self) -> int:
-        return len(self._windows)
+        return len(self._series)
+
+    def set_rules(self, rules: Sequence[Rule] | Rule) -> None:
+        """Apply a new set of rules at once, keeping what was learnt.
+
+        The observation history stays, so the new rules evaluate the very next tick against
+        a full window (a window longer than any before has, until it fills, the oldest kept
+        observation as its base, like a young symbol). Cooldowns of rules that keep their
+        name stay too (a running cooldown ends as it was set; the next one uses the new
+        length); a renamed or new rule starts with none. Raises ``ValueError`` for a set
+        that ``check_rules`` refuses.
+        """
+        new = [rules] if isinstance(rules, Rule) else list(rules)
+        check_rules(new)
+        self._rules = tuple(new)
+        self._window_ms = [r.window_s * 1000 for r in new]
+        self._longest = max(range(len(new)), key=lambda i: new[i].window_s)
+        self._defaults: list[_Params | None] = [_Params(r, None) for r in new]
+        self._plain = all(not (r.allow or r.deny or r.overrides) for r in new)
+        self._cooldowns = {r.name: self._cooldowns.get(r.name, {}) for r in new}
+        self._cooldown_list = [self._cooldowns[r.name] for r in new]
+        for symbol, series in self._series.items():
+            series.params = self._resolve(symbol)
+            head = min(series.bases)  # the oldest observation any previous rule still used
+            times = series.times
+            if head:
+                del times[:head]
+                del series.prices[:head]
+            newest = times[-1]
+            series.bases = [max(0, bisect_right(times, newest - w) - 1)
+                            for w in self._window_ms]
 
     def process(self, ticks: Iterable[Tick], detected_at_ms: int | None = None) -> list[Alert]:
-        """Feed ticks in arrival order; returns the alerts they cause, in order.
+        """Feed ticks in arrival order; returns the alerts they cause, in order (for one
+        tick, in the order of the rules).
 
         ``detected_at_ms`` stamps the alerts (the live detector passes its clock); when
         omitted each alert is stamped with its own event time, as a backtest wants.
         """
-        return self._feed(ticks, detected_at_ms, evaluate=True)
+        if len(self._rules) == 1:
+            return self._feed_one(ticks, detected_at_ms, evaluate=True)
+        return self._feed_many(ticks, detected_at_ms, evaluate=True)
 
     def rebuild(self, ticks: Iterable[Tick]) -> None:
-        """Update windows from already-processed history without evaluating the rule.
+        """Update windows from already-processed history without evaluating the rules.
 
         Replayed history starts mid-stream, so its first window has the wrong base and could
         "fire" where the live run did not; cooldowns come from ``note_alert`` instead.
         """
-        self._feed(ticks, None, evaluate=False)
+        if len(self._rules) == 1:
+            self._feed_one(ticks, None, evaluate=False)
+        else:
+            self._feed_many(ticks, None, evaluate=False)
 
-    def _feed(self, ticks: Iterable[Tick], detected_at_ms: int | None, *,
-              evaluate: bool) -> list[Alert]:
+    def note_alert(self, symbol: str, event_time_ms: int, *, rule: str | None = None,
+                   change_pct: float | None = None, level: int = 1) -> None:
+        """Start the cooldown of an alert published by an earlier run (restart recovery).
+
+        ``rule`` names the rule (``None``: every rule, for alerts written before rules had
+        names); ``change_pct`` and ``level`` let an escalation continue from it. Alerts are
+        expected oldest first; a cooldown already running longer is kept.
+        """
+        for i, candidate in enumerate(self._rules):
+            if rule is not None and candidate.name != rule:
+                continue
+            series = self._series.get(symbol)
+            params = series.params[i] if series is not None else self._resolve(symbol)[i]
+            if params is None:
+                continue
+            until = event_time_ms + params.cooldown_ms
+            cooldowns = self._cooldown_list[i]
+            state = cooldowns.get(symbol)
+            if state is None or until >= state.until_ms:
+                cooldowns[symbol] = _Cooldown(
+                    until, math.nan if change_pct is None else change_pct, level)
+
+    def rule_for_window(self, window_s: int) -> Rule | None:
+        """The rule with this window (windows are unique in a set), for alerts without a
+        rule name."""
+        return next((r for r in self._rules if r.window_s == window_s), None)
+
+    # --- the hot loops: everything local, nothing allocated per tick ----------------------
+
+    def _feed_one(self, ticks: Iterable[Tick], detected_at_ms: int | None, *,
+                  evaluate: bool) -> list[Alert]:
+        """One rule: the common case, kept as tight as the single-rule engine was."""
         alerts: list[Alert] = []
-        windows = self._windows
-        window_ms = self._window_ms
-        up = self._up
-        down = self._down
+        all_series = self._series
+        get = all_series.get
+        window_ms = self._window_ms[0]
         for tick in ticks:
             symbol = tick.symbol
-            time_ms = tick.event_time_ms
-            price = tick.price
-            window = windows.get(symbol)
-            if window is None:
-                windows[symbol] = _Window(time_ms, price)
+            series = get(symbol)
+            if series is None:
+                all_series[symbol] = _Series(tick, 1, self._resolve(symbol))
                 continue
-            times = window.times
+            times = series.times
+            time_ms = tick.event_time_ms
             if time_ms < times[-1]:
                 continue
-            prices = window.prices
+            prices = series.prices
+            price = tick.price
             times.append(time_ms)
             prices.append(price)
+            volume = tick.quote_volume
+            if volume is not None:
+                series.volume = volume
+            bases = series.bases
+            b = bases[0]
             cutoff = time_ms - window_ms
-            while times[1] <= cutoff:
-                times.popleft()
-                prices.popleft()
+            if times[b + 1] <= cutoff:
+                b += 1
+                while times[b + 1] <= cutoff:
+                    b += 1
+                if b >= _COMPACT_AT and b + b >= len(times):
+                    del times[:b]
+                    del prices[:b]
+                    b = 0
+                bases[0] = b
             if not evaluate:
                 continue
-            base = prices[0]
+            params = series.params[0]
+            if params is None:
+                continue
+            base = prices[b]
             if base <= 0.0:
                 continue
             change = (price - base) / base * 100.0
-            if (change >= up or change <= down) and time_ms >= self._quiet_until_ms.get(
-                symbol, time_ms
-            ):
-                self._quiet_until_ms[symbol] = time_ms + self._cooldown_ms
-                alerts.append(self._alert(tick, window, change, base, detected_at_ms))
+            if change >= params.up or change <= params.down:
+                alert = self._fire(0, params, tick, series, b, change, detected_at_ms)
+                if alert is not None:
+                    alerts.append(alert)
         return alerts
 
-    def note_alert(self, symbol: str, event_time_ms: int) -> None:
-        """Start a cooldown for an alert published by an earlier run (restart recovery)."""
-        until = event_time_ms + self._cooldown_ms
-        self._quiet_until_ms[symbol] = max(self._quiet_until_ms.get(symbol, until), until)
+    def _feed_many(self, ticks: Iterable[Tick], detected_at_ms: int | None, *,
+                   evaluate: bool) -> list[Alert]:
+        alerts: list[Alert] = []
+        all_series = self._series
+        get = all_series.get
+        windows_ms = self._window_ms
+        count = len(windows_ms)
+        indices = range(count)
+        longest = self._longest
+        for tick in ticks:
+            symbol = tick.symbol
+            series = get(symbol)
+            if series is None:
+                all_series[symbol] = _Series(tick, count, self._resolve(symbol))
+                continue
+            times = series.times
+            time_ms = tick.event_time_ms
+            if time_ms < times[-1]:
+                continue
+            prices = series.prices
+            price = tick.price
+            times.append(time_ms)
+            prices.append(price)
+            volume = tick.quote_volume
+            if volume is not None:
+                series.volume = volume
+            bases = series.bases
+            for i in indices:
+                b = bases[i]
+                cutoff = time_ms - windows_ms[i]
+                if times[b + 1] <= cutoff:
+                    b += 1
+                    while times[b + 1] <= cutoff:
+                        b += 1
+                    bases[i] = b
+            head = bases[longest]
+            if head >= _COMPACT_AT and head + head >= len(times):
+                del times[:head]
+                del prices[:head]
+                for i in indices:
+                    bases[i] -= head
+            if not evaluate:
+                continue
+            all_params = series.params
+            for i in indices:
+                params = all_params[i]
+                if params is None:
+                    continue
+                b = bases[i]
+                base = prices[b]
+                if base <= 0.0:
+                    continue
+                change = (price - base) / base * 100.0
+                if change >= params.up or change <= params.down:
+                    alert = self._fire(i, params, tick, series, b, change, detected_at_ms)
+                    if alert is not None:
+                        alerts.append(alert)
+        return alerts
 
-    def _alert(self, tick: Tick, window: _Window, change: float, base: float,
-               detected_at_ms: int | None) -> Alert:
+    # --- off the hot path: a threshold was crossed -------------------------------------
+
+    def _fire(self, index: int, params: _Params, tick: Tick, series: _Series, base_index: int,
+              change: float, detected_at_ms: int | None) -> Alert | None:
+        floor = params.min_volume
+        if floor is not None and (series.volume is None or series.volume < floor):
+            return None
+        symbol = tick.symbol
+        time_ms = tick.event_time_ms
+        cooldowns = self._cooldown_list[index]
+        state = cooldowns.get(symbol)
+        if state is None or time_ms >= state.until_ms:
+            level = 1
+        else:
+            step = params.step
+            last = state.change
+            # NaN (an unknown last change) fails every comparison: no escalation.
+            if (step is None or (change > 0) != (last > 0)
+                    or abs(change) < abs(last) + step - THRESHOLD_SLACK_PCT):
+                return None
+            level = state.level + 1
+        cooldowns[symbol] = _Cooldown(time_ms + params.cooldown_ms, change, level)
+        rule = self._rules[index]
         up = change > 0
-        rule = self.rule
+        base = series.prices[base_index]
         return Alert(
-            id=alert_id(tick.symbol, rule.window_s, tick.event_time_ms),
-            symbol=tick.symbol,
+            id=alert_id(symbol, rule.window_s, time_ms),
+            symbol=symbol,
             direction="up" if up else "down",
             change_pct=change,
             price=tick.price,
             base_price=base,
             window_s=rule.window_s,
-            threshold_pct=rule.threshold_up_pct if up else rule.threshold_down_pct,
-            event_time_ms=tick.event_time_ms,
-            detected_at_ms=tick.event_time_ms if detected_at_ms is None else detected_at_ms,
+            threshold_pct=params.threshold_up_pct if up else params.threshold_down_pct,
+            event_time_ms=time_ms,
+            detected_at_ms=time_ms if detected_at_ms is None else detected_at_ms,
             source=tick.source,
-            path=_sample_path(window),
+            path=_sample_path(series.times, series.prices, base_index),
+            rule=rule.name,
+            level=level,
         )
 
+    def _resolve(self, symbol: str) -> list[_Params | None]:
+        """Each rule's settings for ``symbol`` (``None``: the rule does not watch it)."""
+        if self._plain:
+            return self._defaults  # shared: nothing differs per symbol
+        resolved: list[_Params | None] = []
+        for rule, default in zip(self._rules, self._defaults, strict=True):
+            if not rule.watches(symbol):
+                resolved.append(None)
+                continue
+            override = rule.override_for(symbol)
+            resolved.append(default if override is None else _Params(rule, override))
+        return resolved
 
-def _sample_path(window: _Window) -> list[tuple[int, float]]:
-    """At most MAX_PATH_POINTS points, always keeping the base and the triggering tick."""
-    times, prices = window.times, window.prices
-    count = len(times)
+
+def _sample_path(times: list[int], prices: list[float], start: int) -> list[tuple[int, float]]:
+    """At most MAX_PATH_POINTS points from the base on, always keeping the base and the
+    triggering tick."""
+    count = len(times) - start
     if count <= MAX_PATH_POINTS:
-        return list(zip(times, prices, strict=True))
+        return list(zip(times[start:], prices[start:], strict=True))
     step = (count - 1) / (MAX_PATH_POINTS - 1)
-    picks = [round(i * step) for i in range(MAX_PATH_POINTS)]
+    picks = [start + round(i * step) for i in range(MAX_PATH_POINTS)]
     return [(times[i], prices[i]) for i in picks]

@@ -141,7 +141,7 @@ def test_detected_at_is_the_callers_clock_when_given() -> None:
 def test_rule_rejects_nonsense() -> None:
     with pytest.raises(ValueError, match="window_s"):
         Rule(window_s=0)
-    with pytest.raises(ValueError, match="thresholds"):
+    with pytest.raises(ValueError, match="threshold_up_pct"):
         Rule(threshold_up_pct=0)
 
 

@@ -49,7 +49,7 @@ async def test_history_on_connect_then_each_live_alert_once(
             "id": live.id, "symbol": "DOGEUSDT", "direction": "up", "change_pct": 4.0,
             "price": live.price, "base_price": 100.0, "window_s": 60, "threshold_pct": 2.0,
             "event_time_ms": live.event_time_ms, "detected_at_ms": live.detected_at_ms,
-            "source": "mini_ticker", "path": None,
+            "source": "mini_ticker", "path": None, "rule": None, "level": 1,
         }
         await assert_silent(ws)
 

@@ -1,0 +1,45 @@
+"""Where a detector's rules come from: a rules file (backtests), the environment (the
+default rule that seeds an empty ``rules`` stream), or the stream itself (live changes).
+
+A rules file is the JSON document of the admin API (``{"rules": [...]}``; see
+``common.rule_documents``), so ``curl -H 'Authorization: Bearer …' …/api/admin/rules >
+rules.json`` saves the rules in force for a backtest.
+"""
+
+from __future__ import annotations
+
+import os
+
+from common.rule_documents import RuleError, decode_rules_document
+from common.schemas import Rule
+from common.settings import DetectorSettings
+
+
+class RulesFileError(ValueError):
+    """The rules file cannot be used; the message names the file and the field."""
+
+
+def load_rules_file(path: str | os.PathLike[str]) -> list[Rule]:
+    """The validated rules of a JSON rules file (unique names, distinct windows, at least
+    one rule). Raises ``RulesFileError`` naming the file and the offending field."""
+    name = os.fspath(path)
+    try:
+        with open(path, "rb") as file:
+            data = file.read()
+    except OSError as exc:
+        raise RulesFileError(f"{name}: cannot read: {exc.strerror or exc}") from None
+    try:
+        return decode_rules_document(data)
+    except RuleError as exc:
+        raise RulesFileError(f"{name}: {exc}") from None
+
+
+def rule_from_settings(settings: DetectorSettings) -> Rule:
+    """The one rule of ``WINDOW_S``, ``THRESHOLD_UP_PCT``, ``THRESHOLD_DOWN_PCT`` and
+    ``COOLDOWN_S``, named ``default``."""
+    return Rule(
+        window_s=settings.window_s,
+        threshold_up_pct=settings.threshold_up_pct,
+        threshold_down_pct=settings.threshold_down_pct,
+        cooldown_s=settings.effective_cooldown_s,
+    )
