@@ -57,6 +57,7 @@ class _Entry(msgspec.Struct, gc=False):
     s: str
     c: float | None = None
     p: float | None = None
+    q: float | None = None  # 24 h quote volume in (mini) tickers; a quantity in trades
     st: int | None = None
     X: str | None = None  # trade type: insurance-fund and ADL fills are not market prices
 
@@ -146,7 +147,10 @@ def _collect(entries: list[_Entry]) -> ParsedFrame:
         if entry.X is not None and entry.X != _MARKET_TRADE:
             filtered += 1
             continue
-        append(Tick(entry.s, price, entry.E, source))
+        volume = entry.q if last_price else None
+        if volume is not None and not 0.0 <= volume < inf:
+            volume = None
+        append(Tick(entry.s, price, entry.E, source, volume))
     return ParsedFrame(ticks, filtered, bad)
 
 

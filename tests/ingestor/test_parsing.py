@@ -50,8 +50,8 @@ def test_raw_mini_ticker_array() -> None:
     frame = json.dumps([mini("BTCUSDT", "64000.10", 1_700_000_000_123),
                         mini("ETHUSDT", "3000.5", 1_700_000_000_124)])
     parsed = RAW.parse(frame)
-    assert parsed.ticks == [Tick("BTCUSDT", 64000.10, 1_700_000_000_123, "mini_ticker"),
-                            Tick("ETHUSDT", 3000.5, 1_700_000_000_124, "mini_ticker")]
+    assert parsed.ticks == [Tick("BTCUSDT", 64000.10, 1_700_000_000_123, "mini_ticker", 20.0),
+                            Tick("ETHUSDT", 3000.5, 1_700_000_000_124, "mini_ticker", 20.0)]
     assert (parsed.filtered, parsed.bad_entries) == (0, 0)
 
 
@@ -66,7 +66,16 @@ def test_combined_mini_ticker_array_and_bytes_input() -> None:
 def test_ticker_uses_last_price_not_price_change() -> None:
     # In a 24hrTicker "p" is the 24 h price change; reading it as the price would be a bug.
     frame = wrap("!ticker@arr", [ticker("SOLUSDT", "150.25", "-3.75", 42)])
-    assert COMBINED.parse(frame).ticks == [Tick("SOLUSDT", 150.25, 42, "ticker")]
+    assert COMBINED.parse(frame).ticks == [Tick("SOLUSDT", 150.25, 42, "ticker", 10.0)]
+
+
+def test_the_24h_quote_volume_comes_from_tickers_only() -> None:
+    frame = json.dumps([mini("A", "1.5", q="123456.75"), mini("B", "2", q="NaN"),
+                        {k: v for k, v in mini("C", "3").items() if k != "q"}])
+    assert [t.quote_volume for t in RAW.parse(frame).ticks] == [123456.75, None, None]
+    trade = {"e": "trade", "E": 11, "s": "A", "p": "64000.0", "q": "0.5", "X": "MARKET"}
+    [tick] = RAW.parse(json.dumps(trade)).ticks
+    assert tick.quote_volume is None  # a trade's q is its quantity, not a volume
 
 
 def test_mark_price_uses_p_not_capital_p() -> None:
