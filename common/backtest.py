@@ -20,8 +20,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, TextIO
 
-import msgspec
-
 from common.backtest_report import BacktestStats, Summary, make_writer
 from common.progress import ProgressBar
 from common.recording_formats import Recording, UnknownFormat, open_recordings
@@ -102,16 +100,6 @@ def run_engine(recordings: Sequence[Recording], rules: Sequence[Rule],
     finally:
         stats.elapsed_s = time.perf_counter() - started
     return stats
-
-
-def decode_rules_file(path: str) -> list[Rule]:
-    """``{"rules": [<Rule>, ...]}``, the rules document of the detector's admin API."""
-    with open(path, "rb") as f:
-        return msgspec.json.decode(f.read(), type=_RulesDocument).rules
-
-
-class _RulesDocument(msgspec.Struct):
-    rules: list[Rule]
 
 
 def run_backtest(options: BacktestOptions, out: TextIO | None = None,

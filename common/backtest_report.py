@@ -78,8 +78,9 @@ def _cell(value: object) -> object:
 class TableWriter:
     """Fixed-width columns, so rows line up without waiting for the widest value."""
 
-    HEADER: Final = (f"{'event time (UTC)':<23}  {'symbol':<16} {'dir':<4} {'change %':>9}  "
-                     f"{'price':>14} {'base':>14}  {'window':>7} {'thresh %':>8}  source")
+    HEADER: Final = (f"{'event time (UTC)':<23}  {'symbol':<16} {'dir':<4} {'lvl':>3} "
+                     f"{'change %':>9}  {'price':>14} {'base':>14}  {'window':>7} "
+                     f"{'thresh %':>8}  {'rule':<16} source")
 
     def __init__(self, out: TextIO) -> None:
         self._out = out
@@ -92,8 +93,8 @@ class TableWriter:
         for a in alerts:
             self._out.write(
                 f"{format_time_ms(a.event_time_ms):<23}  {a.symbol:<16} {a.direction:<4} "
-                f"{a.change_pct:>+9.4f}  {a.price:>14.10g} {a.base_price:>14.10g}  "
-                f"{a.window_s:>5} s {a.threshold_pct:>8g}  {a.source}\n")
+                f"{a.level:>3} {a.change_pct:>+9.4f}  {a.price:>14.10g} {a.base_price:>14.10g}  "
+                f"{a.window_s:>5} s {a.threshold_pct:>8g}  {a.rule or '':<16} {a.source}\n")
 
     def finish(self) -> None:
         if not self._header_written:
@@ -131,7 +132,7 @@ class Summary:
                      f"{stats.malformed:,} malformed frames, {stats.bad_entries:,} bad entries, "
                      f"{stats.filtered:,} entries without a price (depth, bookTicker, …)"
                      + (f"; {stats.truncated} file(s) cut short" if stats.truncated else ""))
-        lines.extend(f"rule: {describe_rule(rule)}" for rule in rules)
+        lines.extend(f"rule {describe_rule(rule)}" for rule in rules)
         if stats.alerts:
             lines.extend(_counts("alerts by symbol", "symbol", self.by_symbol))
             lines.extend(_counts("alerts by hour (UTC)", "hour", self.by_hour))
@@ -148,8 +149,18 @@ def _headline(stats: BacktestStats) -> str:
 
 
 def describe_rule(rule: Rule) -> str:
-    return (f"window {rule.window_s} s, up {rule.threshold_up_pct:g} %, "
+    text = (f"{rule.name}: window {rule.window_s} s, up {rule.threshold_up_pct:g} %, "
             f"down {rule.threshold_down_pct:g} %, cooldown {rule.cooldown_s} s")
+    if rule.escalation_step_pct:
+        text += f", escalation step {rule.escalation_step_pct:g} %"
+    if rule.min_quote_volume:
+        text += f", min 24 h quote volume {rule.min_quote_volume:,.0f}"
+    for name, patterns in (("allow", rule.allow), ("deny", rule.deny)):
+        if patterns:
+            text += f", {name} {' '.join(patterns)}"
+    if rule.overrides:
+        text += f", {len(rule.overrides)} symbol override(s)"
+    return text
 
 
 def _counts(title: str, key: str, counts: Counter[tuple[str, str]]) -> list[str]:

@@ -13,13 +13,14 @@ import os
 import sys
 from pathlib import Path
 
-from common.backtest import BacktestOptions, decode_rules_file, run_backtest
+from common.backtest import BacktestOptions, run_backtest
 from common.backtest_report import FORMATS
 from common.launcher import UpOptions, run_up
 from common.logs import configure_logging
 from common.recorder import RecordOptions, run_record
 from common.replayer import ReplayOptions, run_replay
 from common.schemas import Rule
+from detector.rules import RulesFileError, load_rules_file
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,7 +146,9 @@ def _add_backtest(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     backtest.add_argument("--cooldown", type=_non_negative_int, metavar="S",
                           help="quiet time per symbol after an alert (default: the window)")
     backtest.add_argument("--rules", type=_existing_file, metavar="FILE",
-                          help='rules file {"rules": [...]} instead of the options above')
+                          help='rules file {"rules": [...]} (the admin API\'s document: several '
+                               "named rules, overrides, escalation…) instead of the options "
+                               "above")
     backtest.add_argument("--format", choices=FORMATS, default="table",
                           help="table (default), jsonl (one Alert per line) or csv")
     backtest.add_argument("--no-summary", dest="summary", action="store_false",
@@ -164,9 +167,9 @@ def _backtest_rules(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         if given:
             parser.error(f"--rules replaces {', '.join(given)}; give one or the other")
         try:
-            return decode_rules_file(args.rules)
-        except (OSError, ValueError) as exc:
-            parser.error(f"--rules {args.rules}: {exc}")
+            return load_rules_file(args.rules)
+        except RulesFileError as exc:
+            parser.error(f"argument --rules: {exc}")
     window = 60 if args.window is None else args.window
     try:
         return [Rule(window_s=window,

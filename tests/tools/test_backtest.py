@@ -77,7 +77,7 @@ def test_default_rule_is_quiet_on_a_calm_market(capsys: pytest.CaptureFixture[st
     assert main(["backtest", str(HFT_20K)]) == 0
     out, _ = capsys.readouterr()
     assert out.startswith("no alerts\n")
-    assert "rule: window 60 s, up 2 %, down 2 %, cooldown 60 s" in out
+    assert "rule default: window 60 s, up 2 %, down 2 %, cooldown 60 s" in out
 
 
 def test_jsonl_lines_are_exactly_alerts(capsys: pytest.CaptureFixture[str]) -> None:
@@ -122,9 +122,11 @@ def test_the_three_formats_agree(capsys: pytest.CaptureFixture[str]) -> None:
     rows_text = table[1:1 + len(jsonl)]
     for line, alert in zip(rows_text, jsonl, strict=True):
         cells = line.split()
-        assert cells[2:5] == [alert["symbol"], alert["direction"], f"{alert['change_pct']:+.4f}"]
-        assert float(cells[5]) == alert["price"]
-        assert float(cells[6]) == alert["base_price"]
+        assert cells[2:6] == [alert["symbol"], alert["direction"], str(alert["level"]),
+                              f"{alert['change_pct']:+.4f}"]
+        assert float(cells[6]) == alert["price"]
+        assert float(cells[7]) == alert["base_price"]
+        assert cells[-2:] == [alert["rule"], alert["source"]]
     summary = outputs["table"].out[outputs["table"].out.index("backtest: "):]
     assert "4 alerts" in summary
     symbol_line = next(line for line in summary.splitlines() if line.strip().startswith("BTC"))
@@ -145,6 +147,25 @@ def test_rules_file_is_the_same_as_the_options(tmp_path: Path,
     assert by_file
 
 
+def test_several_rules_at_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each rule of a rules file fires as it would alone: one engine, independent rules."""
+    specs = [("fast", 10, 0.03, 10), ("slow", 60, 0.03, 60), ("mid", 30, 0.02, 30)]
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps({"rules": [
+        {"name": name, "window_s": window, "threshold_up_pct": pct, "threshold_down_pct": pct,
+         "cooldown_s": cooldown} for name, window, pct, cooldown in specs]}))
+    alerts, err = backtest_jsonl(capsys, HFT_20K, "--rules", rules)
+    ticks = reference_ticks([HFT_20K])
+    for name, window, pct, cooldown in specs:
+        fired = [a for a in alerts if a["rule"] == name]
+        assert as_ref(fired) == reference_alerts(ticks, window, pct, pct, cooldown)
+        assert fired
+        assert {a["window_s"] for a in fired} == {window}
+        assert f"rule {name}: window {window} s" in err
+    times = [a["event_time_ms"] for a in alerts]
+    assert times == sorted(times)
+
+
 def test_progress_bar_on_request(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["backtest", str(HFT_20K), "--progress", "--format", "jsonl"]) == 0
     _, err = capsys.readouterr()
@@ -162,7 +183,7 @@ def test_progress_bar_on_request(capsys: pytest.CaptureFixture[str]) -> None:
     (["{hft}", "--cooldown", "1.5"], "argument --cooldown: an integer is needed"),
     (["{hft}", "--format", "xml"], "argument --format: invalid choice: 'xml'"),
     (["{hft}", "--rules", "{rules}", "--window", "5"], "--rules replaces --window"),
-    (["{hft}", "--rules", "{bad_rules}"], "--rules"),
+    (["{hft}", "--rules", "{bad_rules}"], "argument --rules: {bad_rules}: rules[0].window_s"),
     (["{text}"], "not a recording this tool knows"),
 ])
 def test_cli_errors_exit_2_with_a_message(tmp_path: Path, args: list[str], message: str
@@ -176,5 +197,5 @@ def test_cli_errors_exit_2_with_a_message(tmp_path: Path, args: list[str], messa
     argv = cli("backtest", *(a.format(**names) for a in args))
     result = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
-    assert message in result.stderr
+    assert message.format(**names) in result.stderr
     assert result.stdout == ""
