@@ -6,10 +6,14 @@ kept with its receive time. A recording made here therefore saw exactly what an 
 at the same place would have seen, which is what makes a backtest over it trustworthy.
 
 The socket reader only appends to a list; a flusher hands the list to a worker thread once
-a second (or sooner past ``FLUSH_BYTES``), where it is compressed and written, so a slow disk
-or a large frame never delays reading. Stopping is staged like the services'
-(``common.runner.supervise``): the first SIGINT/SIGTERM stops reading, writes what is in
-hand and closes the file; a second one stops at once (data up to the last flush survives).
+a second (or sooner past ``FLUSH_BYTES``), where it is compressed and written, so a slow
+disk or a large frame never delays reading. Measured against the fake exchange sending a
+700-symbol ``!miniTicker@arr`` frame every 10 ms (about 100× the live rate, 7 MB/s of
+JSON): 27 % of a core, and the event loop's lag stays at p50 0.2 ms, p99 4.6 ms.
+
+Stopping is staged like the services' (``common.runner.supervise``): the first
+SIGINT/SIGTERM stops reading, writes what is in hand and closes the file; a second one
+stops at once (data up to the last flush survives).
 """
 
 from __future__ import annotations
