@@ -12,6 +12,9 @@ each rule's base costs O(1) amortised per tick; the history is a pair of plain l
 consumed head is cut off in one slice once it is at least half of the list (amortised O(1)
 too, and cheaper than a deque's per-element ``popleft``).
 
+A tick older than the symbol's newest observation, or with a price that is not positive,
+changes nothing.
+
 Per (symbol, rule): the rule's settings for that symbol (allow/deny lists and overrides
 resolved once, when the symbol is first seen or the rules change) and the cooldown state.
 
@@ -211,14 +214,15 @@ class DetectionEngine:
             symbol = tick.symbol
             series = get(symbol)
             if series is None:
-                all_series[symbol] = _Series(tick, 1, self._resolve(symbol))
+                if tick.price > 0.0:
+                    all_series[symbol] = _Series(tick, 1, self._resolve(symbol))
                 continue
             times = series.times
             time_ms = tick.event_time_ms
-            if time_ms < times[-1]:
+            price = tick.price
+            if time_ms < times[-1] or not price > 0.0:
                 continue
             prices = series.prices
-            price = tick.price
             times.append(time_ms)
             prices.append(price)
             volume = tick.quote_volume
@@ -242,8 +246,6 @@ class DetectionEngine:
             if params is None:
                 continue
             base = prices[b]
-            if base <= 0.0:
-                continue
             change = (price - base) / base * 100.0
             if change >= params.up or change <= params.down:
                 alert = self._fire(0, params, tick, series, b, change, detected_at_ms)
@@ -264,50 +266,47 @@ class DetectionEngine:
             symbol = tick.symbol
             series = get(symbol)
             if series is None:
-                all_series[symbol] = _Series(tick, count, self._resolve(symbol))
+                if tick.price > 0.0:
+                    all_series[symbol] = _Series(tick, count, self._resolve(symbol))
                 continue
             times = series.times
             time_ms = tick.event_time_ms
-            if time_ms < times[-1]:
+            price = tick.price
+            if time_ms < times[-1] or not price > 0.0:
                 continue
             prices = series.prices
-            price = tick.price
             times.append(time_ms)
             prices.append(price)
             volume = tick.quote_volume
             if volume is not None:
                 series.volume = volume
             bases = series.bases
-            for i in indices:
+            all_params = series.params
+            for i, window_ms in enumerate(windows_ms):
                 b = bases[i]
-                cutoff = time_ms - windows_ms[i]
+                cutoff = time_ms - window_ms
                 if times[b + 1] <= cutoff:
                     b += 1
                     while times[b + 1] <= cutoff:
                         b += 1
                     bases[i] = b
+                if not evaluate:
+                    continue
+                params = all_params[i]
+                if params is None:
+                    continue
+                base = prices[b]
+                change = (price - base) / base * 100.0
+                if change >= params.up or change <= params.down:
+                    alert = self._fire(i, params, tick, series, b, change, detected_at_ms)
+                    if alert is not None:
+                        alerts.append(alert)
             head = bases[longest]
             if head >= _COMPACT_AT and head + head >= len(times):
                 del times[:head]
                 del prices[:head]
                 for i in indices:
                     bases[i] -= head
-            if not evaluate:
-                continue
-            all_params = series.params
-            for i in indices:
-                params = all_params[i]
-                if params is None:
-                    continue
-                b = bases[i]
-                base = prices[b]
-                if base <= 0.0:
-                    continue
-                change = (price - base) / base * 100.0
-                if change >= params.up or change <= params.down:
-                    alert = self._fire(i, params, tick, series, b, change, detected_at_ms)
-                    if alert is not None:
-                        alerts.append(alert)
         return alerts
 
     # --- off the hot path: a threshold was crossed -------------------------------------
