@@ -136,7 +136,8 @@ def _add_backtest(commands: argparse._SubParsersAction[argparse.ArgumentParser])
                     "order given) through the ingestor's parser and the detector's engine, "
                     "print the alerts, then a summary per symbol and per hour (on stderr "
                     "for jsonl and csv, so stdout stays machine-readable).")
-    backtest.add_argument("files", nargs="+", type=_existing_file, metavar="FILE")
+    backtest.add_argument("files", nargs="+", type=_existing_file, metavar="FILE",
+                          help="recordings: ours (record), hftbacktest or cryptofeed")
     backtest.add_argument("--window", type=_positive_int, metavar="S",
                           help="window in seconds (default 60)")
     backtest.add_argument("--up", type=_positive, metavar="PCT",
@@ -157,7 +158,8 @@ def _add_backtest(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     progress.add_argument("--progress", action="store_true", default=None,
                           help="always show a progress bar on stderr (default: on a "
                                "terminal, for inputs over 20 MB)")
-    progress.add_argument("--no-progress", dest="progress", action="store_false")
+    progress.add_argument("--no-progress", dest="progress", action="store_false",
+                          help="never show it")
 
 
 def _backtest_rules(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[Rule]:
