@@ -235,8 +235,12 @@ class RuleSet(msgspec.Struct, frozen=True, kw_only=True):
         check_rules(self.rules)
 
     def supersedes(self, current: RuleSet | None) -> bool:
-        """Whether a reader holding ``current`` should apply this entry."""
-        return current is None or self.version > current.version
+        """Whether a reader holding ``current`` should apply this entry: a higher version
+        wins; among unversioned entries (version 0, announcements written before rules
+        were versioned) the newest does."""
+        if current is None or self.version > current.version:
+            return True
+        return self.version == current.version == 0
 
     def rule(self, name: str) -> Rule | None:
         return next((r for r in self.rules if r.name == name), None)

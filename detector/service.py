@@ -4,6 +4,11 @@ Exactly-once as the trader sees it comes from three rules: an entry is acknowled
 after its alerts are published; a restart replays acknowledged history to rebuild windows
 without publishing anything; and an alert id already on the ``alerts`` stream (found at
 start or published since) is never published again.
+
+Rules come from the ``rules`` stream, where the gateway's admin API writes them: at start
+the newest rule set there is applied (an empty stream is seeded with the one rule of
+``WINDOW_S``/``THRESHOLD_*``/``COOLDOWN_S``), and a task follows the stream with a short
+block so that a change is applied to the running engine within a second, between batches.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Final, TypeVar
@@ -26,12 +32,14 @@ from common.schemas import (
     Rule,
     RuleSet,
     decode_alert,
+    decode_rule_set,
     decode_ticks,
     encode_alert,
     encode_rule_set,
 )
 from common.settings import DetectorSettings
 from common.transport import (
+    BroadcastReader,
     BusUnavailable,
     Delivery,
     GroupConsumer,
@@ -42,6 +50,7 @@ from common.transport import (
 )
 from detector.engine import DetectionEngine
 from detector.metrics import DetectorMetrics
+from detector.rules import rule_from_settings
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +58,8 @@ T = TypeVar("T")
 
 SEEN_IDS_CAPACITY = 100_000
 RULES_KEPT = 100
+# How long one read of the rules stream blocks: a change is applied within about this long.
+RULES_BLOCK_MS: Final = 250
 # Lag is for dashboards and alerts that look at minutes; a few XINFO calls every 2 s cost
 # Redis nothing and keep the gauge fresh enough for a 1 s scrape to see movement.
 LAG_REFRESH_S: Final = 2.0
@@ -77,12 +88,9 @@ class Detector:
         self._transport = transport
         self.metrics = metrics if metrics is not None else DetectorMetrics()
         self.consumer: GroupConsumer | None = None
-        self.engine = DetectionEngine(Rule(
-            window_s=settings.window_s,
-            threshold_up_pct=settings.threshold_up_pct,
-            threshold_down_pct=settings.threshold_down_pct,
-            cooldown_s=settings.effective_cooldown_s,
-        ))
+        self.engine = DetectionEngine(rule_from_settings(settings))
+        self.rule_set: RuleSet | None = None  # the entry of the rules stream in force
+        self._rules_reader: BroadcastReader | None = None
         self.streams = [ticks_stream(p) for p in settings.partitions]
         self._seen = SeenIds()
         self._backoff = Backoff()
@@ -93,14 +101,21 @@ class Detector:
         await self._transport.declare(self.streams, Retention(max_age_s=settings.ticks_retention_s))
         await self._transport.declare([ALERTS_STREAM], Retention(max_len=settings.alerts_maxlen))
         await self._transport.declare([RULES_STREAM], Retention(max_len=RULES_KEPT))
-        await self._retry(self._announce_rules, stopping)
+        await self._retry(self._load_rules, stopping)
         await self._retry(self._load_published, stopping)
+        longest_s = max(rule.window_s for rule in self.engine.rules)
         consumer = self._transport.group_consumer(
             DETECTOR_GROUP, settings.detector_consumer, self.streams,
-            rebuild_s=settings.window_s + settings.rebuild_margin_s,
+            rebuild_s=longest_s + settings.rebuild_margin_s,
             claim_min_idle_s=settings.claim_min_idle_s,
         )
         self.consumer = consumer
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._follow_rules(stopping), name="detector-rules")
+            await self._consume(consumer, stopping)
+
+    async def _consume(self, consumer: GroupConsumer, stopping: asyncio.Event) -> None:
+        settings = self._settings
         rebuild_started = time.perf_counter()
         replaying = True
         while not stopping.is_set():
@@ -137,12 +152,82 @@ class Detector:
             if await wait_or_stop(stopping, every_s):
                 return
 
-    async def _announce_rules(self) -> None:
-        """Tell the gateways (and through them the traders) which rule is in force."""
-        rule_set = RuleSet(rules=[self.engine.rule], updated_at_ms=int(time.time() * 1000),
-                           updated_by=f"detector {self._settings.detector_consumer}")
-        await self._transport.publish(
-            [Record(RULES_STREAM, "rules", encode_rule_set(rule_set))])
+    async def _load_rules(self) -> None:
+        """Apply the newest rule set of the ``rules`` stream; seed an empty stream.
+
+        Entries of version 0 were announcements of detectors that predate versioned rules,
+        not decisions: they are superseded by the seed. When two detectors seed at once,
+        both entries carry version 1 and the first on the stream wins for everyone.
+        """
+        self._rules_reader = reader = self._transport.broadcast_reader(RULES_STREAM)
+        for delivery in await reader.backlog(RULES_KEPT):
+            self._offer(delivery, quiet=True)
+        if self.rule_set is None:
+            seed = RuleSet(
+                rules=[rule_from_settings(self._settings)],
+                updated_at_ms=int(time.time() * 1000),
+                updated_by=f"detector {self._settings.detector_consumer}",
+                version=1, change_id=uuid.uuid4().hex,
+                change="seeded from WINDOW_S, THRESHOLD_UP_PCT, THRESHOLD_DOWN_PCT, COOLDOWN_S",
+            )
+            await self._transport.publish(
+                [Record(RULES_STREAM, "rules", encode_rule_set(seed))])
+            self._rules_reader = reader = self._transport.broadcast_reader(RULES_STREAM)
+            for delivery in await reader.backlog(RULES_KEPT):
+                self._offer(delivery, quiet=True)
+        if self.rule_set is not None:
+            self._log_rules("in force")
+
+    async def _follow_rules(self, stopping: asyncio.Event) -> None:
+        """Apply every newer rule set as it lands on the stream, until shutdown."""
+        reader = self._rules_reader or self._transport.broadcast_reader(RULES_STREAM)
+        block_ms = min(RULES_BLOCK_MS, self._settings.read_block_ms)
+        backoff = Backoff(0.1, 2.0)
+        while not stopping.is_set():
+            try:
+                deliveries = await reader.read(16, block_ms)
+            except BusUnavailable as exc:
+                log.debug("rules stream not read: %s", exc)
+                if await wait_or_stop(stopping, backoff.next_delay()):
+                    return
+                continue
+            backoff.reset()
+            for delivery in deliveries:
+                self._offer(delivery)
+
+    def _offer(self, delivery: Delivery, *, quiet: bool = False) -> None:
+        """Apply the rule set of one ``rules`` entry if it is newer than the one in force."""
+        try:
+            rule_set = decode_rule_set(delivery.payload)
+        except msgspec.MsgspecError as exc:
+            log.error("rules entry %s cannot be read (%s); the rules in force stay",
+                      delivery.position, exc)
+            return
+        if rule_set.version < 1:
+            return  # an announcement by a detector that predates versioned rules
+        if not rule_set.supersedes(self.rule_set):
+            if not quiet:
+                log.info("rules entry %s (version %d) ignored: version %d is in force",
+                         delivery.position, rule_set.version,
+                         self.rule_set.version if self.rule_set else 0)
+            return
+        try:
+            self.engine.set_rules(rule_set.rules)
+        except ValueError as exc:
+            log.error("rules version %d refused (%s); the rules in force stay",
+                      rule_set.version, exc)
+            return
+        self.rule_set = rule_set
+        if not quiet:
+            self._log_rules("applied")
+
+    def _log_rules(self, what: str) -> None:
+        rule_set = self.rule_set
+        assert rule_set is not None
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(rule_set.updated_at_ms / 1000))
+        log.info("rules version %d %s (by %s at %s: %s): %s", rule_set.version, what,
+                 rule_set.updated_by, when, rule_set.change or "-",
+                 "; ".join(describe_rule(r) for r in rule_set.rules))
 
     async def _load_published(self) -> None:
         """Seed dedupe and cooldowns from the alert history so a restart stays quiet."""
@@ -154,8 +239,14 @@ class Detector:
             except msgspec.DecodeError:
                 continue
             self._seen.add(alert.id)
-            if alert.window_s == self.engine.rule.window_s:
-                self.engine.note_alert(alert.symbol, alert.event_time_ms)
+            name = alert.rule
+            if name is None:  # written before rules had names: its window tells the rule
+                rule = self.engine.rule_for_window(alert.window_s)
+                if rule is None:
+                    continue
+                name = rule.name
+            self.engine.note_alert(alert.symbol, alert.event_time_ms, rule=name,
+                                   change_pct=alert.change_pct, level=alert.level)
         log.info("%d published alerts remembered", len(published))
 
     async def _handle(self, batch: list[Delivery], consumer: GroupConsumer) -> None:
@@ -190,8 +281,9 @@ class Detector:
                 # Clamped: a clock behind the exchange's would make it negative.
                 self.metrics.alert_latency.observe(
                     max(0.0, published_s - alert.event_time_ms / 1000))
-                log.info("alert %s %s %+.2f%% at %s", alert.symbol, alert.direction,
-                         alert.change_pct, alert.price)
+                log.info("alert %s %s %+.2f%% at %s (rule %s, level %d)", alert.symbol,
+                         alert.direction, alert.change_pct, alert.price, alert.rule,
+                         alert.level)
         await self._retry(lambda: consumer.ack(batch), None)
         self.metrics.symbols_tracked.set(self.engine.symbols_tracked)
         if not batch[0].replay:
@@ -216,6 +308,23 @@ class Detector:
             else:
                 self._backoff.reset()
                 return result
+
+
+def describe_rule(rule: Rule) -> str:
+    """One line for a log: the settings that decide what fires."""
+    parts = [f"{rule.name}: {rule.window_s}s +{rule.threshold_up_pct:g}%/-"
+             f"{rule.threshold_down_pct:g}% cooldown {rule.cooldown_s}s"]
+    if rule.escalation_step_pct:
+        parts.append(f"escalation +{rule.escalation_step_pct:g}%")
+    if rule.min_quote_volume:
+        parts.append(f"min volume {rule.min_quote_volume:g}")
+    if rule.allow:
+        parts.append(f"allow {','.join(rule.allow)}")
+    if rule.deny:
+        parts.append(f"deny {','.join(rule.deny)}")
+    if rule.overrides:
+        parts.append(f"{len(rule.overrides)} overrides")
+    return " ".join(parts)
 
 
 async def run(settings: DetectorSettings, stopping: asyncio.Event) -> None:

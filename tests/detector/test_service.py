@@ -19,11 +19,13 @@ from common.redis_transport import RedisTransport
 from common.schemas import (
     Alert,
     Rule,
+    RuleSet,
     Tick,
     decode_alert,
     decode_rule_set,
     decode_ticks,
     encode_alert,
+    encode_rule_set,
     encode_ticks,
 )
 from common.settings import DetectorSettings, load_settings
@@ -165,12 +167,84 @@ async def test_alerts_wait_for_the_bus_and_nothing_is_acknowledged_before(
 
 
 
-async def test_the_rule_in_force_is_announced_on_the_rules_stream(
+async def rules_on_bus(bus: RedisTransport) -> list[RuleSet]:
+    return [decode_rule_set(d.payload)
+            for d in await bus.broadcast_reader(RULES_STREAM).backlog(100)]
+
+
+async def put_rules(bus: RedisTransport, version: int, *rules: Rule) -> None:
+    rule_set = RuleSet(rules=list(rules), updated_at_ms=int(time.time() * 1000),
+                       updated_by="test", version=version, change="test change")
+    await bus.publish([Record(RULES_STREAM, "rules", encode_rule_set(rule_set))])
+
+
+async def test_an_empty_rules_stream_is_seeded_from_the_environment(
         bus: RedisTransport, redis_server: RedisServer) -> None:
     await run_until(Detector(settings(redis_server.url, window_s=30, threshold_up_pct=1.5,
                                       cooldown_s=10), bus))
-    [latest] = await bus.broadcast_reader(RULES_STREAM).backlog(1)
-    announced = decode_rule_set(latest.payload)
-    assert announced.rules == [Rule(window_s=30, threshold_up_pct=1.5, threshold_down_pct=2.0,
-                                    cooldown_s=10)]
-    assert announced.updated_by == "detector detector-1"
+    [seeded] = await rules_on_bus(bus)
+    assert seeded.rules == [Rule(window_s=30, threshold_up_pct=1.5, threshold_down_pct=2.0,
+                                 cooldown_s=10)]
+    assert seeded.version == 1
+    assert seeded.updated_by == "detector detector-1"
+    # A restart finds it and writes nothing more.
+    await run_until(Detector(settings(redis_server.url), bus))
+    assert len(await rules_on_bus(bus)) == 1
+
+
+async def test_the_rules_on_the_stream_win_over_the_environment(
+        bus: RedisTransport, redis_server: RedisServer) -> None:
+    await put_rules(bus, 0, Rule(threshold_up_pct=9.0))  # an old unversioned announcement
+    await put_rules(bus, 3, Rule(name="tight", threshold_up_pct=1.0))
+    await put_rules(bus, 3, Rule(name="late", threshold_up_pct=5.0))  # lost the race for 3
+    detector = Detector(settings(redis_server.url), bus)
+    await run_until(detector)
+    assert [r.name for r in detector.engine.rules] == ["tight"]
+    assert len(await rules_on_bus(bus)) == 3
+
+
+async def test_a_rules_change_reaches_a_running_detector_within_a_second(
+        bus: RedisTransport, redis_server: RedisServer) -> None:
+    now = int(time.time() * 1000)
+    detector = Detector(settings(redis_server.url), bus)
+    stopping = asyncio.Event()
+    task = asyncio.create_task(detector.run(stopping))
+    try:
+        await asyncio.wait_for(detector.rebuilt.wait(), 10)
+        await bus.publish(frame({"A": 100.0}, now) + frame({"A": 101.5}, now + 1000))
+        async with asyncio.timeout(5):
+            while await pending_count(bus) or detector.engine.symbols_tracked == 0:
+                await asyncio.sleep(0.02)
+        assert await alerts_on_bus(bus) == []  # +1.5 % under the 2 % of the environment
+
+        published = time.perf_counter()
+        await put_rules(bus, 2, Rule(name="tight", threshold_up_pct=1.0, cooldown_s=30))
+        async with asyncio.timeout(1.0):
+            while detector.engine.rules[0].name != "tight":
+                await asyncio.sleep(0.005)
+        applied_s = time.perf_counter() - published
+        assert applied_s < 1.0
+
+        await bus.publish(frame({"A": 101.6}, now + 2000))
+        async with asyncio.timeout(5):
+            while not await alerts_on_bus(bus):
+                await asyncio.sleep(0.02)
+    finally:
+        stopping.set()
+        await asyncio.wait_for(task, 5)
+    [alert] = await alerts_on_bus(bus)
+    assert (alert.rule, alert.threshold_pct, alert.base_price, alert.level) == (
+        "tight", 1.0, 100.0, 1)
+
+
+async def test_restart_keeps_the_escalation_level_of_published_alerts(
+        bus: RedisTransport, redis_server: RedisServer) -> None:
+    await put_rules(bus, 1, Rule(escalation_step_pct=2.0))
+    now = int(time.time() * 1000)
+    await bus.publish(frame({"A": 100.0}, now) + frame({"A": 102.5}, now + 1000))
+    await run_until(Detector(settings(redis_server.url), bus))
+    # After a restart, +3.5 % is not 2 % beyond the published +2.5 %; +4.6 % is.
+    await bus.publish(frame({"A": 103.5}, now + 2000) + frame({"A": 104.6}, now + 3000))
+    await run_until(Detector(settings(redis_server.url), bus))
+    alerts = await alerts_on_bus(bus)
+    assert [(a.level, a.price) for a in alerts] == [(1, 102.5), (2, 104.6)]
