@@ -11,6 +11,8 @@ from zlib import crc32
 TICKS_STREAM_PREFIX = "ticks."
 ALERTS_STREAM = "alerts"
 RULES_STREAM = "rules"
+# Entries kept on ``rules`` (MAXLEN ~): the newest rule set and the audit trail before it.
+RULES_KEPT = 100
 DETECTOR_GROUP = "detector"
 
 

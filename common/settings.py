@@ -133,6 +133,8 @@ class GatewaySettings(BaseServiceSettings):
     ws_heartbeat_s: PositiveSeconds = 15.0
     ws_ping_interval_s: PositiveSeconds = 20.0
     ws_ping_timeout_s: PositiveSeconds = 20.0
+    # Bearer token of the rules admin API (/api/admin/*); unset or empty: the API is off.
+    admin_token: SecretStr | None = None
 
     @property
     def origins(self) -> frozenset[str]:
@@ -148,6 +150,20 @@ class GatewaySettings(BaseServiceSettings):
             if origin != "*" and (parts.scheme not in {"http", "https"} or not parts.netloc
                                   or parts.path not in {"", "/"}):
                 raise ValueError(f"expected '*' or origins like https://host:port, got {origin!r}")
+        return value
+
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _token(cls, value: object) -> object:
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, str):
+            value = value.strip()
+            if not value:
+                return None
+            if len(value) < 16:
+                raise ValueError("must be at least 16 characters (or unset to turn the "
+                                 "admin API off)")
         return value
 
     @model_validator(mode="after")
@@ -233,7 +249,7 @@ def _describe(exc: ValidationError, prefix: str = "") -> str:
         value = error.get("input")
         if field == "bus_url" and isinstance(value, str):
             value = redact_url(value)
-        secret = "password" in field
+        secret = "password" in field or "token" in field
         shown = (f"={value!r}" if field and not secret and isinstance(value, str | int | float)
                  else "")
         message = error["msg"].removeprefix("Value error, ")

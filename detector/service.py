@@ -25,7 +25,13 @@ import msgspec
 
 from common.backoff import Backoff
 from common.health import HealthServer
-from common.partitioning import ALERTS_STREAM, DETECTOR_GROUP, RULES_STREAM, ticks_stream
+from common.partitioning import (
+    ALERTS_STREAM,
+    DETECTOR_GROUP,
+    RULES_KEPT,
+    RULES_STREAM,
+    ticks_stream,
+)
 from common.runner import wait_or_stop
 from common.schemas import (
     Alert,
@@ -57,7 +63,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SEEN_IDS_CAPACITY = 100_000
-RULES_KEPT = 100
 # How long one read of the rules stream blocks: a change is applied within about this long.
 RULES_BLOCK_MS: Final = 250
 # Lag is for dashboards and alerts that look at minutes; a few XINFO calls every 2 s cost

@@ -1,4 +1,5 @@
-"""The gateway's ASGI app: the page, ``/ws``, ``/api/alerts``, health and metrics.
+"""The gateway's ASGI app: the page, ``/ws``, ``/api/alerts``, ``/api/rules``, the rules
+admin API (``/api/admin``, see ``gateway.admin``), health and metrics.
 
 ``create_app`` builds everything but starts nothing; the lifespan owns the alerts reader
 (an explicit task, cancelled and awaited on shutdown) and, when the caller did not pass
@@ -22,6 +23,7 @@ import gateway
 from common.schemas import ALERT_ID_PATTERN
 from common.settings import GatewaySettings
 from common.transport import Transport, create_transport
+from gateway.admin import register_admin
 from gateway.hub import Hub, UnknownAlert, alerts_document
 from gateway.metrics import Metrics
 from gateway.rules import RulesFollower
@@ -105,6 +107,8 @@ def create_app(settings: GatewaySettings, transport: Transport | None = None) ->
     async def active_rules() -> Response:
         """The rules the detectors announced, as the page shows them."""
         return Response(rules.document(), media_type="application/json")
+
+    register_admin(app, settings, rules, lambda: bus.transport)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -1,0 +1,422 @@
+"""The rules admin API: list, create, update and delete detection rules while everything runs.
+
+Enabled only when ``ADMIN_TOKEN`` is set; every route then wants ``Authorization: Bearer
+<token>`` (missing → 401 with ``WWW-Authenticate: Bearer``, wrong → 403, compared in
+constant time). Without the token every ``/api/admin/*`` route answers 404 saying why.
+
+A change is a whole new ``RuleSet`` written to the ``rules`` stream, one version above the
+newest one there; every detector follows the stream and applies it within a second.
+Optimistic concurrency, twice over:
+
+- a write may carry ``If-Match: <version>`` (the ``ETag`` of a ``GET``): if another version
+  is in force by then, 409;
+- two writers (two gateways, say) that both publish the next version race on the stream,
+  which is the arbiter: the first entry of a version is the one every reader applies. Each
+  write carries a unique ``change_id`` and reads the stream back; the loser's entry is
+  ignored everywhere. Without ``If-Match`` the loser applies its change again on top of the
+  winner's (up to ``WRITE_ATTEMPTS`` times); with it, the loser answers 409.
+
+Bodies are JSON, at most ``MAX_BODY_BYTES``, validated by the same structs as the bus (so
+what is accepted here is exactly what a detector accepts); a bad value is a 422 whose
+``loc`` names the field. Every change is logged with who (``X-Admin-User``, else "admin"),
+when, and what (a field-by-field diff), and the diff rides on the stream entry as its
+``change``: ``GET /api/admin/rules/history`` is the audit trail of the kept entries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, Final
+
+import msgspec
+from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+
+from common.partitioning import RULES_KEPT, RULES_STREAM
+from common.rule_documents import RuleError, RulesDocument, convert_rule, rule_error
+from common.schemas import (
+    RULE_NAME_PATTERN,
+    Rule,
+    RuleSet,
+    check_rules,
+    decode_rule_set,
+    encode_rule_set,
+)
+from common.settings import GatewaySettings
+from common.transport import BusUnavailable, Record, Retention, Transport
+from gateway.rules import RulesFollower
+
+log = logging.getLogger(__name__)
+
+PREFIX: Final = "/api/admin"
+MAX_BODY_BYTES: Final = 64 * 1024
+CONFIRM_TIMEOUT_S: Final = 5.0
+WRITE_ATTEMPTS: Final = 5
+OFF_REASON: Final = ("the admin API is off: set ADMIN_TOKEN (at least 16 characters) in the "
+                     "gateway's environment to turn it on")
+_USER: Final = re.compile(r"[^\w.@+-]")
+_json: Final = msgspec.json.Encoder()
+
+
+class AdminRules(msgspec.Struct, frozen=True):
+    """What ``GET /api/admin/rules`` answers: the rule set in force and its metadata."""
+
+    version: int
+    updated_at_ms: int | None
+    updated_by: str | None
+    change: str | None
+    rules: list[Rule]
+
+
+class HistoryEntry(msgspec.Struct, frozen=True):
+    version: int
+    updated_at_ms: int
+    updated_by: str
+    change: str
+    applied: bool  # False: a losing or stale write that every reader ignored
+
+
+class _Unprocessable(Exception):
+    def __init__(self, loc: tuple[str | int, ...], msg: str) -> None:
+        super().__init__(msg)
+        self.loc = loc
+        self.msg = msg
+
+
+def register_admin(app: FastAPI, settings: GatewaySettings, follower: RulesFollower,
+                   transport: Callable[[], Transport | None]) -> None:
+    """Add the ``/api/admin`` routes (or, with no token, routes that explain it is off).
+    Call it before the catch-all static mount."""
+    router = APIRouter(prefix=PREFIX)
+    if settings.admin_token is None:
+        @router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                          include_in_schema=False)
+        async def admin_off(path: str) -> JSONResponse:
+            return JSONResponse({"detail": OFF_REASON}, status_code=404)
+
+        app.include_router(router)
+        return
+
+    admin = _Admin(settings.admin_token.get_secret_value().encode(), follower, transport)
+
+    @router.get("/rules")
+    async def list_rules(request: Request) -> Response:
+        admin.authorize(request)
+        return admin.answer(await admin.in_force())
+
+    @router.put("/rules")
+    async def replace_rules(request: Request) -> Response:
+        return await admin.write(request, admin.replace_all)
+
+    @router.get("/rules/history")
+    async def history(request: Request) -> Response:
+        admin.authorize(request)
+        return Response(_json.encode(await admin.history()), media_type="application/json")
+
+    @router.post("/rules")
+    async def create_rule(request: Request) -> Response:
+        return await admin.write(request, admin.create, status=201)
+
+    @router.get("/rules/{name}")
+    async def get_rule(name: str, request: Request) -> Response:
+        admin.authorize(request)
+        current = await admin.in_force()
+        rule = current.rule(name) if current else None
+        if rule is None:
+            raise HTTPException(404, f"no rule named {name!r}")
+        return Response(_json.encode(rule), media_type="application/json")
+
+    @router.put("/rules/{name}")
+    async def replace_rule(name: str, request: Request) -> Response:
+        return await admin.write(request, admin.replace_one, name=name)
+
+    @router.patch("/rules/{name}")
+    async def patch_rule(name: str, request: Request) -> Response:
+        return await admin.write(request, admin.patch_one, name=name)
+
+    @router.delete("/rules/{name}")
+    async def delete_rule(name: str, request: Request) -> Response:
+        return await admin.write(request, admin.delete_one, name=name, body=False)
+
+    app.include_router(router)
+
+
+Mutation = Callable[[RuleSet | None, Any, str], tuple[list[Rule], str]]
+
+
+class _Admin:
+    def __init__(self, token: bytes, follower: RulesFollower,
+                 transport: Callable[[], Transport | None]) -> None:
+        self._token = token
+        self._follower = follower
+        self._transport = transport
+        self._lock = asyncio.Lock()  # one write at a time from this gateway
+
+    # --- requests -------------------------------------------------------------------------
+
+    def authorize(self, request: Request) -> str:
+        """The admin's name for the audit trail; raises 401/403."""
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise HTTPException(401, "missing bearer token: send Authorization: Bearer <token>",
+                                headers={"WWW-Authenticate": "Bearer"})
+        if not hmac.compare_digest(token.strip().encode(), self._token):
+            raise HTTPException(403, "wrong admin token")
+        user = _USER.sub("", request.headers.get("x-admin-user", ""))[:64]
+        return user or "admin"
+
+    async def write(self, request: Request, mutation: Mutation, *, name: str = "",
+                    status: int = 200, body: bool = True) -> Response:
+        who = self.authorize(request)
+        try:
+            if name and RULE_NAME_PATTERN.fullmatch(name) is None:
+                raise _Unprocessable(("path", "name"), "must be 1-40 characters of a-z, 0-9, "
+                                     "_ and -")
+            expected = _expected_version(request)
+            document = await _read_json(request) if body else None
+            async with self._lock:
+                for attempt in range(1, WRITE_ATTEMPTS + 1):
+                    transport = self._bus()
+                    current = await self.in_force()
+                    in_force = current.version if current else 0
+                    if expected is not None and expected != in_force:
+                        raise HTTPException(409, f"version {in_force} is in force, not "
+                                            f"{expected}: GET the rules again and retry")
+                    rules, change = mutation(current, document, name)
+                    try:
+                        check_rules(rules)
+                    except ValueError as exc:  # a whole set's limits: the body as a whole
+                        error = rule_error(exc)
+                        loc = error.loc if mutation == self.replace_all else ()
+                        raise _Unprocessable(("body", *loc), error.msg) from None
+                    written = RuleSet(
+                        rules=rules, updated_at_ms=int(time.time() * 1000), updated_by=who,
+                        version=in_force + 1, change=change, change_id=uuid.uuid4().hex)
+                    winner = await self._publish(transport, written)
+                    if winner.change_id == written.change_id:
+                        break
+                    # Another writer took this version first. Without If-Match the change
+                    # is applied again on top of theirs; with it, the caller decides.
+                    if expected is not None or attempt == WRITE_ATTEMPTS:
+                        raise HTTPException(409, f"another change took version "
+                                            f"{written.version} first (by "
+                                            f"{winner.updated_by}); GET the rules again "
+                                            "and retry")
+                    log.info("rules version %d lost to a concurrent write by %s; retrying",
+                             written.version, winner.updated_by)
+        except _Unprocessable as exc:
+            return JSONResponse({"detail": [{"loc": list(exc.loc), "msg": exc.msg,
+                                             "type": "value_error"}]}, status_code=422)
+        log.info("rules version %d written by %s (%s %s): %s", written.version, who,
+                 request.method, request.url.path, change)
+        return self.answer(written, status=status)
+
+    def answer(self, rule_set: RuleSet | None, status: int = 200) -> Response:
+        if rule_set is None:
+            document = AdminRules(0, None, None, None, [])
+        else:
+            document = AdminRules(rule_set.version, rule_set.updated_at_ms,
+                                  rule_set.updated_by, rule_set.change, rule_set.rules)
+        return Response(_json.encode(document), status_code=status,
+                        media_type="application/json", headers={"ETag": f'"{document.version}"'})
+
+    # --- the stream -----------------------------------------------------------------------
+
+    def _bus(self) -> Transport:
+        transport = self._transport()
+        if transport is None:
+            raise HTTPException(503, "the gateway is not connected to the bus")
+        return transport
+
+    async def _entries(self) -> list[RuleSet]:
+        """The decodable entries of the ``rules`` stream, oldest first."""
+        reader = self._bus().broadcast_reader(RULES_STREAM)
+        try:
+            deliveries = await reader.backlog(RULES_KEPT)
+        except BusUnavailable as exc:
+            raise HTTPException(503, f"bus unavailable: {exc}") from None
+        entries = []
+        for delivery in deliveries:
+            try:
+                entries.append(decode_rule_set(delivery.payload))
+            except msgspec.MsgspecError:
+                continue
+        return entries
+
+    async def in_force(self) -> RuleSet | None:
+        """The rule set every reader applies, read from the stream now (this gateway's
+        follower may be a few milliseconds behind another gateway's write)."""
+        current: RuleSet | None = None
+        for entry in await self._entries():
+            if entry.supersedes(current):
+                current = entry
+        if current is not None:
+            self._follower.offer(current)
+        return current
+
+    async def history(self) -> list[HistoryEntry]:
+        """The kept entries, newest first, each marked applied or ignored."""
+        current: RuleSet | None = None
+        rows = []
+        for entry in await self._entries():
+            applied = entry.supersedes(current)
+            if applied:
+                current = entry
+            rows.append(HistoryEntry(entry.version, entry.updated_at_ms, entry.updated_by,
+                                     entry.change, applied))
+        return rows[::-1]
+
+    async def _publish(self, transport: Transport, written: RuleSet) -> RuleSet:
+        """Write, then read back until our entry is seen; returns the first entry of its
+        version: ours, unless another writer won the race."""
+        try:
+            await transport.declare([RULES_STREAM], Retention(max_len=RULES_KEPT))
+            await transport.publish([Record(RULES_STREAM, "rules", encode_rule_set(written))])
+        except BusUnavailable as exc:
+            raise HTTPException(503, f"bus unavailable, nothing changed: {exc}") from None
+        deadline = time.monotonic() + CONFIRM_TIMEOUT_S
+        while True:
+            entries = await self._entries()
+            first = next((e for e in entries if e.version == written.version), None)
+            if first is not None and any(e.change_id == written.change_id for e in entries):
+                break
+            if time.monotonic() > deadline:
+                raise HTTPException(504, "the change was written but not seen on the bus "
+                                    "in time; GET the rules to see whether it applies")
+            await asyncio.sleep(0.05)
+        if first.change_id == written.change_id:
+            self._follower.offer(written)
+        return first
+
+    # --- the mutations: (rule set in force, body, name) → (new rules, what changed) -------
+
+    def replace_all(self, current: RuleSet | None, document: Any,
+                    _: str) -> tuple[list[Rule], str]:
+        try:
+            rules = msgspec.convert(document, RulesDocument).rules
+        except msgspec.ValidationError as exc:
+            error = rule_error(exc)
+            raise _Unprocessable(("body", *error.loc), error.msg) from None
+        old = {r.name: r for r in current.rules} if current else {}
+        new = {r.name: r for r in rules}
+        parts = [f"delete {n!r}" for n in old if n not in new]
+        for rule in rules:
+            if rule.name not in old:
+                parts.append(f"create {rule.name!r} ({_summary(rule)})")
+            elif (diff := _diff(old[rule.name], rule)):
+                parts.append(f"update {rule.name!r}: {diff}")
+        return rules, "replace all rules: " + ("; ".join(parts) or "no change")
+
+    def create(self, current: RuleSet | None, document: Any, _: str) -> tuple[list[Rule], str]:
+        if not isinstance(document, dict) or "name" not in document:
+            raise _Unprocessable(("body", "name"), "a new rule needs a name")
+        rule = _convert(document)
+        if current is not None and current.rule(rule.name) is not None:
+            raise HTTPException(409, f"a rule named {rule.name!r} exists: PUT or PATCH "
+                                f"{PREFIX}/rules/{rule.name} to change it")
+        _own_window(current, rule)
+        rules = [*(current.rules if current else []), rule]
+        return rules, f"create {rule.name!r} ({_summary(rule)})"
+
+    def replace_one(self, current: RuleSet | None, document: Any,
+                    name: str) -> tuple[list[Rule], str]:
+        old = self._existing(current, name)
+        if isinstance(document, dict):
+            document = {"name": name, **document}
+        rule = _convert(document)
+        if rule.name != name:
+            raise _Unprocessable(("body", "name"), f"must be {name!r}, the name in the path "
+                                 "(to rename, create the new rule and delete the old one)")
+        _own_window(current, rule)
+        return _swap(current, rule), f"update {name!r}: {_diff(old, rule) or 'no change'}"
+
+    def patch_one(self, current: RuleSet | None, document: Any,
+                  name: str) -> tuple[list[Rule], str]:
+        old = self._existing(current, name)
+        if not isinstance(document, dict):
+            raise _Unprocessable(("body",), "expected a JSON object of the fields to change")
+        if document.get("name", name) != name:
+            raise _Unprocessable(("body", "name"), "a rule cannot be renamed")
+        rule = _convert({**msgspec.to_builtins(old), **document})
+        _own_window(current, rule)
+        return _swap(current, rule), f"update {name!r}: {_diff(old, rule) or 'no change'}"
+
+    def delete_one(self, current: RuleSet | None, _: Any, name: str) -> tuple[list[Rule], str]:
+        self._existing(current, name)
+        assert current is not None
+        if len(current.rules) == 1:
+            raise HTTPException(409, f"{name!r} is the last rule; a detector needs at least "
+                                "one (change it instead)")
+        return [r for r in current.rules if r.name != name], f"delete {name!r}"
+
+    @staticmethod
+    def _existing(current: RuleSet | None, name: str) -> Rule:
+        rule = current.rule(name) if current else None
+        if rule is None:
+            raise HTTPException(404, f"no rule named {name!r} (POST {PREFIX}/rules creates "
+                                "one)")
+        return rule
+
+
+def _expected_version(request: Request) -> int | None:
+    header = request.headers.get("if-match")
+    if header is None:
+        return None
+    text = header.strip().removeprefix("W/").strip('"')
+    if not text.isdigit():
+        raise _Unprocessable(("header", "if-match"), "expected the version number of the "
+                             'rules to change (the ETag of a GET), e.g. If-Match: "3"')
+    return int(text)
+
+
+async def _read_json(request: Request) -> Any:
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > MAX_BODY_BYTES:
+        raise HTTPException(413, f"body over {MAX_BODY_BYTES} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise HTTPException(413, f"body over {MAX_BODY_BYTES} bytes")
+    try:
+        return msgspec.json.decode(bytes(body))
+    except msgspec.DecodeError as exc:
+        raise _Unprocessable(("body",), f"not valid JSON: {exc}") from None
+
+
+def _convert(document: Any) -> Rule:
+    try:
+        return convert_rule(document)
+    except RuleError as exc:
+        raise _Unprocessable(("body", *exc.loc), exc.msg) from None
+
+
+def _own_window(current: RuleSet | None, rule: Rule) -> None:
+    """Windows are unique in a set (the alert id is ``{symbol}:{window_s}:{time}``)."""
+    for other in current.rules if current else []:
+        if other.name != rule.name and other.window_s == rule.window_s:
+            raise _Unprocessable(("body", "window_s"), f"{rule.window_s} is already the window "
+                                 f"of rule {other.name!r}; each rule needs its own window (it "
+                                 "is part of the alert id)")
+
+
+def _swap(current: RuleSet | None, rule: Rule) -> list[Rule]:
+    assert current is not None
+    return [rule if r.name == rule.name else r for r in current.rules]
+
+
+def _summary(rule: Rule) -> str:
+    fields = msgspec.to_builtins(rule)
+    return ", ".join(f"{k}={v}" for k, v in fields.items() if k != "name")
+
+
+def _diff(old: Rule, new: Rule) -> str:
+    before, after = msgspec.to_builtins(old), msgspec.to_builtins(new)
+    return ", ".join(f"{k} {before.get(k)} → {v}" for k, v in after.items()
+                     if before.get(k) != v)
