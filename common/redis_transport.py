@@ -8,6 +8,7 @@ a retried ``XADD`` whose first reply was lost would write twice.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -48,6 +49,12 @@ async def _translated_errors() -> AsyncIterator[None]:
         yield
     except _UNAVAILABLE as exc:
         raise BusUnavailable(f"redis unavailable: {exc}") from exc
+    # A cancel that lands while a blocking read is timing out can be swallowed inside the
+    # client (the command then just returns nothing); re-raise it, or the caller's loop
+    # would read on forever in the "cancelling" state and shutdown would hang.
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 class RedisTransport:
