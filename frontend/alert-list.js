@@ -4,7 +4,9 @@
 // as HTML. New alerts are queued and inserted once per animation frame, so a burst costs
 // one layout; ages are refreshed in place every second, without rebuilding rows.
 
-import { age, formatPrice, localDateTime, localTime, signedPct } from "./format.js";
+import {
+  age, formatPrice, levelBadge, localDateTime, localTime, signedPct,
+} from "./format.js";
 import { sparkline } from "./sparkline.js";
 
 const AGE_REFRESH_MS = 1000;
@@ -216,6 +218,17 @@ export class AlertList {
     moveCell.append(arrow, " " + (up ? "up" : "down"));
 
     const changeCell = cell("num col-change " + tone, signedPct(alert.change_pct));
+    // An escalation: the move kept growing by the rule's step inside its cooldown.
+    const badge = levelBadge(alert.level);
+    if (badge) {
+      const level = document.createElement("span");
+      level.className = "level";
+      level.textContent = badge;
+      level.title = "Escalation " + alert.level + ": the move grew past the previous alert"
+        + (alert.rule ? " (rule " + alert.rule + ")" : "");
+      changeCell.append(" ", level);
+      tr.dataset.level = String(alert.level);
+    }
 
     const shapeCell = cell("col-shape " + tone);
     const svg = sparkline(alert);
@@ -233,6 +246,7 @@ export class AlertList {
     const baseCell = cell("num col-base", formatPrice(alert.base_price));
     const windowCell = cell("num col-window",
       Number.isFinite(alert.window_s) ? alert.window_s + " s" : "");
+    if (typeof alert.rule === "string") windowCell.title = "Rule " + alert.rule;
     const ageCell = cell("num col-age", age(alert.event_time_ms, now));
 
     const actionsCell = cell("col-actions");

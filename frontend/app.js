@@ -224,9 +224,11 @@ olderButton.addEventListener("click", async () => {
 // -- rules ------------------------------------------------------------------------------------
 
 const ruleText = $("rule-text");
+const ruleLabel = $("rule-label");
 
 function showRules(rules) {
   ruleText.textContent = describeRules(rules);
+  ruleLabel.textContent = rules.length > 1 ? "Rules" : "Rule";
 }
 
 fetch("/api/rules", { headers: { Accept: "application/json" } })

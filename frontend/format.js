@@ -55,7 +55,21 @@ export function duration(seconds) {
   return h + " h" + (m ? " " + m + " min" : "");
 }
 
-/** One rule: "±2 % within 60 s · cooldown 60 s" or "+3 % / −2 % within 5 min · …". */
+/** 5000000 -> "5M", 250000 -> "250k": volumes at a glance. */
+export function compactNumber(value) {
+  const number = Number(value);
+  for (const [size, suffix] of [[1e9, "B"], [1e6, "M"], [1e3, "k"]]) {
+    if (Math.abs(number) >= size) return shortNumber(number / size) + suffix;
+  }
+  return shortNumber(number);
+}
+
+function patterns(list) {
+  return list.length > 3 ? list.slice(0, 3).join(", ") + " …" : list.join(", ");
+}
+
+/** One rule: "±2 % within 60 s · cooldown 60 s" or "+3 % / −2 % within 5 min · …", then
+ * its options: escalation step, volume floor, allow/deny lists, overrides. */
 export function describeRule(rule) {
   const up = shortNumber(rule.threshold_up_pct);
   const down = shortNumber(rule.threshold_down_pct);
@@ -64,13 +78,34 @@ export function describeRule(rule) {
   if (rule.cooldown_s !== undefined && rule.cooldown_s !== null) {
     text += " · cooldown " + duration(rule.cooldown_s);
   }
+  if (Number(rule.escalation_step_pct) > 0) {
+    text += " · again every +" + shortNumber(rule.escalation_step_pct) + " %";
+  }
+  if (Number(rule.min_quote_volume) > 0) {
+    text += " · 24 h volume ≥ " + compactNumber(rule.min_quote_volume);
+  }
+  if (Array.isArray(rule.allow) && rule.allow.length) text += " · only " + patterns(rule.allow);
+  if (Array.isArray(rule.deny) && rule.deny.length) text += " · not " + patterns(rule.deny);
+  if (Array.isArray(rule.overrides) && rule.overrides.length) {
+    text += " · " + rule.overrides.length
+      + (rule.overrides.length === 1 ? " override" : " overrides");
+  }
   return text;
 }
 
-/** Every rule in force, or a plain sentence when there is none. */
+/** Every rule in force, or a plain sentence when there is none. Rules are named when there
+ * are several, or when the only one is not the default. */
 export function describeRules(rules) {
   if (!Array.isArray(rules) || rules.length === 0) return "not announced yet";
-  return rules.map(describeRule).join("; ");
+  const named = rules.length > 1 || (rules[0].name && rules[0].name !== "default");
+  return rules.map((rule) => (named && rule.name ? rule.name + ": " : "")
+    + describeRule(rule)).join("; ");
+}
+
+/** "×2" for the second alert of an escalating move; "" for a first alert. */
+export function levelBadge(level) {
+  const number = Number(level);
+  return Number.isInteger(number) && number > 1 ? "×" + number : "";
 }
 
 /** Screen-reader sentence for one alert: "BTCUSDT up 3.10 %". */
