@@ -519,7 +519,7 @@ class KafkaGroupConsumer:
                 async with _translated("joining the consumer group", self._timeout_s):
                     await consumer.start()
             except BaseException:
-                await _bounded(consumer.stop(), self._timeout_s, "consumer stop")
+                await _stop_consumer(consumer, self._timeout_s)
                 raise
             # Before subscribing: the assignment callback works on self._consumer.
             self._consumer = consumer
@@ -536,7 +536,7 @@ class KafkaGroupConsumer:
             with suppress(BusUnavailable, TransportConfigError, *_GROUP_MOVED):
                 async with _translated("committing", COMMIT_TIMEOUT_S):
                     await consumer.commit(offsets)
-        await _bounded(consumer.stop(), self._timeout_s, "consumer stop")
+        await _stop_consumer(consumer, self._timeout_s)
 
     # -- rebalance ---------------------------------------------------------------------------
 
@@ -633,6 +633,13 @@ class KafkaGroupConsumer:
                                                  max_records=count)
             deliveries = await self._deliveries(consumer, batches)
             if deliveries or wait_s <= 0:
+                if not deliveries:
+                    async with _translated("checking positions", self._timeout_s):
+                        gone = await _past_the_end(consumer, list(self._parts))
+                    for tp in gone:
+                        self._parts[tp] = _Partition(self._epoch, None)
+                        if tp in self._rebuilding:
+                            self._rebuild_done(consumer, tp, self._parts[tp])
                 return deliveries
 
     async def _deliveries(self, consumer: AIOKafkaConsumer,
@@ -835,7 +842,7 @@ class KafkaBroadcastReader:
                     async with _translated("starting a reader", self._timeout_s):
                         await consumer.start()
                 except BaseException:
-                    await _bounded(consumer.stop(), self._timeout_s, "consumer stop")
+                    await _stop_consumer(consumer, self._timeout_s)
                     raise
                 self._consumer = consumer
             if len(self._partitions) != partitions:
@@ -862,7 +869,7 @@ class KafkaBroadcastReader:
     async def close(self) -> None:
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
-            await _bounded(consumer.stop(), self._timeout_s, "consumer stop")
+            await _stop_consumer(consumer, self._timeout_s)
 
     async def backlog(self, count: int) -> list[Delivery]:
         consumer = await self._ready()
@@ -905,6 +912,8 @@ class KafkaBroadcastReader:
             return taken
         async with _translated("reading", block_ms / 1000 + self._timeout_s):
             batches = await consumer.getmany(timeout_ms=block_ms, max_records=count)
+            if not batches:
+                await _past_the_end(consumer, self._partitions)
         deliveries = [_broadcast_delivery(tp, record)
                       for tp, records in batches.items() for record in records]
         deliveries.sort(key=_arrival_order)
@@ -927,6 +936,26 @@ async def _log_bounds(consumer: AIOKafkaConsumer, tps: list[TopicPartition], tim
             await consumer.getmany(tp, timeout_ms=int(timeout_s * 1000), max_records=1)
             end[tp] = max(end[tp], consumer.highwater(tp) or 0)
     return begin, end
+
+
+async def _past_the_end(consumer: AIOKafkaConsumer, tps: list[TopicPartition]
+                       ) -> list[TopicPartition]:
+    """Partitions whose position is past the end of their log, moved to its beginning.
+
+    That happens when the broker lost the log (an in-memory broker restarted). Kafka
+    answers such a fetch with OffsetOutOfRange, which the consumer's reset policy
+    handles; tansu answers with nothing, for ever, so the high watermark of the last
+    fetch is compared with the position instead."""
+    gone = []
+    for tp in tps:
+        end = consumer.highwater(tp)
+        if end is not None and await consumer.position(tp) > end:
+            gone.append(tp)
+    if gone:
+        log.warning("%s: the broker's log ends before our position (it lost its data?); "
+                    "reading it from its beginning", _names(gone))
+        await consumer.seek_to_beginning(*gone)
+    return gone
 
 
 def _broadcast_delivery(tp: TopicPartition, record: Any) -> Delivery:
@@ -960,6 +989,19 @@ async def _bounded(closing: Any, timeout_s: float, what: str) -> None:
             await closing
     except (TimeoutError, kafka_errors.KafkaError, OSError) as exc:
         log.warning("kafka %s did not finish cleanly: %r", what, exc)
+
+
+async def _stop_consumer(consumer: AIOKafkaConsumer, timeout_s: float) -> None:
+    """``consumer.stop()``, working around aiokafka 0.14: its fetcher cancels a fetch that
+    is waiting to retry and then re-raises that task's CancelledError out of ``stop()``,
+    leaving the connections open (seen when the broker is down)."""
+    try:
+        await _bounded(consumer.stop(), timeout_s, "consumer stop")
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # we are being cancelled ourselves
+        await _bounded(consumer._client.close(), timeout_s, "consumer connections close")
 
 
 def _describe_topic(topic: NewTopic) -> str:
