@@ -1,5 +1,6 @@
-"""The whole system as deployed: real processes, a real Redis server, the fake exchange
-over a real socket, and WebSocket clients at the gateway."""
+"""The whole system as deployed: real processes, a real bus (a Redis server, or a Kafka-protocol
+broker: each scenario runs on both unless it is about one of them), the fake exchange over a
+real socket, and WebSocket clients at the gateway."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import signal
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -16,9 +19,31 @@ import pytest
 from fake_exchange import FakeExchange, Quote, drifting_market, jump_scenario, with_jump
 from tests.e2e.conftest import AlertClient, alert_client
 from tests.support.processes import Pipeline, metric
-from tests.support.servers import RedisServer
+from tests.support.servers import KAFKA_TEST_ENV, KafkaBroker, RedisServer
 
 pytestmark = pytest.mark.e2e
+
+
+@dataclass
+class Bus:
+    """The transport a pipeline runs on: its ``BUS_URL`` and what its processes need."""
+
+    name: str
+    url: str
+    env: dict[str, str]
+
+
+@pytest.fixture(params=["redis", "kafka"])
+def bus(request: pytest.FixtureRequest) -> Bus:
+    if request.param == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        return Bus("redis", server.url, {})
+    broker: KafkaBroker = request.getfixturevalue("kafka_broker")
+    return Bus("kafka", broker.url, dict(KAFKA_TEST_ENV))
+
+
+only_redis = pytest.mark.parametrize("bus", ["redis"], indirect=True)
+only_kafka = pytest.mark.parametrize("bus", ["kafka"], indirect=True)
 
 
 @pytest.fixture
@@ -30,12 +55,12 @@ def log_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def exchange_and_pipeline(
-    request: pytest.FixtureRequest, redis_server: RedisServer, log_dir: Path
+    request: pytest.FixtureRequest, bus: Bus, log_dir: Path
 ) -> AsyncIterator[tuple[FakeExchange, Pipeline]]:
     scenario, interval_s, wall_clock, extra_env = request.param()
     async with FakeExchange(scenario, interval_s=interval_s, wall_clock=wall_clock) as exchange:
-        pipeline = Pipeline(redis_server.url, exchange.url("!miniTicker@arr"), log_dir,
-                            extra_env={"TICK_PARTITIONS": "4", **extra_env})
+        pipeline = Pipeline(bus.url, exchange.url("!miniTicker@arr"), log_dir,
+                            extra_env={"TICK_PARTITIONS": "4", **bus.env, **extra_env})
         await asyncio.to_thread(pipeline.start)
         try:
             yield exchange, pipeline
@@ -179,6 +204,7 @@ async def test_sigterm_and_restart_of_each_service_loses_and_repeats_nothing(
     assert all(s.starts == 2 for s in pipeline.services.values())
 
 
+@only_redis
 @pytest.mark.parametrize("exchange_and_pipeline", [moves_setup], indirect=True)
 async def test_a_redis_restart_is_survived(
         exchange_and_pipeline: tuple[FakeExchange, Pipeline], redis_server: RedisServer) -> None:
@@ -196,10 +222,65 @@ async def test_a_redis_restart_is_survived(
     assert all(s.starts == 1 for s in pipeline.services.values()), "a service crashed"
 
 
+@only_kafka
+@pytest.mark.parametrize("exchange_and_pipeline", [moves_setup], indirect=True)
+async def test_a_kafka_broker_restart_is_survived(
+        exchange_and_pipeline: tuple[FakeExchange, Pipeline], kafka_broker: KafkaBroker) -> None:
+    """The in-memory broker comes back empty: what was on it is gone, but no service
+    crashes, nothing is shown twice, and every move made once it is back is alerted."""
+    exchange, pipeline = exchange_and_pipeline
+
+    async def outage() -> None:
+        await asyncio.to_thread(kafka_broker.stop)
+        await asyncio.sleep(2.0)
+        await asyncio.to_thread(kafka_broker.start)
+
+    later = {(symbol, "up" if pct > 0 else "down") for symbol, pct in MOVES[5:]}
+    async with alert_client(pipeline.ws_url) as client:
+        await run_moves_until(client, exchange, pipeline, {2: outage},
+                              lambda: kinds(client_alerts(client)) >= later)
+    alerts = client_alerts(client)
+    live = client.live_ids()
+    assert len(live) == len(set(live)), f"an alert was shown twice: {live}"
+    counts = Counter((a["symbol"], a["direction"]) for a in alerts)
+    assert all(n == 1 for n in counts.values()), counts
+    assert set(counts) <= set(expected_moves())
+    assert all(s.starts == 1 for s in pipeline.services.values()), "a service crashed"
+
+
+def kinds(alerts: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    return {(a["symbol"], a["direction"]) for a in alerts}
+
+
+def client_alerts(client: AlertClient) -> list[dict[str, Any]]:
+    """Every distinct alert the client was shown, from history or live."""
+    unique = {a["id"]: a for a in client.history}
+    unique.update({a["id"]: a for _, a in client.live})
+    return list(unique.values())
+
+
+async def run_moves_until(client: AlertClient, exchange: FakeExchange, pipeline: Pipeline,
+                          disruptions: dict[int, Action], done: Callable[[], bool]) -> None:
+    """Like ``run_moves``, for runs where some moves may be lost: until ``done()``."""
+    started: set[int] = set()
+    deadline = time.monotonic() + 120
+    while not done():
+        seen = len(client.ids())
+        for index, action in disruptions.items():
+            if index <= seen and index not in started:
+                started.add(index)
+                await action()
+        assert time.monotonic() < deadline, f"only {seen} alerts\n{pipeline.logs()}"
+        await asyncio.sleep(0.05)
+    await exchange.wait_until_done(timeout=60)
+    await asyncio.sleep(1.5)
+
+
 def faults_setup() -> tuple[Iterator[list[Quote]], float, bool, dict[str, str]]:
     return moves_scenario(), 0.12, False, {"STALE_AFTER_S": "1.5"}
 
 
+@only_redis  # about the exchange, not the bus
 @pytest.mark.parametrize("exchange_and_pipeline", [faults_setup], indirect=True)
 async def test_exchange_drop_and_stall_are_followed_by_reconnect_and_data(
         exchange_and_pipeline: tuple[FakeExchange, Pipeline]) -> None:
