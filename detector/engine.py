@@ -4,13 +4,14 @@ No I/O and no clock: time comes from the ticks (and ``detected_at_ms`` from the 
 the live detector, a restart that replays history and a backtest over a recording all reach
 the same alerts from the same ticks, however the ticks were batched.
 
-State, per symbol: one history of (event time, price) observations, shared by every rule
-and trimmed to the longest window in use, and per rule one *base index* into it: the last
-observation at or before t − W of that rule (the price carried forward), or the oldest one
-while the symbol is younger than the window. Base indices only move forward, so finding
-each rule's base costs O(1) amortised per tick; the history is a pair of plain lists whose
-consumed head is cut off in one slice once it is at least half of the list (amortised O(1)
-too, and cheaper than a deque's per-element ``popleft``).
+State, per symbol: one history of (event time, price) observations, shared by every rule,
+and per rule one *base index* into it: the last observation at or before t − W of that rule
+(the price carried forward), or the oldest one while the symbol is younger than the window.
+The history starts at the base of the longest window (index 0), so it holds exactly what
+the longest rule needs. Base indices only move forward, so finding each rule's base costs
+O(1) amortised per tick. With a single rule (the common case) the base is always index 0
+and the loop is the original single-rule one: append, then pop the observations that fell
+behind the base.
 
 A tick older than the symbol's newest observation, or with a price that is not positive,
 changes nothing.
@@ -37,7 +38,9 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
+from collections import deque
 from collections.abc import Iterable, Sequence
+from itertools import islice
 from typing import Final, TypeVar
 
 from common.schemas import Alert, Rule, SymbolOverride, Tick, alert_id, check_rules
@@ -46,8 +49,6 @@ from common.schemas import Alert, Rule, SymbolOverride, Tick, alert_id, check_ru
 # (102.1 / 100.1 style inputs), so comparisons allow this much slack, in percent points.
 THRESHOLD_SLACK_PCT: Final = 1e-9
 MAX_PATH_POINTS: Final = 60
-# The consumed head of a history is cut off once it is this long and at least half the list.
-_COMPACT_AT: Final = 32
 
 T = TypeVar("T")
 
@@ -92,8 +93,8 @@ class _Series:
     __slots__ = ("bases", "params", "prices", "times", "volume")
 
     def __init__(self, tick: Tick, rule_count: int, params: list[_Params | None]) -> None:
-        self.times: list[int] = [tick.event_time_ms]
-        self.prices: list[float] = [tick.price]
+        self.times: deque[int] = deque((tick.event_time_ms,))
+        self.prices: deque[float] = deque((tick.price,))
         self.bases: list[int] = [0] * rule_count
         self.params = params
         self.volume: float | None = tick.quote_volume
@@ -139,18 +140,19 @@ class DetectionEngine:
         self._longest = max(range(len(new)), key=lambda i: new[i].window_s)
         self._defaults: list[_Params | None] = [_Params(r, None) for r in new]
         self._plain = all(not (r.allow or r.deny or r.overrides) for r in new)
+        self._track_volume = any(r.min_quote_volume or any(o.min_quote_volume
+                                                           for o in r.overrides) for r in new)
         self._cooldowns = {r.name: self._cooldowns.get(r.name, {}) for r in new}
         self._cooldown_list = [self._cooldowns[r.name] for r in new]
         for symbol, series in self._series.items():
             series.params = self._resolve(symbol)
-            head = min(series.bases)  # the oldest observation any previous rule still used
-            times = series.times
-            if head:
-                del times[:head]
-                del series.prices[:head]
-            newest = times[-1]
-            series.bases = [max(0, bisect_right(times, newest - w) - 1)
-                            for w in self._window_ms]
+            # What the previous rules kept is exactly what the new ones need if their
+            # longest window is not longer; then the new longest base becomes the head.
+            times, prices = list(series.times), list(series.prices)
+            bases = [max(0, bisect_right(times, times[-1] - w) - 1) for w in self._window_ms]
+            head = bases[self._longest]
+            series.times, series.prices = deque(times[head:]), deque(prices[head:])
+            series.bases = [b - head for b in bases]
 
     def process(self, ticks: Iterable[Tick], detected_at_ms: int | None = None) -> list[Alert]:
         """Feed ticks in arrival order; returns the alerts they cause, in order (for one
@@ -210,6 +212,8 @@ class DetectionEngine:
         all_series = self._series
         get = all_series.get
         window_ms = self._window_ms[0]
+        track_volume = self._track_volume
+        plain = self._defaults[0] if self._plain else None
         for tick in ticks:
             symbol = tick.symbol
             series = get(symbol)
@@ -225,30 +229,23 @@ class DetectionEngine:
             prices = series.prices
             times.append(time_ms)
             prices.append(price)
-            volume = tick.quote_volume
-            if volume is not None:
-                series.volume = volume
-            bases = series.bases
-            b = bases[0]
+            if track_volume:
+                volume = tick.quote_volume
+                if volume is not None:
+                    series.volume = volume
             cutoff = time_ms - window_ms
-            if times[b + 1] <= cutoff:
-                b += 1
-                while times[b + 1] <= cutoff:
-                    b += 1
-                if b >= _COMPACT_AT and b + b >= len(times):
-                    del times[:b]
-                    del prices[:b]
-                    b = 0
-                bases[0] = b
+            while times[1] <= cutoff:
+                times.popleft()
+                prices.popleft()
             if not evaluate:
                 continue
-            params = series.params[0]
+            params = plain or series.params[0]
             if params is None:
                 continue
-            base = prices[b]
+            base = prices[0]
             change = (price - base) / base * 100.0
             if change >= params.up or change <= params.down:
-                alert = self._fire(0, params, tick, series, b, change, detected_at_ms)
+                alert = self._fire(0, params, tick, series, 0, change, detected_at_ms)
                 if alert is not None:
                     alerts.append(alert)
         return alerts
@@ -302,9 +299,10 @@ class DetectionEngine:
                     if alert is not None:
                         alerts.append(alert)
             head = bases[longest]
-            if head >= _COMPACT_AT and head + head >= len(times):
-                del times[:head]
-                del prices[:head]
+            if head:
+                for _ in range(head):
+                    times.popleft()
+                    prices.popleft()
                 for i in indices:
                     bases[i] -= head
         return alerts
@@ -365,12 +363,13 @@ class DetectionEngine:
         return resolved
 
 
-def _sample_path(times: list[int], prices: list[float], start: int) -> list[tuple[int, float]]:
+def _sample_path(times: deque[int], prices: deque[float],
+                 start: int) -> list[tuple[int, float]]:
     """At most MAX_PATH_POINTS points from the base on, always keeping the base and the
     triggering tick."""
     count = len(times) - start
     if count <= MAX_PATH_POINTS:
-        return list(zip(times[start:], prices[start:], strict=True))
+        return list(zip(islice(times, start, None), islice(prices, start, None), strict=True))
     step = (count - 1) / (MAX_PATH_POINTS - 1)
     picks = [start + round(i * step) for i in range(MAX_PATH_POINTS)]
     return [(times[i], prices[i]) for i in picks]
