@@ -30,14 +30,21 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     up = commands.add_parser(
-        "up", help="run Redis and the three services locally",
-        description="Run a local Redis-compatible server and the ingestor, detector and "
-                    "gateway as separate processes. Settings come from the environment.")
+        "up", help="run a local bus and the three services",
+        description="Run a local Redis-compatible server (or, with --bus kafka, an in-memory "
+                    "Kafka-protocol broker) and the ingestor, detector and gateway as "
+                    "separate processes. Settings come from the environment.")
     up.add_argument("--host", default="127.0.0.1",
                     help="gateway bind address (default 127.0.0.1; 0.0.0.0 to share)")
     up.add_argument("--port", type=int, default=8080, help="gateway port (default 8080)")
-    up.add_argument("--bus-url", help="use this running Redis instead of starting one")
+    up.add_argument("--bus", choices=("redis", "kafka"), default="redis",
+                    help="transport of the started bus (default redis; kafka starts tansu)")
+    up.add_argument("--bus-url",
+                    help="use this running bus (redis://… or kafka://host:port) instead of "
+                         "starting one")
     up.add_argument("--redis-port", type=int, help="port for the started Redis (default free)")
+    up.add_argument("--kafka-port", type=int,
+                    help="port for the started Kafka broker (default free)")
     up.add_argument("--data-dir", type=Path,
                     help="keep Redis data here across runs (default: a temporary directory)")
     source = up.add_mutually_exclusive_group()
@@ -205,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
             print("binance-alerter up: --port must be 1..65535", file=sys.stderr)
             return 2
         return run_up(UpOptions(host=args.host, port=args.port, bus_url=args.bus_url,
-                                redis_port=args.redis_port, data_dir=args.data_dir,
+                                bus=args.bus, redis_port=args.redis_port,
+                                kafka_port=args.kafka_port, data_dir=args.data_dir,
                                 binance_url=args.binance_url, demo=args.demo))
     if args.command == "record":
         return run_record(RecordOptions(url=args.url, prefix=args.output,

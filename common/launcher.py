@@ -1,8 +1,9 @@
 """``binance-alerter up``: the whole system on one machine with no infrastructure.
 
-It starts a Redis-compatible server (unless ``--bus-url`` names one), optionally the fake
-exchange, and the three services as separate processes, exactly as they run in
-production, prefixing their output. Crashed services are restarted with backoff (a service
+It starts a Redis-compatible server, or with ``--bus kafka`` an in-memory Kafka-protocol
+broker (``tansu``), unless ``--bus-url`` names a running one; optionally the fake exchange;
+and the three services as separate processes, exactly as they run in production,
+prefixing their output. Crashed services are restarted with backoff (a service
 exits on purpose when a task dies, expecting a supervisor). Ctrl-C stops the services in
 pipeline order (ingestor, detector, gateway) so that in-flight batches drain.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import os
 import re
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Final
 
 from common.backoff import Backoff
+from common.kafka_server import find_tansu, start_tansu, stop_tansu
 from common.redis_server import (
     ServerNotFound,
     find_redis_server,
@@ -36,6 +39,10 @@ SERVICES: Final = ("ingestor", "detector", "gateway")
 STOP_TIMEOUT_S: Final = 15.0
 _LISTENING: Final = re.compile(r"(?<=listening on )ws://[^\s/]+")
 _COLOURS: Final = {"ingestor": "36", "detector": "35", "gateway": "32", "exchange": "33"}
+# What services need from the local tansu: it has no idempotent producer, and it answers a
+# fetch only when the wait expires, so a short wait is its latency (a real Kafka answers
+# as soon as data arrives). Variables set in the environment still win.
+TANSU_ENV: Final = {"KAFKA_IDEMPOTENCE": "false", "KAFKA_FETCH_MAX_WAIT_MS": "10"}
 
 
 @dataclass
@@ -43,7 +50,9 @@ class UpOptions:
     host: str = "127.0.0.1"
     port: int = 8080
     bus_url: str | None = None
+    bus: str = "redis"
     redis_port: int | None = None
+    kafka_port: int | None = None
     data_dir: Path | None = None
     binance_url: str | None = None
     demo: bool = False
@@ -118,11 +127,19 @@ async def up(options: UpOptions) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, supervisor.stopping.set)
     redis_process: subprocess.Popen[bytes] | None = None
+    kafka_process: subprocess.Popen[bytes] | None = None
     scratch = None
     env = {**os.environ, **options.extra_env}
     try:
         bus_url = options.bus_url
-        if bus_url is None:
+        if bus_url is None and options.bus == "kafka":
+            port = options.kafka_port or free_port()
+            kafka_process = await asyncio.to_thread(start_tansu, port)
+            bus_url = f"kafka://127.0.0.1:{port}"
+            for name, value in TANSU_ENV.items():
+                env.setdefault(name, value)
+            supervisor.emit("kafka", f"tansu listening on 127.0.0.1:{port} (in memory)")
+        elif bus_url is None:
             data_dir = options.data_dir
             if data_dir is None:
                 scratch = tempfile.TemporaryDirectory(prefix="binance-alerter-")
@@ -150,6 +167,8 @@ async def up(options: UpOptions) -> int:
         if redis_process is not None:
             redis_process.terminate()
             await asyncio.to_thread(redis_process.wait, 10)
+        if kafka_process is not None:
+            await asyncio.to_thread(stop_tansu, kafka_process)
         if scratch is not None:
             scratch.cleanup()
     return 0
@@ -172,10 +191,18 @@ def _browser_host(host: str) -> str:
 
 
 def run_up(options: UpOptions) -> int:
-    if options.bus_url is None:
-        try:
+    """Check what can be checked before anything starts: exit code 2 with a message."""
+    if options.bus_url is not None:
+        options.bus = "kafka" if options.bus_url.startswith("kafka://") else "redis"
+    try:
+        if options.bus == "kafka" and importlib.util.find_spec("aiokafka") is None:
+            raise ServerNotFound("the Kafka transport needs aiokafka: "
+                                 "pip install 'binance-alerter[kafka]'")
+        if options.bus_url is None and options.bus == "kafka":
+            find_tansu()
+        elif options.bus_url is None:
             find_redis_server()
-        except ServerNotFound as exc:
-            print(f"binance-alerter up: {exc}", file=sys.stderr)
-            return 2
+    except ServerNotFound as exc:
+        print(f"binance-alerter up: {exc}", file=sys.stderr)
+        return 2
     return asyncio.run(up(options))

