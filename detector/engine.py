@@ -130,8 +130,10 @@ class DetectionEngine:
         a full window (a window longer than any before has, until it fills, the oldest kept
         observation as its base, like a young symbol). Cooldowns of rules that keep their
         name stay too (a running cooldown ends as it was set; the next one uses the new
-        length); a renamed or new rule starts with none. Raises ``ValueError`` for a set
-        that ``check_rules`` refuses.
+        length); a renamed or new rule starts with none. Volumes are followed only while a
+        rule has a volume floor: when the first floor arrives, every symbol's volume is
+        unknown until its next tick that carries one. Raises ``ValueError`` for a set that
+        ``check_rules`` refuses.
         """
         new = [rules] if isinstance(rules, Rule) else list(rules)
         check_rules(new)
@@ -140,12 +142,16 @@ class DetectionEngine:
         self._longest = max(range(len(new)), key=lambda i: new[i].window_s)
         self._defaults: list[_Params | None] = [_Params(r, None) for r in new]
         self._plain = all(not (r.allow or r.deny or r.overrides) for r in new)
+        tracked = getattr(self, "_track_volume", True)
         self._track_volume = any(r.min_quote_volume or any(o.min_quote_volume
                                                            for o in r.overrides) for r in new)
+        forget_volumes = self._track_volume and not tracked
         self._cooldowns = {r.name: self._cooldowns.get(r.name, {}) for r in new}
         self._cooldown_list = [self._cooldowns[r.name] for r in new]
         for symbol, series in self._series.items():
             series.params = self._resolve(symbol)
+            if forget_volumes:  # not kept up to date while no rule needed it
+                series.volume = None
             # What the previous rules kept is exactly what the new ones need if their
             # longest window is not longer; then the new longest base becomes the head.
             times, prices = list(series.times), list(series.prices)
@@ -259,6 +265,7 @@ class DetectionEngine:
         count = len(windows_ms)
         indices = range(count)
         longest = self._longest
+        track_volume = self._track_volume
         for tick in ticks:
             symbol = tick.symbol
             series = get(symbol)
@@ -274,9 +281,10 @@ class DetectionEngine:
             prices = series.prices
             times.append(time_ms)
             prices.append(price)
-            volume = tick.quote_volume
-            if volume is not None:
-                series.volume = volume
+            if track_volume:
+                volume = tick.quote_volume
+                if volume is not None:
+                    series.volume = volume
             bases = series.bases
             all_params = series.params
             for i, window_ms in enumerate(windows_ms):

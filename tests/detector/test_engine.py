@@ -534,3 +534,11 @@ def test_a_price_that_is_not_positive_changes_nothing() -> None:
     ticks = [tick("A", 0, 0.0), tick("A", 1, 100.0), tick("A", 2, -5.0), tick("A", 3, 103.0)]
     [alert] = run(ticks)
     assert alert.base_price == 100.0
+
+
+def test_a_volume_floor_added_live_waits_for_a_fresh_volume() -> None:
+    engine = DetectionEngine(RULE)
+    engine.process([tick("A", 0, 100.0, 5e9), tick("A", 1, 100.0, 1.0)])  # not followed
+    engine.set_rules([Rule(min_quote_volume=1e6)])
+    assert engine.process([tick("A", 2, 103.0)]) == []  # the 5e9 seen at first is stale
+    assert len(engine.process([tick("A", 3, 103.0, 2e6)])) == 1
