@@ -1,12 +1,23 @@
-"""Run every benchmark in turn: ``python -m bench`` (``make bench``)."""
+"""Run every benchmark in turn: ``python -m bench`` (``make bench``).
+
+The pipeline benchmarks (ingest, detector, latency) run once per transport, Redis then
+Kafka, so that their figures can be read side by side.
+"""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
-BENCHMARKS = ("bench.engine", "bench.ingest", "bench.detector", "bench.latency")
+from bench.buses import BUSES
+
+BENCHMARKS: tuple[tuple[str, ...], ...] = (
+    ("bench.engine",),
+    *(("bench.ingest", "--bus", bus) for bus in BUSES),
+    *(("bench.detector", "--bus", bus) for bus in BUSES),
+    *(("bench.latency", "--bus", bus) for bus in BUSES),
+)
 
 if __name__ == "__main__":
-    for module in BENCHMARKS:
-        subprocess.run([sys.executable, "-m", module], check=True)
+    for module, *args in BENCHMARKS:
+        subprocess.run([sys.executable, "-m", module, *args], check=True)

@@ -39,10 +39,13 @@ SERVICES: Final = ("ingestor", "detector", "gateway")
 STOP_TIMEOUT_S: Final = 15.0
 _LISTENING: Final = re.compile(r"(?<=listening on )ws://[^\s/]+")
 _COLOURS: Final = {"ingestor": "36", "detector": "35", "gateway": "32", "exchange": "33"}
-# What services need from the local tansu: it has no idempotent producer, and it answers a
-# fetch only when the wait expires, so a short wait is its latency (a real Kafka answers
-# as soon as data arrives). Variables set in the environment still win.
-TANSU_ENV: Final = {"KAFKA_IDEMPOTENCE": "false", "KAFKA_FETCH_MAX_WAIT_MS": "10"}
+# What services need from the local tansu: it has no idempotent producer; it answers a fetch
+# only when the wait expires, so a short wait is its latency (a real Kafka answers as soon
+# as data arrives); it holds a new group's first join for half the session timeout, and a
+# restarted detector waits for its predecessor's session to expire, so sessions are short.
+# Variables set in the environment still win.
+TANSU_ENV: Final = {"KAFKA_IDEMPOTENCE": "false", "KAFKA_FETCH_MAX_WAIT_MS": "10",
+                    "KAFKA_SESSION_TIMEOUT_MS": "3000", "KAFKA_HEARTBEAT_INTERVAL_MS": "500"}
 
 
 @dataclass
