@@ -186,7 +186,8 @@ class KafkaTransport:
         self.timeout_s = timeout_s
         self._security = _security_options(settings)
         self._retention: dict[str, Retention] = {}
-        self._topics: dict[str, int] = {}  # every topic this transport uses → partitions
+        self._topics: dict[str, int] = {}  # topics this transport writes → partitions
+        self._seen: dict[str, int] = {}  # every topic asked about → partitions (0: missing)
         self._checked_at = -math.inf
         self._check_lock = asyncio.Lock()
         self._admin: AIOKafkaAdminClient | None = None
@@ -207,13 +208,13 @@ class KafkaTransport:
     def request_timeout_ms(self) -> int:
         return int(self.timeout_s * 1000)
 
-    async def _admin_client(self) -> AIOKafkaAdminClient:
+    async def _admin_client(self, timeout_s: float | None = None) -> AIOKafkaAdminClient:
         async with self._admin_lock:
             if self._admin is None:
                 admin = AIOKafkaAdminClient(request_timeout_ms=self.request_timeout_ms,
                                             **self.client_options())
                 try:
-                    async with _translated("connecting", self.timeout_s):
+                    async with _translated("connecting", timeout_s or self.timeout_s):
                         await admin.start()
                 except BaseException:
                     await _bounded(admin.close(), self.timeout_s, "admin client close")
@@ -279,48 +280,59 @@ class KafkaTransport:
 
     async def ping(self) -> bool:
         """A metadata request with a short timeout: True when a broker answers now."""
+        timeout_s = min(self.timeout_s, PING_TIMEOUT_S)
         try:
-            admin = await self._admin_client()
-            async with _translated("ping", min(self.timeout_s, PING_TIMEOUT_S)):
+            admin = await self._admin_client(timeout_s)
+            async with _translated("ping", timeout_s):
                 await admin.list_topics()
         except (BusUnavailable, TransportConfigError):
             return False
         return True
 
     async def declare(self, streams: Sequence[str], retention: Retention) -> None:
+        """Create the topics now if the brokers answer, else on first use (a service
+        must be able to start while Kafka is down, as it can with Redis)."""
         for stream in streams:
             self._retention[stream] = retention
-        await self.ensure_topics(streams, force=True)
+        try:
+            await self.ensure_topics(streams, force=True)
+        except BusUnavailable as exc:
+            log.warning("topics %s will be created on first use: %s", ", ".join(streams), exc)
 
-    async def ensure_topics(self, streams: Iterable[str], *, force: bool = False
-                            ) -> dict[str, int]:
+    async def ensure_topics(self, streams: Iterable[str], *, force: bool = False,
+                            create: bool = True) -> dict[str, int]:
         """Partitions of each stream's topic, creating the topics that are missing.
 
         Cheap on the hot path: the broker is asked at most every ``TOPIC_CHECK_S`` unless a
         topic is new to this transport or ``force``. A check covers every topic the
-        transport ever used, so a broker that forgot them all gets them all back at once.
-        The listing request names no topic, because naming one makes many brokers create it
+        transport ever wrote or declared, so a broker that forgot them all gets them all
+        back at once. With ``create=False`` (readers, which do not know how a stream should
+        be kept) a missing topic is reported with 0 partitions and left to its writers. The
+        listing request names no topic, because naming one makes many brokers create it
         with their own defaults.
         """
         wanted = list(dict.fromkeys(streams))
         async with self._check_lock:
+            known = {**self._seen, **self._topics}
             fresh = time.monotonic() - self._checked_at < TOPIC_CHECK_S
-            if fresh and not force and all(name in self._topics for name in wanted):
-                return {name: self._topics[name] for name in wanted}
+            if fresh and not force and all(known.get(name) for name in wanted):
+                return {name: known[name] for name in wanted}
             admin = await self._admin_client()
             async with _translated("listing topics", self.timeout_s):
                 listing = await admin.describe_topics(None)
             existing = {t["topic"]: len(t["partitions"]) for t in listing
                         if t.get("error_code", 0) == 0 and t.get("partitions")}
-            missing = [name for name in dict.fromkeys([*self._topics, *wanted])
-                       if name not in existing]
+            owned = list(dict.fromkeys([*self._topics, *(wanted if create else ())]))
+            missing = [name for name in owned if name not in existing]
             if missing:
                 await self._create(admin, missing)
                 existing.update(dict.fromkeys(missing, self.settings.topic_partitions))
-            for name in dict.fromkeys([*self._topics, *wanted]):
+            for name in owned:
                 self._topics[name] = existing[name]
+            for name in wanted:
+                self._seen[name] = existing.get(name, 0)
             self._checked_at = time.monotonic()
-            return {name: self._topics[name] for name in wanted}
+            return {name: existing.get(name, 0) for name in wanted}
 
     def topics_suspect(self) -> None:
         """Something said a topic is unknown: check (and re-create) on the next occasion."""
@@ -824,8 +836,13 @@ class KafkaBroadcastReader:
         self._carry: list[Delivery] = []
         self._timeout_s = transport.timeout_s
 
-    async def _ready(self) -> AIOKafkaConsumer:
-        partitions = (await self._transport.ensure_topics([self._stream]))[self._stream]
+    async def _ready(self) -> AIOKafkaConsumer | None:
+        """The consumer, on every partition of the topic; None while the topic does not
+        exist (it is left to its writers to create, with their retention)."""
+        partitions = (await self._transport.ensure_topics([self._stream], create=False)
+                      )[self._stream]
+        if not partitions:
+            return None
         async with self._start_lock:
             consumer = self._consumer
             if consumer is None:
@@ -873,6 +890,9 @@ class KafkaBroadcastReader:
 
     async def backlog(self, count: int) -> list[Delivery]:
         consumer = await self._ready()
+        if consumer is None:  # no topic yet: whatever it will hold is new
+            self._primed = True
+            return []
         tps = self._partitions
         newest: list[Delivery] = []
         async with _translated("reading the backlog", self._timeout_s * 3):
@@ -900,6 +920,10 @@ class KafkaBroadcastReader:
 
     async def read(self, count: int, block_ms: int) -> list[Delivery]:
         consumer = await self._ready()
+        if consumer is None:
+            self._primed = True
+            await asyncio.sleep(block_ms / 1000)
+            return []
         consumer.resume(*self._partitions)
         if not self._primed:
             async with _translated("positioning a reader", self._timeout_s * 2):

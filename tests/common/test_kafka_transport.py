@@ -379,3 +379,33 @@ def test_commit_targets_follow_the_oldest_unacknowledged_offset() -> None:
     assert fresh.commit_target() is None
     assert isinstance(_kafka_delivery(3, 1), Delivery)
 
+
+
+async def test_a_reader_waits_for_its_topic_without_creating_it(
+        bus: KafkaTransport, admin: AIOKafkaAdminClient) -> None:
+    reader = bus.broadcast_reader("alerts")
+    assert await reader.backlog(10) == []
+    assert await reader.read(10, 50) == []
+    assert "alerts" not in await partitions_of(admin)  # left to the writer, with its retention
+    await bus.declare(["alerts"], Retention(max_len=100))
+    await bus.publish(records("alerts", 2))
+    seen: list[Delivery] = []
+    deadline = time.monotonic() + 10
+    while len(seen) < 2 and time.monotonic() < deadline:
+        seen += await reader.read(10, 100)
+    assert [d.payload for d in seen] == [b"m0", b"m1"]  # all of it: it is all new
+
+
+async def test_declare_while_the_broker_is_down_leaves_creation_to_first_use(
+        kafka_broker: KafkaBroker) -> None:
+    kafka_broker.stop()
+    bus = kafka_transport(kafka_broker)
+    try:
+        await bus.declare(STREAMS, Retention(max_age_s=900))  # no error: services start
+        assert await bus.ping() is False
+        kafka_broker.start()
+        await eventually(lambda: bus.publish(records("ticks.0", 1)))
+        assert bus.new_topic("ticks.0").topic_configs == {"retention.ms": "900000"}
+        assert await bus.ping() is True
+    finally:
+        await bus.close()
