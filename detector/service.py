@@ -177,7 +177,6 @@ class Detector:
             )
             await self._transport.publish(
                 [Record(RULES_STREAM, "rules", encode_rule_set(seed))])
-            self._rules_reader = reader = self._transport.broadcast_reader(RULES_STREAM)
             for delivery in await reader.backlog(RULES_KEPT):
                 self._offer(delivery, quiet=True)
         if self.rule_set is not None:

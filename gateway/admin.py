@@ -14,7 +14,8 @@ Optimistic concurrency, twice over:
   which is the arbiter: the first entry of a version is the one every reader applies. Each
   write carries a unique ``change_id`` and reads the stream back; the loser's entry is
   ignored everywhere. Without ``If-Match`` the loser applies its change again on top of the
-  winner's (up to ``WRITE_ATTEMPTS`` times); with it, the loser answers 409.
+  winner's (retried with a random pause for up to ``RETRY_FOR_S``); with it, the loser
+  answers 409.
 
 Bodies are JSON, at most ``MAX_BODY_BYTES``, validated by the same structs as the bus (so
 what is accepted here is exactly what a detector accepts); a bad value is a 422 whose
@@ -28,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import random
 import re
 import time
 import uuid
@@ -49,7 +51,7 @@ from common.schemas import (
     encode_rule_set,
 )
 from common.settings import GatewaySettings
-from common.transport import BusUnavailable, Record, Retention, Transport
+from common.transport import BroadcastReader, BusUnavailable, Record, Retention, Transport
 from gateway.rules import RulesFollower
 
 log = logging.getLogger(__name__)
@@ -57,7 +59,7 @@ log = logging.getLogger(__name__)
 PREFIX: Final = "/api/admin"
 MAX_BODY_BYTES: Final = 64 * 1024
 CONFIRM_TIMEOUT_S: Final = 5.0
-WRITE_ATTEMPTS: Final = 5
+RETRY_FOR_S: Final = 5.0
 OFF_REASON: Final = ("the admin API is off: set ADMIN_TOKEN (at least 16 characters) in the "
                      "gateway's environment to turn it on")
 _USER: Final = re.compile(r"[^\w.@+-]")
@@ -157,6 +159,9 @@ class _Admin:
         self._follower = follower
         self._transport = transport
         self._lock = asyncio.Lock()  # one write at a time from this gateway
+        # One reader for every request, re-positioned by each backlog (a Kafka reader holds
+        # a consumer: one per request would pile them up).
+        self._reader: tuple[Transport, BroadcastReader] | None = None
 
     # --- requests -------------------------------------------------------------------------
 
@@ -181,7 +186,8 @@ class _Admin:
             expected = _expected_version(request)
             document = await _read_json(request) if body else None
             async with self._lock:
-                for attempt in range(1, WRITE_ATTEMPTS + 1):
+                give_up_at = time.monotonic() + RETRY_FOR_S
+                while True:
                     transport = self._bus()
                     current = await self.in_force()
                     in_force = current.version if current else 0
@@ -203,18 +209,21 @@ class _Admin:
                         break
                     # Another writer took this version first. Without If-Match the change
                     # is applied again on top of theirs; with it, the caller decides.
-                    if expected is not None or attempt == WRITE_ATTEMPTS:
+                    if expected is not None or time.monotonic() > give_up_at:
                         raise HTTPException(409, f"another change took version "
                                             f"{written.version} first (by "
                                             f"{winner.updated_by}); GET the rules again "
                                             "and retry")
                     log.info("rules version %d lost to a concurrent write by %s; retrying",
                              written.version, winner.updated_by)
+                    await asyncio.sleep(random.uniform(0, 0.05))  # break the symmetry
         except _Unprocessable as exc:
             return JSONResponse({"detail": [{"loc": list(exc.loc), "msg": exc.msg,
                                              "type": "value_error"}]}, status_code=422)
-        log.info("rules version %d written by %s (%s %s): %s", written.version, who,
-                 request.method, request.url.path, change)
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(written.updated_at_ms / 1000))
+        client = request.client.host if request.client else "?"
+        log.info("rules version %d written by %s at %s from %s (%s %s): %s", written.version,
+                 who, when, client, request.method, request.url.path, change)
         return self.answer(written, status=status)
 
     def answer(self, rule_set: RuleSet | None, status: int = 200) -> Response:
@@ -236,7 +245,10 @@ class _Admin:
 
     async def _entries(self) -> list[RuleSet]:
         """The decodable entries of the ``rules`` stream, oldest first."""
-        reader = self._bus().broadcast_reader(RULES_STREAM)
+        transport = self._bus()
+        if self._reader is None or self._reader[0] is not transport:
+            self._reader = (transport, transport.broadcast_reader(RULES_STREAM))
+        reader = self._reader[1]
         try:
             deliveries = await reader.backlog(RULES_KEPT)
         except BusUnavailable as exc:
