@@ -268,7 +268,7 @@ class KafkaTransport:
         is not ready) while the brokers are down, instead of crash-looping."""
 
     async def close(self) -> None:
-        readers, self._readers = self._readers, []
+        readers, self._readers = list(self._readers), []
         for reader in readers:
             await reader.close()
         producer, self._producer = self._producer, None
@@ -413,9 +413,15 @@ class KafkaTransport:
         return reader
 
     def broadcast_reader(self, stream: str) -> KafkaBroadcastReader:
-        reader = KafkaBroadcastReader(self, stream)
+        return KafkaBroadcastReader(self, stream)
+
+    def opened(self, reader: KafkaBroadcastReader) -> None:
+        """A reader holds a consumer now: the transport closes it if the reader does not."""
         self._readers.append(reader)
-        return reader
+
+    def closed(self, reader: KafkaBroadcastReader) -> None:
+        with suppress(ValueError):
+            self._readers.remove(reader)
 
 
 @dataclass(slots=True, eq=False)
@@ -820,124 +826,145 @@ class KafkaBroadcastReader:
 
     ``backlog(N)`` seeks each partition to ``end − N`` and reads up to the end offsets taken
     at that moment, so it returns exactly the newest N (oldest first, merged by timestamp
-    across partitions); ``read`` continues after them. The consumer is paused between a
-    backlog and the first read, so a reader used only for its backlog (the detector's
-    start) costs the broker nothing afterwards. Offsets out of range (a log that was
-    trimmed, or a broker that lost it) restart from the beginning of what is there.
+    across partitions); ``read`` continues after them. A reader holds a consumer only while
+    it reads: ``backlog`` keeps just the positions, so a reader used for its backlog alone
+    (the detector's start, an admin request) holds no connection afterwards. A topic that
+    does not exist yet is waited for, not created (its writers know how it is kept), and
+    read from its beginning once it appears. Offsets out of range (a log that was trimmed,
+    or a broker that lost it) restart from the beginning of what is there.
     """
 
     def __init__(self, transport: KafkaTransport, stream: str) -> None:
         self._transport = transport
         self._stream = stream
         self._consumer: AIOKafkaConsumer | None = None
-        self._start_lock = asyncio.Lock()
+        self._lock = asyncio.Lock()
         self._partitions: list[TopicPartition] = []
-        self._primed = False
+        # Where reading continues while no consumer is open; None: at the end of the log.
+        self._positions: dict[TopicPartition, int] | None = None
         self._carry: list[Delivery] = []
         self._timeout_s = transport.timeout_s
 
-    async def _ready(self) -> AIOKafkaConsumer | None:
-        """The consumer, on every partition of the topic; None while the topic does not
-        exist (it is left to its writers to create, with their retention)."""
-        partitions = (await self._transport.ensure_topics([self._stream], create=False)
-                      )[self._stream]
-        if not partitions:
-            return None
-        async with self._start_lock:
-            consumer = self._consumer
-            if consumer is None:
-                settings = self._transport.settings
-                consumer = AIOKafkaConsumer(
-                    group_id=None,
-                    enable_auto_commit=False,
-                    auto_offset_reset="earliest",
-                    fetch_max_wait_ms=settings.fetch_max_wait_ms,
-                    request_timeout_ms=self._transport.request_timeout_ms,
-                    **self._transport.client_options(),
-                )
-                try:
-                    async with _translated("starting a reader", self._timeout_s):
-                        await consumer.start()
-                except BaseException:
-                    await _stop_consumer(consumer, self._timeout_s)
-                    raise
-                self._consumer = consumer
-            if len(self._partitions) != partitions:
-                await self._assign(consumer, partitions)
-            return consumer
+    async def _partition_count(self) -> int:
+        counts = await self._transport.ensure_topics([self._stream], create=False)
+        return counts[self._stream]
+
+    async def _open(self, partitions: int) -> AIOKafkaConsumer:
+        """The consumer, on every partition, positioned where this reader left off."""
+        consumer = self._consumer
+        if consumer is None:
+            settings = self._transport.settings
+            consumer = AIOKafkaConsumer(
+                group_id=None,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                fetch_max_wait_ms=settings.fetch_max_wait_ms,
+                request_timeout_ms=self._transport.request_timeout_ms,
+                **self._transport.client_options(),
+            )
+            try:
+                async with _translated("starting a reader", self._timeout_s):
+                    await consumer.start()
+            except BaseException:
+                await _stop_consumer(consumer, self._timeout_s)
+                raise
+            self._consumer = consumer
+            self._transport.opened(self)
+            self._partitions = []
+        if len(self._partitions) != partitions:
+            await self._assign(consumer, partitions)
+        return consumer
 
     async def _assign(self, consumer: AIOKafkaConsumer, partitions: int) -> None:
-        """(Re)assign every partition, keeping the positions of those already read."""
-        keep: dict[TopicPartition, int] = {}
+        """(Re)assign every partition, keeping the positions of those already read; a
+        partition that appeared later is all new, so it is read from its beginning."""
+        positions = dict(self._positions or {})
         for tp in self._partitions:
             with suppress(kafka_errors.KafkaError, AssertionError):
-                keep[tp] = await consumer.position(tp)
+                positions[tp] = await consumer.position(tp)
         self._partitions = [TopicPartition(self._stream, p) for p in range(partitions)]
         consumer.assign(self._partitions)
-        async with _translated("positioning a reader", self._timeout_s):
+        async with _translated("positioning a reader", self._timeout_s * 2):
             for tp in self._partitions:
                 # Let the reset that assign() started finish, or it could undo a seek.
                 await consumer.position(tp)
-                if tp in keep:
-                    consumer.seek(tp, keep[tp])
-                elif self._primed:  # a partition that appeared later: all of it is new
+            if self._positions is None and not positions:  # never read: from the end
+                _, end = await _log_bounds(consumer, self._partitions, self._timeout_s)
+                positions = end
+            for tp in self._partitions:
+                if tp in positions:
+                    consumer.seek(tp, positions[tp])
+                else:
                     await consumer.seek_to_beginning(tp)
+        self._positions = None
+
+    async def _release(self) -> None:
+        """Close the consumer, keeping where reading continues."""
+        consumer, self._consumer = self._consumer, None
+        if consumer is None:
+            return
+        self._transport.closed(self)
+        positions: dict[TopicPartition, int] = {}
+        for tp in self._partitions:
+            with suppress(kafka_errors.KafkaError, AssertionError):
+                positions[tp] = await consumer.position(tp)
+        self._positions = positions
+        await _stop_consumer(consumer, self._timeout_s)
 
     async def close(self) -> None:
-        consumer, self._consumer = self._consumer, None
-        if consumer is not None:
-            await _stop_consumer(consumer, self._timeout_s)
+        async with self._lock:
+            await self._release()
 
     async def backlog(self, count: int) -> list[Delivery]:
-        consumer = await self._ready()
-        if consumer is None:  # no topic yet: whatever it will hold is new
-            self._primed = True
-            return []
-        tps = self._partitions
-        newest: list[Delivery] = []
-        async with _translated("reading the backlog", self._timeout_s * 3):
-            consumer.resume(*tps)
-            begin, end = await _log_bounds(consumer, tps, self._timeout_s)
-            for tp in tps:
-                consumer.seek(tp, max(begin[tp], end[tp] - max(count, 0)))
-            waiting = {tp for tp in tps if end[tp] > max(begin[tp], end[tp] - max(count, 0))}
+        async with self._lock:
+            partitions = await self._partition_count()
+            if not partitions:  # no topic yet: whatever it will hold is new
+                self._positions = {}
+                return []
+            consumer = await self._open(partitions)
+            tps = self._partitions
+            newest: list[Delivery] = []
             carry: list[Delivery] = []
-            while waiting:
-                batches = await consumer.getmany(*waiting, timeout_ms=int(self._timeout_s * 1000))
-                if not batches:
-                    raise BusUnavailable(f"kafka: no backlog of {self._stream} arrived")
-                for tp, records in batches.items():
-                    for record in records:
-                        target = newest if record.offset < end[tp] else carry
-                        target.append(_broadcast_delivery(tp, record))
-                    if await consumer.position(tp) >= end[tp]:
-                        waiting.discard(tp)
-            consumer.pause(*tps)
+            async with _translated("reading the backlog", self._timeout_s * 3):
+                begin, end = await _log_bounds(consumer, tps, self._timeout_s)
+                start = {tp: max(begin[tp], end[tp] - max(count, 0)) for tp in tps}
+                for tp in tps:
+                    consumer.seek(tp, start[tp])
+                waiting = {tp for tp in tps if end[tp] > start[tp]}
+                while waiting:
+                    batches = await consumer.getmany(*waiting,
+                                                     timeout_ms=int(self._timeout_s * 1000))
+                    if not batches:
+                        raise BusUnavailable(f"kafka: no backlog of {self._stream} arrived")
+                    for tp, records in batches.items():
+                        for record in records:
+                            target = newest if record.offset < end[tp] else carry
+                            target.append(_broadcast_delivery(tp, record))
+                        if await consumer.position(tp) >= end[tp]:
+                            waiting.discard(tp)
+                for tp in tps:
+                    consumer.seek(tp, end[tp])
+            await self._release()
         newest.sort(key=_arrival_order)
         self._carry = sorted(carry, key=_arrival_order)
-        self._primed = True
         return newest[-count:] if count > 0 else []
 
     async def read(self, count: int, block_ms: int) -> list[Delivery]:
-        consumer = await self._ready()
-        if consumer is None:
-            self._primed = True
-            await asyncio.sleep(block_ms / 1000)
-            return []
-        consumer.resume(*self._partitions)
-        if not self._primed:
-            async with _translated("positioning a reader", self._timeout_s * 2):
-                _, end = await _log_bounds(consumer, self._partitions, self._timeout_s)
-                for tp, offset in end.items():
-                    consumer.seek(tp, offset)
-            self._primed = True
         if self._carry:
             taken, self._carry = self._carry[:count], self._carry[count:]
             return taken
-        async with _translated("reading", block_ms / 1000 + self._timeout_s):
-            batches = await consumer.getmany(timeout_ms=block_ms, max_records=count)
-            if not batches:
-                await _past_the_end(consumer, self._partitions)
+        async with self._lock:
+            partitions = await self._partition_count()
+            if not partitions:
+                if self._positions is None:
+                    self._positions = {}  # the topic will be new: read all of it
+                await asyncio.sleep(block_ms / 1000)
+                return []
+            consumer = await self._open(partitions)
+            async with _translated("reading", block_ms / 1000 + self._timeout_s):
+                batches = await consumer.getmany(timeout_ms=block_ms, max_records=count)
+                if not batches:
+                    await _past_the_end(consumer, self._partitions)
         deliveries = [_broadcast_delivery(tp, record)
                       for tp, records in batches.items() for record in records]
         deliveries.sort(key=_arrival_order)
