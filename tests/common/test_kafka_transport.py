@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -117,6 +118,20 @@ def test_the_sasl_password_never_shows(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (options["security_protocol"], options["sasl_plain_username"],
             options["sasl_plain_password"]) == ("SASL_PLAINTEXT", "alerter", "hunter2")
     assert "hunter2" not in repr(transport.settings)
+
+
+def test_ssl_settings_reach_the_clients(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "ssl")
+    transport = create_transport("kafka://broker.example:9093")
+    assert isinstance(transport, KafkaTransport)
+    options = transport.client_options()
+    assert options["security_protocol"] == "SSL"
+    context = options["ssl_context"]
+    assert isinstance(context, ssl.SSLContext)
+    assert (context.verify_mode, context.check_hostname) == (ssl.CERT_REQUIRED, True)
+    monkeypatch.setenv("KAFKA_SSL_CERTFILE", __file__)  # a file, but no key to go with it
+    with pytest.raises(TransportConfigError, match="KAFKA_SSL_KEYFILE"):
+        create_transport("kafka://broker.example:9093")
 
 
 def test_a_service_exits_with_code_2_on_a_bad_kafka_setting() -> None:
