@@ -184,7 +184,12 @@ class KafkaTransport:
         self.settings = settings
         self.servers = bootstrap_servers(url)
         self.timeout_s = timeout_s
-        self._security = _security_options(settings)
+        try:
+            self._security = _security_options(settings)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise TransportConfigError(
+                f"KAFKA_SSL_CAFILE/KAFKA_SSL_CERTFILE/KAFKA_SSL_KEYFILE cannot be used: {exc}"
+            ) from None
         self._retention: dict[str, Retention] = {}
         self._topics: dict[str, int] = {}  # topics this transport writes → partitions
         self._seen: dict[str, int] = {}  # every topic asked about → partitions (0: missing)

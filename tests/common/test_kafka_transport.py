@@ -132,6 +132,9 @@ def test_ssl_settings_reach_the_clients(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("KAFKA_SSL_CERTFILE", __file__)  # a file, but no key to go with it
     with pytest.raises(TransportConfigError, match="KAFKA_SSL_KEYFILE"):
         create_transport("kafka://broker.example:9093")
+    monkeypatch.setenv("KAFKA_SSL_KEYFILE", __file__)  # both, but not PEM
+    with pytest.raises(TransportConfigError, match="KAFKA_SSL_CERTFILE"):
+        create_transport("kafka://broker.example:9093")
 
 
 def test_a_service_exits_with_code_2_on_a_bad_kafka_setting() -> None:
