@@ -5,8 +5,8 @@ Run: ``python -m bench.latency [--bus redis|kafka] [--seconds 30]``. The fake ex
 stamps each frame's event time with the wall clock as it sends it, so
 ``received − event_time_ms`` is the whole pipeline: parse, publish, group read, detect,
 publish, broadcast read, fan-out. On Kafka the local broker is tansu, which answers a fetch
-only when its wait (``KAFKA_FETCH_MAX_WAIT_MS``, 10 ms here) expires: each of the two
-reads adds up to that wait, which a real Kafka does not.
+waiting for data when its wait (``KAFKA_FETCH_MAX_WAIT_MS``, 10 ms here) expires, not when
+the data arrives: each of the two reads adds up to that wait, which a real Kafka does not.
 """
 
 from __future__ import annotations
