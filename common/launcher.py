@@ -41,9 +41,9 @@ _LISTENING: Final = re.compile(r"(?<=listening on )ws://[^\s/]+")
 _COLOURS: Final = {"ingestor": "36", "detector": "35", "gateway": "32", "exchange": "33"}
 # What services need from the local tansu: it has no idempotent producer; a fetch waiting for
 # data is answered when the wait expires, not when data arrives, so a short wait is its
-# latency (a real Kafka answers at once); it holds a new group's first join for half the session timeout, and a
-# restarted detector waits for its predecessor's session to expire, so sessions are short.
-# Variables set in the environment still win.
+# latency (a real Kafka answers at once); it holds a new group's first join for half the
+# session timeout, and a restarted detector waits for its predecessor's session to expire,
+# so sessions are short. Variables set in the environment still win.
 TANSU_ENV: Final = {"KAFKA_IDEMPOTENCE": "false", "KAFKA_FETCH_MAX_WAIT_MS": "10",
                     "KAFKA_SESSION_TIMEOUT_MS": "3000", "KAFKA_HEARTBEAT_INTERVAL_MS": "500"}
 
