@@ -13,6 +13,7 @@ from bench.buses import BUSES
 
 BENCHMARKS: tuple[tuple[str, ...], ...] = (
     ("bench.engine",),
+    ("bench.backtest",),
     *(("bench.ingest", "--bus", bus) for bus in BUSES),
     *(("bench.detector", "--bus", bus) for bus in BUSES),
     *(("bench.latency", "--bus", bus) for bus in BUSES),
