@@ -18,7 +18,7 @@ import pytest
 
 from fake_exchange import FakeExchange, Quote, drifting_market, jump_scenario, with_jump
 from tests.e2e.conftest import AlertClient, alert_client
-from tests.support.processes import Pipeline, metric
+from tests.support.processes import Pipeline, metric, running
 from tests.support.servers import KAFKA_TEST_ENV, KafkaBroker, RedisServer
 
 pytestmark = pytest.mark.e2e
@@ -61,16 +61,8 @@ async def exchange_and_pipeline(
     async with FakeExchange(scenario, interval_s=interval_s, wall_clock=wall_clock) as exchange:
         pipeline = Pipeline(bus.url, exchange.url("!miniTicker@arr"), log_dir,
                             extra_env={"TICK_PARTITIONS": "4", **bus.env, **extra_env})
-        await asyncio.to_thread(pipeline.start)
-        try:
+        async with running(pipeline):
             yield exchange, pipeline
-        except BaseException:
-            print(pipeline.logs())
-            raise
-        finally:
-            await asyncio.to_thread(pipeline.stop)
-        codes = {name: s.exit_codes for name, s in pipeline.services.items()}
-        assert all(code == 0 for c in codes.values() for code in c), (codes, pipeline.logs())
 
 
 MOVES = [("SYM011USDT", 3.0), ("SYM022USDT", -3.0), ("SYM033USDT", 3.5), ("SYM044USDT", -4.0),

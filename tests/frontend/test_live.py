@@ -21,7 +21,7 @@ from common.schemas import decode_alert
 from fake_exchange import FakeExchange, drifting_market, jump_scenario
 from tests.frontend.conftest import PageProbe, live_alert, new_context, now_ms, open_probe
 from tests.gateway.support import publish
-from tests.support.processes import Pipeline
+from tests.support.processes import Pipeline, running
 from tests.support.servers import RedisServer
 
 pytestmark = pytest.mark.e2e
@@ -35,16 +35,8 @@ async def running_pipeline(exchange: FakeExchange, redis_server: RedisServer,
                            log_dir: Path) -> AsyncIterator[Pipeline]:
     pipeline = Pipeline(redis_server.url, exchange.url("!miniTicker@arr"), log_dir,
                         extra_env={"TICK_PARTITIONS": "4"})
-    await asyncio.to_thread(pipeline.start)
-    try:
+    async with running(pipeline):
         yield pipeline
-    except BaseException:
-        print(pipeline.logs())
-        raise
-    finally:
-        await asyncio.to_thread(pipeline.stop)
-    codes = {name: s.exit_codes for name, s in pipeline.services.items()}
-    assert all(code == 0 for c in codes.values() for code in c), (codes, pipeline.logs())
 
 
 async def bus_alert_ids(pipeline: Pipeline) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,6 +126,25 @@ class Pipeline:
 
     def logs(self) -> str:
         return "\n".join(f"===== {s.name}\n{s.output()[-6000:]}" for s in self.services.values())
+
+    def assert_clean_exits(self) -> None:
+        codes = {name: s.exit_codes for name, s in self.services.items()}
+        assert all(code == 0 for c in codes.values() for code in c), (codes, self.logs())
+
+
+@contextlib.asynccontextmanager
+async def running(pipeline: Pipeline) -> AsyncIterator[Pipeline]:
+    """Start the services, show their logs if the test fails, stop them, and insist that
+    every stop (the test's own restarts included) was a clean exit 0."""
+    await asyncio.to_thread(pipeline.start)
+    try:
+        yield pipeline
+    except BaseException:
+        print(pipeline.logs())
+        raise
+    finally:
+        await asyncio.to_thread(pipeline.stop)
+    pipeline.assert_clean_exits()
 
 
 def _ok(url: str) -> bool:
