@@ -145,18 +145,8 @@ def moves_setup() -> tuple[Iterator[list[Quote]], float, bool, dict[str, str]]:
 async def run_moves(client: AlertClient, exchange: FakeExchange, pipeline: Pipeline,
                     disruptions: dict[int, Action]) -> None:
     """Play the moves, calling ``disruptions[k]`` once the k-th alert has arrived."""
-    done: set[int] = set()
-    deadline = time.monotonic() + 120
-    while len({a["id"] for a in client.history} | set(client.live_ids())) < len(MOVES):
-        seen = len(client.ids())
-        for index, action in disruptions.items():
-            if index <= seen and index not in done:
-                done.add(index)
-                await action()
-        assert time.monotonic() < deadline, f"only {seen} alerts\n{pipeline.logs()}"
-        await asyncio.sleep(0.05)
-    await exchange.wait_until_done(timeout=60)
-    await asyncio.sleep(1.5)
+    await run_moves_until(client, exchange, pipeline, disruptions,
+                          lambda: len(client.ids()) >= len(MOVES))
 
 
 def assert_each_move_alerted_exactly_once(client: AlertClient, alerts: list[dict[str, object]]
@@ -253,7 +243,8 @@ def client_alerts(client: AlertClient) -> list[dict[str, Any]]:
 
 async def run_moves_until(client: AlertClient, exchange: FakeExchange, pipeline: Pipeline,
                           disruptions: dict[int, Action], done: Callable[[], bool]) -> None:
-    """Like ``run_moves``, for runs where some moves may be lost: until ``done()``."""
+    """Play the moves until ``done()`` (runs where some moves may be lost stop early),
+    calling ``disruptions[k]`` once the k-th alert has arrived."""
     started: set[int] = set()
     deadline = time.monotonic() + 120
     while not done():
