@@ -20,15 +20,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from common.backtest import BacktestOptions, run_backtest
-from common.backtest_report import describe_rule
-from common.recording_formats import Recording
-from common.recording_writer import RotatingWriter
 from common.schemas import Rule, Tick
 from detector.engine import DetectionEngine
 from fake_exchange.frames import MINI_TICKER, Renderer, StreamSpec
 from fake_exchange.scenarios import drifting_market
 from ingestor.parsing import FrameParser
+from tools.backtest import BacktestOptions, run_backtest
+from tools.backtest_report import describe_rule
+from tools.recording_formats import Recording
+from tools.recording_writer import RotatingWriter
 
 ROOT = Path(__file__).resolve().parent.parent
 FULL = ROOT.parent / "shared" / "data" / "hftbacktest_usdm_btcusdt_20240808.gz"
@@ -114,7 +114,7 @@ def report(name: str, path: Path, firing: Rule) -> None:
           f"ticks/s, {size / 1e6 / elapsed:.1f} MB/s on disk, {raw_size / 1e6 / elapsed:.1f} "
           f"MB/s of text ({alerts:,} alerts)")
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "common.cli", "backtest", str(path), "--format",
+    subprocess.run([sys.executable, "-m", "tools.cli", "backtest", str(path), "--format",
                     "jsonl", "--no-summary"], check=True, stdout=subprocess.DEVNULL,
                    env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
     print(f"  as a process (interpreter start-up included): "

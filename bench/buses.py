@@ -1,6 +1,6 @@
 """The bus a benchmark runs on, started locally on a free port: ``--bus redis|kafka``.
 
-Redis is a Redis-compatible server (see ``common.redis_server``); Kafka is the in-memory
+Redis is a Redis-compatible server (see ``tools.redis_server``); Kafka is the in-memory
 ``tansu`` broker, with the settings ``binance-alerter up --bus kafka`` gives its services
 (``launcher.TANSU_ENV``; variables already set in the environment win), so the figures
 are those of the local run, not of a tuned Kafka cluster.
@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.kafka_server import start_tansu, stop_tansu
-from common.launcher import TANSU_ENV
-from common.redis_server import free_port, start_redis_server
+from tools.kafka_server import start_tansu, stop_tansu
+from tools.launcher import TANSU_ENV
+from tools.redis_server import free_port, start_redis_server
 
 BUSES = ("redis", "kafka")
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 from bench.buses import LocalBus, add_bus_option, local_bus, use_in_process
 from bench.engine import synthetic_ticks
+from common.bus import GroupConsumer, Record, Retention, Transport, create_transport
 from common.partitioning import partition_of, ticks_stream
 from common.schemas import Tick, encode_ticks
 from common.settings import DetectorSettings, load_settings
-from common.transport import GroupConsumer, Record, Retention, Transport, create_transport
 from detector.service import Detector
 
 PARTITIONS = 4

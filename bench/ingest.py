@@ -28,9 +28,9 @@ import redis.asyncio as redis
 
 from bench.buses import LocalBus, add_bus_option, local_bus
 from common.partitioning import ticks_streams
-from common.redis_server import free_port
 from common.schemas import decode_ticks
 from fake_exchange import FakeExchange, firehose
+from tools.redis_server import free_port
 
 log = logging.getLogger(__name__)
 

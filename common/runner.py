@@ -17,9 +17,9 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from common.bus import TransportConfigError
 from common.logs import configure_logging
 from common.settings import BaseServiceSettings, SettingsError, load_settings, redact_url
-from common.transport import TransportConfigError
 
 log = logging.getLogger(__name__)
 

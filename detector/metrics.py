@@ -11,8 +11,8 @@ from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from common.bus import ConsumerLag
 from common.health import new_registry
-from common.transport import ConsumerLag
 
 __all__ = ["DIRECTIONS", "LAG_KINDS", "DetectorMetrics", "new_registry"]
 

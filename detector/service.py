@@ -24,6 +24,16 @@ from typing import Final, TypeVar
 import msgspec
 
 from common.backoff import Backoff
+from common.bus import (
+    BroadcastReader,
+    BusUnavailable,
+    Delivery,
+    GroupConsumer,
+    Record,
+    Retention,
+    Transport,
+    create_transport,
+)
 from common.health import HealthServer
 from common.partitioning import (
     ALERTS_STREAM,
@@ -44,16 +54,6 @@ from common.schemas import (
     encode_rule_set,
 )
 from common.settings import DetectorSettings
-from common.transport import (
-    BroadcastReader,
-    BusUnavailable,
-    Delivery,
-    GroupConsumer,
-    Record,
-    Retention,
-    Transport,
-    create_transport,
-)
 from detector.engine import DetectionEngine
 from detector.metrics import DetectorMetrics
 from detector.rules import rule_from_settings

@@ -40,6 +40,7 @@ import msgspec
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 
+from common.bus import BroadcastReader, BusUnavailable, Record, Retention, Transport
 from common.partitioning import RULES_KEPT, RULES_STREAM
 from common.rule_documents import RuleError, RulesDocument, convert_rule, rule_error
 from common.schemas import (
@@ -51,7 +52,6 @@ from common.schemas import (
     encode_rule_set,
 )
 from common.settings import GatewaySettings
-from common.transport import BroadcastReader, BusUnavailable, Record, Retention, Transport
 from gateway.rules import RulesFollower
 
 log = logging.getLogger(__name__)

@@ -20,9 +20,9 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 import gateway
+from common.bus import Transport, create_transport
 from common.schemas import ALERT_ID_PATTERN
 from common.settings import GatewaySettings
-from common.transport import Transport, create_transport
 from gateway.admin import register_admin
 from gateway.hub import Hub, UnknownAlert, alerts_document
 from gateway.metrics import Metrics

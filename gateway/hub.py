@@ -25,9 +25,9 @@ from typing import Final
 import msgspec
 
 from common.backoff import Backoff
+from common.bus import BusUnavailable, Delivery, Transport
 from common.partitioning import ALERTS_STREAM
 from common.schemas import alert_json_encoder, decode_alert
-from common.transport import BusUnavailable, Delivery, Transport
 from gateway.metrics import Metrics
 
 log = logging.getLogger(__name__)

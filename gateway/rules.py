@@ -16,9 +16,9 @@ from typing import Final
 import msgspec
 
 from common.backoff import Backoff
+from common.bus import BusUnavailable, Delivery, Transport
 from common.partitioning import RULES_KEPT, RULES_STREAM
 from common.schemas import Rule, RuleSet, decode_rule_set
-from common.transport import BusUnavailable, Delivery, Transport
 from gateway.hub import Hub
 
 log = logging.getLogger(__name__)

@@ -20,9 +20,9 @@ from typing import Final
 import uvicorn
 from fastapi import FastAPI
 
+from common.aio import race
+from common.bus import create_transport
 from common.settings import GatewaySettings
-from common.transport import create_transport
-from gateway.aio import race
 from gateway.app import create_app, hub_of
 
 log = logging.getLogger(__name__)

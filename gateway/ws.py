@@ -30,8 +30,8 @@ from urllib.parse import urlsplit
 import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from common.aio import race
 from common.schemas import is_alert_id
-from gateway.aio import race
 from gateway.hub import (
     FLOOD,
     SERVER_FULL,

@@ -16,10 +16,10 @@ from collections import deque
 from typing import Final
 
 from common.backoff import Backoff
+from common.bus import BusUnavailable, Record, Retention, Transport
 from common.partitioning import partition_of, ticks_stream
 from common.runner import wait_or_stop
 from common.schemas import Tick, encode_ticks
-from common.transport import BusUnavailable, Record, Retention, Transport
 from ingestor.metrics import IngestorMetrics
 
 log = logging.getLogger(__name__)

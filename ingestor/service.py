@@ -12,9 +12,9 @@ import logging
 
 from prometheus_client import CollectorRegistry
 
+from common.bus import Retention, Transport, create_transport
 from common.health import HealthServer
 from common.settings import IngestorSettings
-from common.transport import Retention, Transport, create_transport
 from ingestor.feed import Feed
 from ingestor.metrics import IngestorMetrics, new_registry
 from ingestor.publisher import Publisher

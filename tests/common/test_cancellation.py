@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import fakeredis
 import pytest
 
-from common.redis_transport import RedisTransport
+from common.bus.redis_streams import RedisTransport
 from tests.support.servers import RedisServer
 
 STREAMS = ["ticks.0", "ticks.1"]

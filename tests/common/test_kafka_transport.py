@@ -17,21 +17,21 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import OffsetAndTimestamp, TopicPartition
 
-from common.kafka_transport import (
-    COUNT_CAPPED_RETENTION_MS,
-    KafkaDelivery,
-    KafkaGroupConsumer,
-    KafkaTransport,
-    _Partition,
-    bootstrap_servers,
-)
-from common.transport import (
+from common.bus import (
     BusUnavailable,
     Delivery,
     Record,
     Retention,
     TransportConfigError,
     create_transport,
+)
+from common.bus.kafka.transport import (
+    COUNT_CAPPED_RETENTION_MS,
+    KafkaDelivery,
+    KafkaGroupConsumer,
+    KafkaTransport,
+    _Partition,
+    bootstrap_servers,
 )
 from tests.common.test_transport import crash, drain, kafka_transport, records
 from tests.support.servers import KafkaBroker

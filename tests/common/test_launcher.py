@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from common.redis_server import free_port
 from tests.support.prerequisites import require
 from tests.support.servers import tansu_available
+from tools.redis_server import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -28,7 +28,7 @@ def test_up_demo_serves_alerts_and_stops_cleanly_on_ctrl_c(tmp_path: Path, bus: 
            "DETECTOR_METRICS_PORT": str(free_port())}
     log = (tmp_path / "up.log").open("wb")
     up = subprocess.Popen(
-        [sys.executable, "-m", "common.cli", "up", "--demo", "--port", str(port),
+        [sys.executable, "-m", "tools.cli", "up", "--demo", "--port", str(port),
          "--data-dir", str(tmp_path / "redis"), "--bus", bus],
         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:

@@ -12,10 +12,7 @@ import fakeredis
 import pytest
 import redis.asyncio as redis
 
-from common.kafka_transport import KafkaGroupConsumer, KafkaTransport
-from common.redis_transport import RedisTransport
-from common.settings import KafkaSettings, load_settings
-from common.transport import (
+from common.bus import (
     BusUnavailable,
     ConsumerLag,
     Delivery,
@@ -26,6 +23,9 @@ from common.transport import (
     TransportConfigError,
     create_transport,
 )
+from common.bus.kafka.transport import KafkaGroupConsumer, KafkaTransport
+from common.bus.redis_streams import RedisTransport
+from common.settings import KafkaSettings, load_settings
 from tests.support.servers import KAFKA_TEST_ENV, KafkaBroker, RedisServer
 
 STREAMS = ["ticks.0", "ticks.1"]

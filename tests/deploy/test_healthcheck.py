@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from common.healthcheck import health_url, main, probe
-from common.redis_server import free_port
+from tools.redis_server import free_port
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -120,13 +120,13 @@ def test_build_context_holds_the_sources_and_nothing_else() -> None:
     files = context_files()
     tops = {path.parts[0] for path in files}
     assert tops == {"pyproject.toml", "README.md", "common", "ingestor", "detector", "gateway",
-                    "fake_exchange", "frontend"}
+                    "fake_exchange", "tools", "frontend"}
     assert not [path for path in files if "__pycache__" in path.parts or path.name == ".env"]
     # What the builder stage copies is exactly that.
     copied = {source for keyword, arguments in stages()[0] if keyword == "COPY"
               for source in arguments.split()[:-1]}
     assert copied == {"pyproject.toml", "README.md", "common", "ingestor", "detector",
-                      "gateway", "fake_exchange", "frontend"}
+                      "gateway", "fake_exchange", "tools", "frontend"}
 
 
 @pytest.mark.timeout(300)
@@ -145,7 +145,7 @@ def test_the_wheel_builds_from_the_build_context(tmp_path: Path) -> None:
     (wheel,) = (tmp_path / "dist").glob("binance_alerter-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for module in ("ingestor/__main__.py", "detector/__main__.py", "gateway/__main__.py",
-                   "common/healthcheck.py", "common/kafka_transport.py",
+                   "common/healthcheck.py", "common/bus/kafka/transport.py", "tools/cli.py",
                    "frontend/index.html"):
         assert module in names, module
 

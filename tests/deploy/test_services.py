@@ -21,7 +21,6 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 from pydantic_settings import BaseSettings
 
-from common.redis_server import free_port, wait_for_port
 from common.settings import (
     DetectorSettings,
     GatewaySettings,
@@ -40,6 +39,7 @@ from tests.deploy.stack import (
 )
 from tests.support.processes import metric
 from tests.support.servers import KAFKA_TEST_ENV, KafkaBroker, RedisServer
+from tools.redis_server import free_port, wait_for_port
 
 SETTINGS: dict[str, type[BaseSettings]] = {
     "ingestor": IngestorSettings, "detector": DetectorSettings, "gateway": GatewaySettings}

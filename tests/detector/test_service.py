@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from common.bus import Record
+from common.bus.redis_streams import RedisTransport
 from common.partitioning import (
     ALERTS_STREAM,
     DETECTOR_GROUP,
@@ -15,7 +17,6 @@ from common.partitioning import (
     partition_of,
     ticks_stream,
 )
-from common.redis_transport import RedisTransport
 from common.schemas import (
     Alert,
     Rule,
@@ -29,7 +30,6 @@ from common.schemas import (
     encode_ticks,
 )
 from common.settings import DetectorSettings, load_settings
-from common.transport import Record
 from detector.engine import DetectionEngine
 from detector.service import Detector
 from tests.support.servers import RedisServer

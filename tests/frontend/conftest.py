@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
-from common.redis_transport import RedisTransport
+from common.bus.redis_streams import RedisTransport
 from common.schemas import Alert, alert_id
 from tests.gateway.support import open_bus
 from tests.support.prerequisites import CHROMIUM_ARGS, chromium_path

@@ -15,8 +15,8 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, expect
 
+from common.bus.redis_streams import RedisTransport
 from common.partitioning import ALERTS_STREAM
-from common.redis_transport import RedisTransport
 from common.schemas import decode_alert
 from fake_exchange import FakeExchange, drifting_market, jump_scenario
 from tests.frontend.conftest import PageProbe, live_alert, new_context, now_ms, open_probe

@@ -6,7 +6,7 @@ from __future__ import annotations
 import msgspec
 from playwright.async_api import Browser, expect
 
-from common.redis_transport import RedisTransport
+from common.bus.redis_streams import RedisTransport
 from common.schemas import Rule, SymbolOverride
 from tests.frontend.conftest import live_alert, new_context, open_probe
 from tests.gateway.support import publish, running_gateway

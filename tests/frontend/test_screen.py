@@ -11,10 +11,10 @@ from zoneinfo import ZoneInfo
 
 from playwright.async_api import Browser, Page, async_playwright, expect
 
+from common.bus import Record, Retention
+from common.bus.redis_streams import RedisTransport
 from common.partitioning import RULES_STREAM
-from common.redis_transport import RedisTransport
 from common.schemas import Rule, RuleSet, encode_rule_set
-from common.transport import Record, Retention
 from tests.frontend.conftest import (
     ARTIFACTS,
     FAKE_NOTIFICATIONS_JS,

@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from common.redis_transport import RedisTransport
+from common.bus.redis_streams import RedisTransport
 from tests.gateway.support import open_bus
 from tests.support.servers import RedisServer
 

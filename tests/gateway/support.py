@@ -16,11 +16,11 @@ from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection
 
+from common.bus import BusUnavailable, Record, Retention
+from common.bus.redis_streams import RedisTransport
 from common.partitioning import ALERTS_STREAM
-from common.redis_transport import RedisTransport
 from common.schemas import Alert, alert_id, encode_alert
 from common.settings import GatewaySettings
-from common.transport import BusUnavailable, Record, Retention
 from gateway.app import create_app
 from gateway.service import bind_socket, serve
 

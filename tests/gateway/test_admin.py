@@ -12,11 +12,11 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
+from common.bus import Record
+from common.bus.redis_streams import RedisTransport
 from common.partitioning import RULES_STREAM, partition_of, ticks_stream
-from common.redis_transport import RedisTransport
 from common.schemas import Rule, RuleSet, Tick, decode_rule_set, encode_rule_set, encode_ticks
 from common.settings import DetectorSettings, load_settings
-from common.transport import Record
 from detector.service import Detector
 from tests.gateway.support import receive, running_gateway
 from tests.support.servers import RedisServer

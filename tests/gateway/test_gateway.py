@@ -10,7 +10,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from common.redis_transport import RedisTransport
+from common.bus.redis_streams import RedisTransport
 from tests.gateway.support import (
     ALERT_FIELDS,
     assert_silent,

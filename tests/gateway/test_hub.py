@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator, Sequence
 import fakeredis
 import pytest
 
+from common.bus import BroadcastReader, BusUnavailable, Delivery, Record
+from common.bus.redis_streams import RedisTransport
 from common.partitioning import ALERTS_STREAM
-from common.redis_transport import RedisTransport
 from common.schemas import encode_alert
-from common.transport import BroadcastReader, BusUnavailable, Delivery, Record
 from gateway.app import create_app
 from gateway.hub import Hub, history_message
 from gateway.metrics import Metrics

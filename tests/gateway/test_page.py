@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from playwright import async_api as playwright_api
 
-from common.redis_transport import RedisTransport
+from common.bus.redis_streams import RedisTransport
 from tests.gateway.support import make_alert, publish, running_gateway
 from tests.support.prerequisites import CHROMIUM_ARGS, chromium_path
 from tests.support.servers import RedisServer

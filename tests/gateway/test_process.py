@@ -14,9 +14,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from common.redis_server import free_port
 from tests.gateway.support import make_alert, open_bus, publish, receive
 from tests.support.servers import RedisServer
+from tools.redis_server import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

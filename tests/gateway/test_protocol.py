@@ -8,10 +8,10 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from common.bus import Record, Retention
+from common.bus.redis_streams import RedisTransport
 from common.partitioning import RULES_STREAM
-from common.redis_transport import RedisTransport
 from common.schemas import Rule, RuleSet, encode_rule_set
-from common.transport import Record, Retention
 from gateway.app import create_app
 from gateway.service import server_config
 from tests.gateway.support import (

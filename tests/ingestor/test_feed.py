@@ -10,7 +10,6 @@ import zlib
 import httpx
 import pytest
 
-from common.redis_server import free_port
 from fake_exchange import FakeExchange, drifting_market
 from ingestor.service import Ingestor
 from tests.ingestor.support import (
@@ -22,6 +21,7 @@ from tests.ingestor.support import (
     wait_until,
 )
 from tests.support.servers import RedisServer
+from tools.redis_server import free_port
 
 START_MS = 1_700_000_000_000
 

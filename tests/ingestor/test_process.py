@@ -12,10 +12,10 @@ from pathlib import Path
 
 import httpx
 
-from common.redis_server import free_port
 from fake_exchange import FakeExchange, drifting_market
 from tests.ingestor.support import read_entries, wait_until
 from tests.support.servers import RedisServer
+from tools.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
-from common.redis_transport import RedisTransport
+from common.bus import BusUnavailable, Record, Retention
+from common.bus.redis_streams import RedisTransport
 from common.schemas import Tick
-from common.transport import BusUnavailable, Record, Retention
 from ingestor.metrics import IngestorMetrics, new_registry
 from ingestor.publisher import Publisher
 from tests.ingestor.support import read_entries, wait_until

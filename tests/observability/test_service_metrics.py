@@ -12,12 +12,12 @@ import httpx
 import pytest
 from prometheus_client import Counter
 
+from common.bus import ConsumerLag, Delivery, Record, Retention
+from common.bus.redis_streams import RedisTransport
 from common.health import HealthServer, new_registry
 from common.partitioning import ALERTS_STREAM, ticks_stream
-from common.redis_transport import RedisTransport
 from common.schemas import Tick, encode_alert, encode_ticks
 from common.settings import DetectorSettings, load_settings
-from common.transport import ConsumerLag, Delivery, Record, Retention
 from detector.metrics import DetectorMetrics
 from detector.service import Detector
 from gateway.hub import Hub

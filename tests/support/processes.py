@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.redis_server import free_port
+from tools.redis_server import free_port
 
 
 @dataclass

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from common.redis_server import free_port
 from tests.support.prerequisites import require
+from tools.redis_server import free_port
 
 ROOT: Final = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR: Final = ROOT / "infra" / "prometheus"

@@ -6,8 +6,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.kafka_server import find_tansu, start_tansu
-from common.redis_server import ServerNotFound, free_port, start_redis_server
+from tools.kafka_server import find_tansu, start_tansu
+from tools.redis_server import ServerNotFound, free_port, start_redis_server
 
 
 @dataclass

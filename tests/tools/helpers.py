@@ -91,7 +91,7 @@ def reference_alerts(ticks: list[RefTick], window_s: int, up: float, down: float
 
 
 def cli(*args: str | Path) -> list[str]:
-    return [sys.executable, "-m", "common.cli", *map(str, args)]
+    return [sys.executable, "-m", "tools.cli", *map(str, args)]
 
 
 @dataclass

@@ -13,7 +13,6 @@ from typing import Any
 import msgspec
 import pytest
 
-from common.cli import main
 from common.schemas import Alert
 from tests.tools.helpers import (
     CRYPTOFEED,
@@ -24,6 +23,7 @@ from tests.tools.helpers import (
     reference_alerts,
     reference_ticks,
 )
+from tools.cli import main
 
 
 def backtest_jsonl(capsys: pytest.CaptureFixture[str], *args: str | Path

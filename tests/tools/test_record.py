@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from common.cli import main
-from common.recording_formats import Recording, UnknownFormat
 from tests.tools.helpers import CRYPTOFEED, HFT_3K, HFT_20K, CliProcess, cli, start_replay
+from tools.cli import main
+from tools.recording_formats import Recording, UnknownFormat
 
 RULE = ["--window", "10", "--up", "0.02", "--down", "0.02"]
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from common.recording_formats import CRYPTOFEED, HFTBACKTEST, OWN, Recording, UnknownFormat
-from common.recording_writer import RotatingWriter
 from tests.tools.helpers import CRYPTOFEED as CRYPTOFEED_FILE
 from tests.tools.helpers import HFT_3K, source_frames
+from tools.recording_formats import CRYPTOFEED, HFTBACKTEST, OWN, Recording, UnknownFormat
+from tools.recording_writer import RotatingWriter
 
 
 def test_hftbacktest_frames_verbatim() -> None:

@@ -12,9 +12,9 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
-from common.recording_writer import RotatingWriter
-from common.replayer import ReplayServer
 from tests.tools.helpers import CRYPTOFEED, HFT_3K, source_frames
+from tools.recording_writer import RotatingWriter
+from tools.replayer import ReplayServer
 
 
 def _connect(url: str) -> connect:

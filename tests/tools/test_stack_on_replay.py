@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from common.cli import main
 from tests.support.processes import Pipeline
 from tests.support.servers import RedisServer
 from tests.tools.helpers import HFT_20K, CliProcess, start_replay
+from tools.cli import main
 
 pytestmark = pytest.mark.e2e
 

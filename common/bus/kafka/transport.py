@@ -48,8 +48,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.helpers import create_ssl_context
 from aiokafka.structs import TopicPartition
 
-from common.settings import KafkaSettings, SettingsError, load_settings
-from common.transport import (
+from common.bus.contract import (
     BusUnavailable,
     ConsumerLag,
     Delivery,
@@ -57,6 +56,7 @@ from common.transport import (
     Retention,
     TransportConfigError,
 )
+from common.settings import KafkaSettings, SettingsError, load_settings
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from common.transport import BusUnavailable, ConsumerLag, Delivery, Record, Retention
+from common.bus.contract import BusUnavailable, ConsumerLag, Delivery, Record, Retention
 
 log = logging.getLogger(__name__)
 

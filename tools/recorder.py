@@ -30,12 +30,12 @@ from typing import Final
 from prometheus_client import CollectorRegistry
 
 from common.logs import configure_logging
-from common.recording_writer import SUFFIX, RotatingWriter, prepare_prefix
 from common.runner import EXIT_CONFIG, supervise
 from common.schemas import Tick
 from common.settings import IngestorSettings, SettingsError, load_settings
 from ingestor.feed import Feed
 from ingestor.metrics import IngestorMetrics
+from tools.recording_writer import SUFFIX, RotatingWriter, prepare_prefix
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Final
 
 from common.backoff import Backoff
-from common.kafka_server import find_tansu, start_tansu, stop_tansu
-from common.redis_server import (
+from tools.kafka_server import find_tansu, start_tansu, stop_tansu
+from tools.redis_server import (
     ServerNotFound,
     find_redis_server,
     free_port,

@@ -13,14 +13,14 @@ import os
 import sys
 from pathlib import Path
 
-from common.backtest import BacktestOptions, run_backtest
-from common.backtest_report import FORMATS
-from common.launcher import UpOptions, run_up
 from common.logs import configure_logging
-from common.recorder import RecordOptions, run_record
-from common.replayer import ReplayOptions, run_replay
 from common.schemas import Rule
 from detector.rules import RulesFileError, load_rules_file
+from tools.backtest import BacktestOptions, run_backtest
+from tools.backtest_report import FORMATS
+from tools.launcher import UpOptions, run_up
+from tools.recorder import RecordOptions, run_record
+from tools.replayer import ReplayOptions, run_replay
 
 
 def build_parser() -> argparse.ArgumentParser:

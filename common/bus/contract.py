@@ -123,10 +123,10 @@ class Transport(Protocol):
 
 # Dotted paths so that an optional backend's dependencies load only when it is chosen.
 _REGISTRY: dict[str, tuple[str, str]] = {
-    "redis": ("common.redis_transport", "RedisTransport"),
-    "rediss": ("common.redis_transport", "RedisTransport"),
-    "unix": ("common.redis_transport", "RedisTransport"),
-    "kafka": ("common.kafka_transport", "KafkaTransport"),
+    "redis": ("common.bus.redis_streams", "RedisTransport"),
+    "rediss": ("common.bus.redis_streams", "RedisTransport"),
+    "unix": ("common.bus.redis_streams", "RedisTransport"),
+    "kafka": ("common.bus.kafka.transport", "KafkaTransport"),
 }
 _EXTRAS = {"kafka": "kafka"}
 

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Final
 
-from common.recording_formats import OwnLine, own_line_encoder
+from tools.recording_formats import OwnLine, own_line_encoder
 
 log = logging.getLogger(__name__)
 

@@ -20,12 +20,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, TextIO
 
-from common.backtest_report import BacktestStats, Summary, make_writer
-from common.progress import ProgressBar
-from common.recording_formats import Recording, UnknownFormat, open_recordings
 from common.schemas import Alert, Rule, Tick
 from detector.engine import DetectionEngine
 from ingestor.parsing import FrameParser, MalformedFrame
+from tools.backtest_report import BacktestStats, Summary, make_writer
+from tools.progress import ProgressBar
+from tools.recording_formats import Recording, UnknownFormat, open_recordings
 
 log = logging.getLogger(__name__)
 

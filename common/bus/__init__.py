@@ -1,0 +1,34 @@
+"""The message bus: the contract every service codes against and the backends behind it.
+
+Services import from here only (``from common.bus import Record, Transport, ...``); a
+backend module is loaded by the registry when ``BUS_URL`` names its scheme, so an optional
+backend's dependencies are needed only when it is chosen. See docs/architecture.md.
+"""
+
+from common.bus.contract import (
+    BroadcastReader,
+    BusUnavailable,
+    ConsumerLag,
+    Delivery,
+    GroupConsumer,
+    Record,
+    Retention,
+    Transport,
+    TransportConfigError,
+    create_transport,
+    register_transport,
+)
+
+__all__ = [
+    "BroadcastReader",
+    "BusUnavailable",
+    "ConsumerLag",
+    "Delivery",
+    "GroupConsumer",
+    "Record",
+    "Retention",
+    "Transport",
+    "TransportConfigError",
+    "create_transport",
+    "register_transport",
+]

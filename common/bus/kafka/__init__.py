@@ -1,0 +1,1 @@
+"""Kafka backend of the bus (aiokafka), registered for ``kafka://``."""
