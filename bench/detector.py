@@ -54,12 +54,12 @@ def processed(detector: Detector) -> float:
 
 async def measure(bus_env: LocalBus) -> None:
     url = bus_env.url
-    bus = create_transport(url)
+    settings = load_settings(DetectorSettings, bus_url=url, tick_partitions=PARTITIONS,
+                             read_count=64)
+    bus = create_transport(settings)
     ticks = synthetic_ticks(SYMBOLS, FRAMES, seed=3)
     await bus.declare([ticks_stream(p) for p in range(PARTITIONS)], Retention(max_age_s=900))
     entries = await fill(bus, ticks)
-    settings = load_settings(DetectorSettings, bus_url=url, tick_partitions=PARTITIONS,
-                             read_count=64)
     detector = Detector(settings, bus)
     stopping = asyncio.Event()
     launched = time.perf_counter()

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-BUS_SCHEMES = frozenset({"redis", "rediss", "unix", "kafka"})
+from common.bus.registry import schemes as bus_schemes
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
 Port = Annotated[int, Field(ge=0, le=65535)]
@@ -33,6 +33,10 @@ class BaseServiceSettings(BaseSettings):
     ticks_retention_s: PositiveSeconds = 900.0
     alerts_maxlen: Annotated[int, Field(ge=100)] = 10_000
     bus_timeout_s: PositiveSeconds = 10.0
+    # Redis only (its group consumers): an entry left this long in another consumer's
+    # pending list is claimed. Here rather than in one service's settings because every
+    # group consumer (the detector, the coming notifier) shares the Redis backend's config.
+    claim_min_idle_s: PositiveSeconds = 30.0
     shutdown_timeout_s: PositiveSeconds = 10.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["text", "json"] = "text"
@@ -49,8 +53,9 @@ class BaseServiceSettings(BaseSettings):
     @classmethod
     def _known_scheme(cls, value: str) -> str:
         scheme = urlsplit(value).scheme
-        if scheme not in BUS_SCHEMES:
-            raise ValueError(f"scheme must be one of {sorted(BUS_SCHEMES)}, got {scheme!r}")
+        known = bus_schemes()  # asked now: a scheme registered at run time counts
+        if scheme not in known:
+            raise ValueError(f"scheme must be one of {sorted(known)}, got {scheme!r}")
         return value
 
 
@@ -90,7 +95,6 @@ class DetectorSettings(BaseServiceSettings):
     detector_consumer: Annotated[str, Field(min_length=1, max_length=200)] = "detector-1"
     read_count: Annotated[int, Field(ge=1, le=10_000)] = 256
     read_block_ms: Annotated[int, Field(ge=1)] = 1000
-    claim_min_idle_s: PositiveSeconds = 30.0
     rebuild_margin_s: Annotated[float, Field(ge=0)] = 10.0
     detector_metrics_port: Port = 9102
     metrics_host: str = "0.0.0.0"
@@ -176,10 +180,11 @@ class GatewaySettings(BaseServiceSettings):
 class KafkaSettings(BaseSettings):
     """``KAFKA_*``: how the Kafka transport talks to the brokers (``BUS_URL=kafka://…``).
 
-    Read by the transport itself, when ``BUS_URL`` picks Kafka, so that a Redis deployment
-    never parses them; a bad value still stops the service at start (exit code 2) with the
-    variable named. The defaults suit a real Kafka cluster; the in-memory ``tansu`` broker
-    of ``binance-alerter up --bus kafka`` and of the tests needs ``KAFKA_IDEMPOTENCE=false``.
+    Read once at start by the Kafka backend's entry in the bus registry, when ``BUS_URL``
+    picks Kafka, so that a Redis deployment never parses them; a bad value still stops the
+    service at start (exit code 2) with the variable named. The defaults suit a real Kafka
+    cluster; the in-memory ``tansu`` broker of ``binance-alerter up --bus kafka`` and of the
+    tests needs ``KAFKA_IDEMPOTENCE=false``.
     """
 
     model_config = SettingsConfigDict(

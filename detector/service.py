@@ -112,7 +112,6 @@ class Detector:
         consumer = self._transport.group_consumer(
             DETECTOR_GROUP, settings.detector_consumer, self.streams,
             rebuild_s=longest_s + settings.rebuild_margin_s,
-            claim_min_idle_s=settings.claim_min_idle_s,
         )
         self.consumer = consumer
         async with asyncio.TaskGroup() as tasks:
@@ -332,7 +331,7 @@ def describe_rule(rule: Rule) -> str:
 
 
 async def run(settings: DetectorSettings, stopping: asyncio.Event) -> None:
-    transport = create_transport(settings.bus_url, timeout_s=settings.bus_timeout_s)
+    transport = create_transport(settings)
     await transport.start()
     detector = Detector(settings, transport)
     loop: asyncio.Task[None] | None = None

@@ -56,8 +56,7 @@ def create_app(settings: GatewaySettings, transport: Transport | None = None) ->
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         owned = transport is None
-        bus.transport = transport or create_transport(settings.bus_url,
-                                                      timeout_s=settings.bus_timeout_s)
+        bus.transport = transport or create_transport(settings)
         if owned:
             await bus.transport.start()
         readers = [

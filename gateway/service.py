@@ -105,7 +105,7 @@ async def serve(app: FastAPI, settings: GatewaySettings, sock: socket.socket,
 
 
 async def run(settings: GatewaySettings, stopping: asyncio.Event) -> None:
-    transport = create_transport(settings.bus_url, timeout_s=settings.bus_timeout_s)
+    transport = create_transport(settings)
     sock = bind_socket(settings.gateway_host, settings.gateway_port)
     host, port = sock.getsockname()[:2]
     log.info("serving the page, /ws and /api on http://%s:%d", host, port)

@@ -31,8 +31,7 @@ class Ingestor:
                  transport: Transport | None = None) -> None:
         self.settings = settings
         self.metrics = IngestorMetrics(registry or new_registry())
-        self.transport = transport or create_transport(settings.bus_url,
-                                                       timeout_s=settings.bus_timeout_s)
+        self.transport = transport or create_transport(settings)
         self._flush_s = settings.shutdown_timeout_s * FLUSH_SHARE
         self.publisher = Publisher(
             self.transport, self.metrics,

@@ -2,7 +2,9 @@
 
 Services import from here only (``from common.bus import Record, Transport, ...``); a
 backend module is loaded by the registry when ``BUS_URL`` names its scheme, so an optional
-backend's dependencies are needed only when it is chosen. See docs/architecture.md.
+backend's dependencies are needed only when it is chosen. ``create_transport(settings)``
+is the one way to get a transport: each backend builds its own typed config from the
+service settings there, at start. See docs/architecture.md.
 """
 
 from common.bus.contract import (
@@ -15,9 +17,8 @@ from common.bus.contract import (
     Retention,
     Transport,
     TransportConfigError,
-    create_transport,
-    register_transport,
 )
+from common.bus.registry import create_transport, register_transport, schemes
 
 __all__ = [
     "BroadcastReader",
@@ -31,4 +32,5 @@ __all__ = [
     "TransportConfigError",
     "create_transport",
     "register_transport",
+    "schemes",
 ]

@@ -1,4 +1,6 @@
-"""The bus contract every service codes against, and the registry that picks an implementation.
+"""The bus contract every service codes against: Protocols, the records and deliveries they
+pass, and the errors they raise. Which backend implements it is the registry's business
+(``common/bus/registry.py``); how a backend is tuned lives in its own config, never here.
 
 The services never see a Redis id or a Kafka offset: they publish records, receive
 ``Delivery`` objects and hand them back to be acknowledged. Replayed history (state rebuild)
@@ -8,11 +10,9 @@ know whether its backend rebuilds on start (Redis) or on partition assignment (K
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
-from urllib.parse import urlsplit
 
 
 class BusUnavailable(ConnectionError):
@@ -20,7 +20,7 @@ class BusUnavailable(ConnectionError):
 
 
 class TransportConfigError(ValueError):
-    """``BUS_URL`` names a backend that cannot be used."""
+    """``BUS_URL`` or a backend's settings cannot be used; the message names the variable."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +77,12 @@ class GroupConsumer(Protocol):
         """Per stream: how far the group is behind, for metrics and alerting."""
         ...
 
+    async def close(self) -> None:
+        """Hand back what this member holds (on Kafka: commit what was acknowledged and
+        leave the group, so its partitions move now); idempotent. The transport's
+        ``close`` closes its consumers too."""
+        ...
+
 
 @runtime_checkable
 class BroadcastReader(Protocol):
@@ -87,6 +93,11 @@ class BroadcastReader(Protocol):
         ...
 
     async def read(self, count: int, block_ms: int) -> list[Delivery]: ...
+
+    async def close(self) -> None:
+        """Release what the reader holds now (on Kafka, a consumer and its connections);
+        idempotent. The reader stays usable: a later read continues where it left off."""
+        ...
 
 
 @runtime_checkable
@@ -115,40 +126,11 @@ class Transport(Protocol):
         streams: Sequence[str],
         *,
         rebuild_s: float,
-        claim_min_idle_s: float,
-    ) -> GroupConsumer: ...
+    ) -> GroupConsumer:
+        """A member of ``group``. ``rebuild_s``: how much acknowledged history to replay
+        (flagged ``replay``) before new entries. How entries of a vanished member come
+        back is the backend's (its config: ``CLAIM_MIN_IDLE_S`` on Redis, the session
+        timeout on Kafka)."""
+        ...
 
     def broadcast_reader(self, stream: str) -> BroadcastReader: ...
-
-
-# Dotted paths so that an optional backend's dependencies load only when it is chosen.
-_REGISTRY: dict[str, tuple[str, str]] = {
-    "redis": ("common.bus.redis_streams", "RedisTransport"),
-    "rediss": ("common.bus.redis_streams", "RedisTransport"),
-    "unix": ("common.bus.redis_streams", "RedisTransport"),
-    "kafka": ("common.bus.kafka.transport", "KafkaTransport"),
-}
-_EXTRAS = {"kafka": "kafka"}
-
-
-def register_transport(scheme: str, module: str, attribute: str) -> None:
-    _REGISTRY[scheme] = (module, attribute)
-
-
-def create_transport(url: str, *, timeout_s: float = 10.0) -> Transport:
-    scheme = urlsplit(url).scheme
-    try:
-        module_name, attribute = _REGISTRY[scheme]
-    except KeyError:
-        raise TransportConfigError(
-            f"BUS_URL scheme {scheme!r} is not supported (known: {', '.join(sorted(_REGISTRY))})"
-        ) from None
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        extra = _EXTRAS.get(scheme)
-        hint = f"; install it with: pip install 'binance-alerter[{extra}]'" if extra else ""
-        raise TransportConfigError(f"BUS_URL scheme {scheme!r} needs {exc.name}{hint}") from exc
-    factory = getattr(module, attribute)
-    transport: Transport = factory(url, timeout_s=timeout_s)
-    return transport

@@ -4,6 +4,9 @@ Every command is bounded: socket timeouts are set on purpose (a ``BLOCK`` stays 
 pipelines are chunked, and connection failures surface as ``BusUnavailable`` so that the
 caller, which still holds its data, decides when to retry. redis-py's own retries are off:
 a retried ``XADD`` whose first reply was lost would write twice.
+
+The transport takes a ``RedisConfig`` built from the service settings at start
+(``from_settings``, the registry's entry for ``redis://``, ``rediss://`` and ``unix://``).
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Final
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
 
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
@@ -23,6 +27,9 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from common.bus.contract import BusUnavailable, ConsumerLag, Delivery, Record, Retention
+
+if TYPE_CHECKING:
+    from common.settings import BaseServiceSettings
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +64,33 @@ async def _translated_errors() -> AsyncIterator[None]:
         raise asyncio.CancelledError
 
 
+@dataclass(frozen=True, slots=True)
+class RedisConfig:
+    """What the Redis backend needs: where (``BUS_URL``), how long a command may take
+    (``BUS_TIMEOUT_S``; a ``BLOCK`` stays below it) and when a group consumer claims
+    entries another one left pending (``CLAIM_MIN_IDLE_S``)."""
+
+    url: str
+    timeout_s: float = 10.0
+    claim_min_idle_s: float = 30.0
+
+    @classmethod
+    def from_settings(cls, settings: BaseServiceSettings) -> RedisConfig:
+        return cls(settings.bus_url, settings.bus_timeout_s, settings.claim_min_idle_s)
+
+
+def from_settings(settings: BaseServiceSettings) -> RedisTransport:
+    """The registry's entry: the transport for ``settings.bus_url``."""
+    return RedisTransport(RedisConfig.from_settings(settings))
+
+
 class RedisTransport:
-    def __init__(self, url: str, *, timeout_s: float = 10.0,
-                 client: redis.Redis | None = None) -> None:
+    def __init__(self, config: RedisConfig, *, client: redis.Redis | None = None) -> None:
+        self.config = config
         self._client = client or redis.Redis.from_url(
-            url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=min(timeout_s, 5.0),
+            config.url,
+            socket_timeout=config.timeout_s,
+            socket_connect_timeout=min(config.timeout_s, 5.0),
             retry=Retry(NoBackoff(), 0),
             health_check_interval=30,
         )
@@ -106,9 +133,9 @@ class RedisTransport:
                 await pipe.execute()
 
     def group_consumer(self, group: str, consumer: str, streams: Sequence[str], *,
-                       rebuild_s: float, claim_min_idle_s: float) -> RedisGroupConsumer:
-        return RedisGroupConsumer(self._client, group, consumer, streams,
-                                  rebuild_s=rebuild_s, claim_min_idle_s=claim_min_idle_s)
+                       rebuild_s: float) -> RedisGroupConsumer:
+        return RedisGroupConsumer(self._client, group, consumer, streams, rebuild_s=rebuild_s,
+                                  claim_min_idle_s=self.config.claim_min_idle_s)
 
     def broadcast_reader(self, stream: str) -> RedisBroadcastReader:
         return RedisBroadcastReader(self._client, stream)
@@ -254,6 +281,9 @@ class RedisGroupConsumer:
         for delivery in deliveries:
             delivery.acked = delivery.acked or not delivery.replay
 
+    async def close(self) -> None:
+        """Nothing to hand back: the group's state lives in Redis, the connections are
+        the transport's."""
 
     async def lag(self) -> dict[str, ConsumerLag]:
         lags: dict[str, ConsumerLag] = {}
@@ -301,6 +331,9 @@ class RedisBroadcastReader:
         if deliveries:
             self._last_id = deliveries[-1].position
         return deliveries
+
+    async def close(self) -> None:
+        """Nothing to release: the reader holds only its position."""
 
 
 def _text(value: Any) -> str:

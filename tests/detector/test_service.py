@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from common.bus import Record
-from common.bus.redis_streams import RedisTransport
+from common.bus.redis_streams import RedisConfig, RedisTransport
 from common.partitioning import (
     ALERTS_STREAM,
     DETECTOR_GROUP,
@@ -39,7 +39,7 @@ PARTITIONS = 2
 
 @pytest.fixture
 async def bus(redis_server: RedisServer) -> AsyncIterator[RedisTransport]:
-    transport = RedisTransport(redis_server.url, timeout_s=3)
+    transport = RedisTransport(RedisConfig(redis_server.url, timeout_s=3))
     yield transport
     await transport.close()
 
@@ -131,7 +131,7 @@ async def test_a_crash_between_publish_and_ack_neither_loses_nor_repeats(
     # A detector that took the entries and died, after publishing or before.
     crashed = bus.group_consumer(DETECTOR_GROUP, "detector-1",
                                  [ticks_stream(p) for p in range(PARTITIONS)],
-                                 rebuild_s=70, claim_min_idle_s=30)
+                                 rebuild_s=70)
     taken = await crashed.fetch(100, 50)
     assert taken
     if published_before_crash:

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection
 
 from common.bus import BusUnavailable, Record, Retention
-from common.bus.redis_streams import RedisTransport
+from common.bus.redis_streams import RedisConfig, RedisTransport
 from common.partitioning import ALERTS_STREAM
 from common.schemas import Alert, alert_id, encode_alert
 from common.settings import GatewaySettings
@@ -48,7 +48,7 @@ def make_alert(symbol: str = "BTCUSDT", *, event_time_ms: int | None = None,
 
 
 async def open_bus(url: str) -> RedisTransport:
-    bus = RedisTransport(url, timeout_s=2)
+    bus = RedisTransport(RedisConfig(url, timeout_s=2))
     await bus.start()
     await bus.declare([ALERTS_STREAM], Retention(max_len=10_000))
     return bus

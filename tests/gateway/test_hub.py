@@ -9,7 +9,7 @@ import fakeredis
 import pytest
 
 from common.bus import BroadcastReader, BusUnavailable, Delivery, Record
-from common.bus.redis_streams import RedisTransport
+from common.bus.redis_streams import RedisConfig, RedisTransport
 from common.partitioning import ALERTS_STREAM
 from common.schemas import encode_alert
 from gateway.app import create_app
@@ -38,7 +38,7 @@ def delivery(payload: bytes, position: str = "1-0") -> Delivery:
 
 @pytest.fixture
 async def fake_bus() -> AsyncIterator[RedisTransport]:
-    bus = RedisTransport("redis://fake", client=fakeredis.FakeAsyncRedis())
+    bus = RedisTransport(RedisConfig("redis://fake"), client=fakeredis.FakeAsyncRedis())
     yield bus
     await bus.close()
 
@@ -156,6 +156,8 @@ class ScriptedReader:
 
     async def read(self, count: int, block_ms: int) -> list[Delivery]:
         return await self._next()
+
+    async def close(self) -> None: ...
 
 
 class ScriptedTransport:

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 import pytest
 
 from common.bus import BusUnavailable, Record, Retention
-from common.bus.redis_streams import RedisTransport
+from common.bus.redis_streams import RedisConfig, RedisTransport
 from common.schemas import Tick
 from ingestor.metrics import IngestorMetrics, new_registry
 from ingestor.publisher import Publisher
@@ -31,7 +31,7 @@ class CountingTransport(RedisTransport):
     """The real Redis transport, remembering how its publish and declare were called."""
 
     def __init__(self, url: str) -> None:
-        super().__init__(url, timeout_s=1.0)
+        super().__init__(RedisConfig(url, timeout_s=1.0))
         self.batches: list[int] = []
         self.declared: list[tuple[list[str], Retention]] = []
 
@@ -170,7 +170,7 @@ async def test_writer_survives_redis_restart_and_loses_nothing(
 
 async def test_flush_gives_up_at_the_deadline_when_the_bus_is_down(
         redis_server: RedisServer) -> None:
-    transport = RedisTransport(redis_server.url, timeout_s=1.0)
+    transport = RedisTransport(RedisConfig(redis_server.url, timeout_s=1.0))
     redis_server.stop()
     publisher, metrics = make_publisher(transport, flush_timeout_s=0.5)
     publisher.submit(frame(0))

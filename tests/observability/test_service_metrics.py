@@ -13,7 +13,7 @@ import pytest
 from prometheus_client import Counter
 
 from common.bus import ConsumerLag, Delivery, Record, Retention
-from common.bus.redis_streams import RedisTransport
+from common.bus.redis_streams import RedisConfig, RedisTransport
 from common.health import HealthServer, new_registry
 from common.partitioning import ALERTS_STREAM, ticks_stream
 from common.schemas import Tick, encode_alert, encode_ticks
@@ -28,7 +28,7 @@ from tests.support.servers import RedisServer
 
 @pytest.fixture
 async def bus(redis_server: RedisServer) -> AsyncIterator[RedisTransport]:
-    transport = RedisTransport(redis_server.url, timeout_s=3)
+    transport = RedisTransport(RedisConfig(redis_server.url, timeout_s=3))
     await transport.start()
     yield transport
     await transport.close()

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import fakeredis
 import pytest
 
-from common.bus.redis_streams import RedisTransport
+from common.bus.redis_streams import RedisConfig, RedisTransport
 from tests.support.servers import RedisServer
 
 STREAMS = ["ticks.0", "ticks.1"]
@@ -17,10 +17,10 @@ STREAMS = ["ticks.0", "ticks.1"]
 @pytest.fixture(params=["fakeredis", "real"])
 async def transport(request: pytest.FixtureRequest) -> AsyncIterator[RedisTransport]:
     if request.param == "fakeredis":
-        bus = RedisTransport("redis://fake", client=fakeredis.FakeAsyncRedis())
+        bus = RedisTransport(RedisConfig("redis://fake"), client=fakeredis.FakeAsyncRedis())
     else:
         server: RedisServer = request.getfixturevalue("redis_server")
-        bus = RedisTransport(server.url, timeout_s=3)
+        bus = RedisTransport(RedisConfig(server.url, timeout_s=3))
     yield bus
     await bus.close()
 
@@ -30,7 +30,7 @@ async def test_a_reading_loop_always_stops_when_cancelled(transport: RedisTransp
     (a swallowed one hangs the service's shutdown)."""
     reader = transport.broadcast_reader("alerts")
     await reader.backlog(1)
-    consumer = transport.group_consumer("g", "c", STREAMS, rebuild_s=60, claim_min_idle_s=30)
+    consumer = transport.group_consumer("g", "c", STREAMS, rebuild_s=60)
     await consumer.fetch(10, 10)
 
     async def forever(read: Callable[[], Awaitable[object]]) -> None:
