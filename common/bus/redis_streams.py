@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 import redis.asyncio as redis
@@ -70,7 +70,7 @@ class RedisConfig:
     (``BUS_TIMEOUT_S``; a ``BLOCK`` stays below it) and when a group consumer claims
     entries another one left pending (``CLAIM_MIN_IDLE_S``)."""
 
-    url: str
+    url: str = field(repr=False)  # it may hold a password
     timeout_s: float = 10.0
     claim_min_idle_s: float = 30.0
 

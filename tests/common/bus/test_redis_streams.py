@@ -24,29 +24,22 @@ def with_claim_after(transport: RedisTransport, claim_min_idle_s: float) -> Redi
     return RedisTransport(config, client=transport.client)
 
 
+@pytest.mark.parametrize(("claim_min_idle_s", "claimed"), [
+    (0.1, [b"m0", b"m1", b"m2"]),  # idle long enough: the heir takes them over
+    (30, []),  # not yet: they stay the dead consumer's
+])
 async def test_entries_of_a_dead_consumer_are_claimed_when_idle(
-        redis_transport: RedisTransport) -> None:
+        redis_transport: RedisTransport, claim_min_idle_s: float, claimed: list[bytes]) -> None:
     await redis_transport.publish(records("ticks.1", 3))
     dead = redis_transport.group_consumer("g", "dead", STREAMS, rebuild_s=60)
     assert len(await drain(dead, 3)) == 3
-    heir = with_claim_after(redis_transport, 0.1).group_consumer("g", "heir", STREAMS,
-                                                                   rebuild_s=60)
+    heir = with_claim_after(redis_transport, claim_min_idle_s).group_consumer(
+        "g", "heir", STREAMS, rebuild_s=60)
     await asyncio.sleep(0.2)
-    claimed = await drain(heir, 3)
-    assert sorted(d.payload for d in claimed) == [b"m0", b"m1", b"m2"]
-    await heir.ack(claimed)
+    taken = await drain(heir, len(claimed))
+    assert sorted(d.payload for d in taken) == claimed
+    await heir.ack(taken)
     assert await heir.fetch(10, 50) == []
-
-
-async def test_entries_are_not_claimed_before_the_configured_idle_time(
-        redis_transport: RedisTransport) -> None:
-    await redis_transport.publish(records("ticks.1", 3))
-    dead = redis_transport.group_consumer("g", "dead", STREAMS, rebuild_s=60)
-    assert len(await drain(dead, 3)) == 3
-    heir = with_claim_after(redis_transport, 30).group_consumer("g", "heir", STREAMS,
-                                                                  rebuild_s=60)
-    await asyncio.sleep(0.2)
-    assert await drain(heir, 0) == []
 
 
 async def test_claim_min_idle_s_comes_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
