@@ -23,6 +23,17 @@ class SettingsError(ValueError):
     """A setting cannot be used; the message names the environment variable."""
 
 
+def check_websocket_url(value: str) -> str:
+    """``value`` when it is a ws:// or wss:// URL with a host, else ``ValueError``.
+
+    Also the check of ``binance-alerter record URL``, whose error names the argument.
+    """
+    parts = urlsplit(value)
+    if parts.scheme not in {"ws", "wss"} or not parts.netloc:
+        raise ValueError("must be a ws:// or wss:// URL")
+    return value
+
+
 class BaseServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
@@ -74,10 +85,7 @@ class IngestorSettings(BaseServiceSettings):
     @field_validator("binance_ws_url")
     @classmethod
     def _websocket_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in {"ws", "wss"} or not parts.netloc:
-            raise ValueError("must be a ws:// or wss:// URL")
-        return value
+        return check_websocket_url(value)
 
     @model_validator(mode="after")
     def _backoff_order(self) -> Self:

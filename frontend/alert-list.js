@@ -54,11 +54,21 @@ export class AlertList {
     return last ? last.dataset.id : null;
   }
 
-  /** Queue alerts for display; ids already known are ignored. Returns the new ones. */
-  add(alerts, { highlight }) {
+  /**
+   * Queue alerts for display; ids already known are ignored. Returns the new ones.
+   *
+   * With `restore` (older alerts the viewer asked for), only ids on screen or queued are
+   * ignored: a row trimmed by the cap comes back, which a history never brings.
+   */
+  add(alerts, { highlight, restore = false }) {
+    const queued = new Set(restore ? this.pending.map((p) => p.alert.id) : []);
     const fresh = [];
     for (const alert of alerts) {
-      if (!isAlert(alert) || this.known.has(alert.id)) continue;
+      if (!isAlert(alert)) continue;
+      const seen = restore ? this.rows.has(alert.id) || queued.has(alert.id)
+        : this.known.has(alert.id);
+      if (seen) continue;
+      queued.add(alert.id);
       this.remember(alert.id);
       this.pending.push({ alert, highlight });
       fresh.push(alert);
@@ -68,6 +78,7 @@ export class AlertList {
   }
 
   remember(id) {
+    this.known.delete(id); // a restored id is remembered afresh, as the newest
     this.known.add(id);
     const limit = Math.max(1000, this.maxRows * KNOWN_IDS_FACTOR);
     if (this.known.size > limit) {

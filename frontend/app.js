@@ -75,7 +75,10 @@ let mutedSymbols = (load("mutedSymbols", []) || []).filter((s) => typeof s === "
 const OLDER_PAGE = 50;
 const olderButton = $("load-older");
 const olderNote = $("older-note");
-let olderExhausted = false;
+// The gateway's last word on what is older than one row: {id, note} of the oldest row when
+// it said "nothing older" or "no longer held". It holds while that row is the oldest; a
+// lower Keep trims rows, and then there is something older to load again.
+let olderEnd = null;
 
 const defaultMaxRows = positiveNumber(config.maxRows, 200);
 let maxRows = positiveNumber(load("maxRows", defaultMaxRows), defaultMaxRows);
@@ -188,13 +191,14 @@ maxRowsInput.addEventListener("change", () => {
 // -- older alerts (GET /api/alerts?before=<id>) -------------------------------------------
 
 function updateOlderButton() {
-  olderButton.hidden = olderExhausted || list.size === 0 || list.size >= maxRows;
+  const ended = olderEnd !== null && olderEnd.id === list.oldestId();
+  olderButton.hidden = ended || list.size === 0 || list.size >= maxRows;
+  olderNote.textContent = ended ? olderEnd.note : "";
+  olderNote.hidden = !ended;
 }
 
 function olderDone(note) {
-  olderExhausted = true;
-  olderNote.textContent = note;
-  olderNote.hidden = false;
+  olderEnd = { id: list.oldestId(), note };
 }
 
 olderButton.addEventListener("click", async () => {
@@ -210,7 +214,10 @@ olderButton.addEventListener("click", async () => {
     } else if (response.ok) {
       const page = await response.json();
       const older = Array.isArray(page.alerts) ? page.alerts.filter(isAlert) : [];
-      list.add(older, { highlight: false });
+      // Asked for: rows trimmed by a lower Keep come back. On screen at once, so that the
+      // oldest row is the one the gateway's answer is about.
+      list.add(older, { highlight: false, restore: true });
+      list.flush();
       if (!page.next) olderDone("That is all the gateway holds.");
     }
   } catch (error) {

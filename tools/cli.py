@@ -7,14 +7,17 @@ a message naming the option, as argparse does for its own errors.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import math
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from common.logs import configure_logging
 from common.schemas import Rule
+from common.settings import check_websocket_url
 from detector.rules import RulesFileError, load_rules_file
 from tools.backtest import BacktestOptions, run_backtest
 from tools.backtest_report import FORMATS
@@ -51,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--binance-url", help="exchange WebSocket URL (a fake or replay server)")
     source.add_argument("--demo", action="store_true",
                         help="start the fake exchange with a lively scenario (no internet)")
+    up.set_defaults(run=_run_up)
     _add_record(commands)
     _add_replay(commands)
     _add_backtest(commands)
@@ -94,9 +98,19 @@ def _port(text: str) -> int:
 
 
 def _existing_file(text: str) -> str:
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"a folder, not a file: {text!r}")
     if not os.path.isfile(text):
         raise argparse.ArgumentTypeError(f"no such file: {text!r}")
     return text
+
+
+def _websocket_url(text: str) -> str:
+    """Checked here, so that the error names the argument, not the setting it overrides."""
+    try:
+        return check_websocket_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}, not {text!r}") from None
 
 
 def _add_record(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -106,7 +120,7 @@ def _add_record(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
                     "every frame with its receive time to gzip JSON lines "
                     "PREFIX-<UTC time>.jsonl.gz, rotating by size or age. Ctrl-C stops "
                     "cleanly; a killed recorder loses at most the last second.")
-    record.add_argument("url", metavar="URL",
+    record.add_argument("url", metavar="URL", type=_websocket_url,
                         help="feed, e.g. wss://fstream.binance.com/market/stream?streams="
                              "!miniTicker@arr")
     record.add_argument("-o", "--output", default="binance", metavar="PREFIX",
@@ -115,6 +129,7 @@ def _add_record(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
                         help="start a new file past this size on disk (default 100)")
     record.add_argument("--rotate-minutes", type=_positive, default=60.0, metavar="MIN",
                         help="start a new file after this long (default 60)")
+    record.set_defaults(run=_run_record)
 
 
 def _add_replay(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -134,6 +149,7 @@ def _add_replay(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
                         help="N times the recorded pace (default 1; 0: as fast as clients read)")
     replay.add_argument("--loop", action="store_true",
                         help="start over at the end, event times shifted forward")
+    replay.set_defaults(run=_run_replay)
 
 
 def _add_backtest(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -167,6 +183,8 @@ def _add_backtest(commands: argparse._SubParsersAction[argparse.ArgumentParser])
                                "terminal, for inputs over 20 MB)")
     progress.add_argument("--no-progress", dest="progress", action="store_false",
                           help="never show it")
+    # Its own parser, so that an error found after parsing shows backtest's usage.
+    backtest.set_defaults(run=functools.partial(_run_backtest, backtest))
 
 
 def _backtest_rules(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[Rule]:
@@ -204,27 +222,30 @@ def _run_backtest(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         return 141
 
 
+def _run_up(args: argparse.Namespace) -> int:
+    if not 0 < args.port < 65536:
+        print("binance-alerter up: --port must be 1..65535", file=sys.stderr)
+        return 2
+    return run_up(UpOptions(host=args.host, port=args.port, bus_url=args.bus_url,
+                            bus=args.bus, redis_port=args.redis_port,
+                            kafka_port=args.kafka_port, data_dir=args.data_dir,
+                            binance_url=args.binance_url, demo=args.demo))
+
+
+def _run_record(args: argparse.Namespace) -> int:
+    return run_record(RecordOptions(url=args.url, prefix=args.output, rotate_mb=args.rotate_mb,
+                                    rotate_minutes=args.rotate_minutes))
+
+
+def _run_replay(args: argparse.Namespace) -> int:
+    return run_replay(ReplayOptions(paths=args.files, host=args.host, port=args.port,
+                                    speed=args.speed, loop=args.loop))
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command == "up":
-        if not 0 < args.port < 65536:
-            print("binance-alerter up: --port must be 1..65535", file=sys.stderr)
-            return 2
-        return run_up(UpOptions(host=args.host, port=args.port, bus_url=args.bus_url,
-                                bus=args.bus, redis_port=args.redis_port,
-                                kafka_port=args.kafka_port, data_dir=args.data_dir,
-                                binance_url=args.binance_url, demo=args.demo))
-    if args.command == "record":
-        return run_record(RecordOptions(url=args.url, prefix=args.output,
-                                        rotate_mb=args.rotate_mb,
-                                        rotate_minutes=args.rotate_minutes))
-    if args.command == "replay":
-        return run_replay(ReplayOptions(paths=args.files, host=args.host, port=args.port,
-                                        speed=args.speed, loop=args.loop))
-    if args.command == "backtest":
-        return _run_backtest(parser, args)
-    return 2
+    args = build_parser().parse_args(argv)
+    run: Callable[[argparse.Namespace], int] = args.run  # set by each command's parser
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -4,19 +4,25 @@ It starts a Redis-compatible server, or with ``--bus kafka`` an in-memory Kafka-
 broker (``tansu``), unless ``--bus-url`` names a running one; optionally the fake exchange;
 and the three services as separate processes, exactly as they run in production,
 prefixing their output. Crashed services are restarted with backoff (a service
-exits on purpose when a task dies, expecting a supervisor). Ctrl-C stops the services in
-pipeline order (ingestor, detector, gateway) so that in-flight batches drain.
+exits on purpose when a task dies, expecting a supervisor), except one that exits with
+code 2: a configuration error would only repeat, so everything stops and ``up`` exits 2
+with that service's message. Ctrl-C stops the services in pipeline order (ingestor,
+detector, gateway) so that in-flight batches drain. The page's address is printed once the
+gateway answers ``/readyz``, and a gateway port already taken is refused before anything
+starts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import importlib.util
 import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +31,8 @@ from pathlib import Path
 from typing import Final
 
 from common.backoff import Backoff
+from common.healthcheck import probe
+from common.runner import EXIT_CONFIG, wait_or_stop
 from tools.kafka_server import find_tansu, start_tansu, stop_tansu
 from tools.redis_server import (
     ServerNotFound,
@@ -37,6 +45,7 @@ log = logging.getLogger(__name__)
 
 SERVICES: Final = ("ingestor", "detector", "gateway")
 STOP_TIMEOUT_S: Final = 15.0
+READY_POLL_S: Final = 0.25
 _LISTENING: Final = re.compile(r"(?<=listening on )ws://[^\s/]+")
 _COLOURS: Final = {"ingestor": "36", "detector": "35", "gateway": "32", "exchange": "33"}
 # What services need from the local tansu: it has no idempotent producer; a fetch waiting for
@@ -67,6 +76,7 @@ class Supervisor:
         self._colour = colour
         self._processes: dict[str, asyncio.subprocess.Process] = {}
         self.stopping = asyncio.Event()
+        self.failure: str | None = None  # why everything stopped, when a service gave up
 
     def emit(self, name: str, line: str) -> None:
         label = f"{name:<8}|"
@@ -85,9 +95,13 @@ class Supervisor:
         return process
 
     async def pump(self, name: str, process: asyncio.subprocess.Process,
-                   watch: tuple[re.Pattern[str], asyncio.Future[str]] | None = None) -> None:
-        """Relay output; with ``watch``, resolve the future with the first matching text."""
+                   watch: tuple[re.Pattern[str], asyncio.Future[str]] | None = None) -> str:
+        """Relay output; with ``watch``, resolve the future with the first matching text.
+
+        Returns the last non-blank line: what a service that gave up said last.
+        """
         assert process.stdout is not None
+        last = ""
         async for raw in process.stdout:
             line = raw.decode(errors="replace").rstrip()
             if watch is not None and not watch[1].done():
@@ -95,21 +109,37 @@ class Supervisor:
                 if match:
                     watch[1].set_result(match.group(0))
             self.emit(name, line)
+            last = line.strip() or last
         if watch is not None and not watch[1].done():
             watch[1].set_exception(RuntimeError(f"{name} exited before it was ready"))
+        return last
 
     async def keep_running(self, name: str, argv: list[str], env: dict[str, str]) -> None:
         backoff = Backoff(1.0, 10.0)
         while not self.stopping.is_set():
             process = await self.spawn(name, argv, env)
-            await self.pump(name, process)
+            last_line = await self.pump(name, process)
             code = await process.wait()
             if self.stopping.is_set():
+                return
+            if code == EXIT_CONFIG:
+                self.emit(name, "exited with code 2, a configuration error that a restart "
+                                "would repeat; stopping everything")
+                self.failure = last_line or f"{name} exited with code 2 (configuration error)"
+                self.stopping.set()
                 return
             delay = backoff.next_delay()
             self.emit(name, f"exited with code {code}; restarting in {delay:.1f}s")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), delay)
+
+    async def announce_when_ready(self, page: str) -> None:
+        """Print where to open the page once the gateway can serve it, not when spawned."""
+        while not self.stopping.is_set():
+            if await asyncio.to_thread(probe, f"{page}readyz", 1.0) is None:
+                self.emit("up", f"open {page}")
+                return
+            await wait_or_stop(self.stopping, READY_POLL_S)
 
     async def stop(self, name: str) -> None:
         process = self._processes.get(name)
@@ -161,7 +191,8 @@ async def up(options: UpOptions) -> int:
             for name in SERVICES:
                 argv = [sys.executable, "-m", name]
                 tasks.create_task(supervisor.keep_running(name, argv, env), name=name)
-            supervisor.emit("up", f"open http://{_browser_host(options.host)}:{options.port}/")
+            page = f"http://{_browser_host(options.host)}:{options.port}/"
+            tasks.create_task(supervisor.announce_when_ready(page), name="announce")
             await supervisor.stopping.wait()
             supervisor.emit("up", "stopping (Ctrl-C again is ignored; services drain first)")
             for name in (*SERVICES, "exchange"):
@@ -174,6 +205,9 @@ async def up(options: UpOptions) -> int:
             await asyncio.to_thread(stop_tansu, kafka_process)
         if scratch is not None:
             scratch.cleanup()
+    if supervisor.failure is not None:
+        print(f"binance-alerter up: {supervisor.failure}", file=sys.stderr)
+        return EXIT_CONFIG
     return 0
 
 
@@ -190,13 +224,38 @@ async def _start_demo_exchange(supervisor: Supervisor, tasks: asyncio.TaskGroup,
 
 
 def _browser_host(host: str) -> str:
-    return "localhost" if host in {"0.0.0.0", "::", "127.0.0.1"} else host
+    if host in {"0.0.0.0", "::", "127.0.0.1"}:
+        return "localhost"
+    return f"[{host}]" if ":" in host else host  # an IPv6 address, as a URL writes it
+
+
+def gateway_address_problem(host: str, port: int) -> str | None:
+    """Why the gateway could not listen on ``host:port``; ``None`` when it can.
+
+    Bound the way the gateway binds (``SO_REUSEADDR``, so a port in TIME_WAIT after the
+    last run is no obstacle), and let go at once.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return f"port {port} is in use on {host}; choose another with --port"
+            return (f"cannot listen on {host}:{port} ({exc.strerror or exc}); "
+                    "check --host and --port")
+    return None
 
 
 def run_up(options: UpOptions) -> int:
     """Check what can be checked before anything starts: exit code 2 with a message."""
     if options.bus_url is not None:
         options.bus = "kafka" if options.bus_url.startswith("kafka://") else "redis"
+    problem = gateway_address_problem(options.host, options.port)
+    if problem is not None:
+        print(f"binance-alerter up: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
     try:
         if options.bus == "kafka" and importlib.util.find_spec("aiokafka") is None:
             raise ServerNotFound("the Kafka transport needs aiokafka: "
@@ -207,5 +266,5 @@ def run_up(options: UpOptions) -> int:
             find_redis_server()
     except ServerNotFound as exc:
         print(f"binance-alerter up: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     return asyncio.run(up(options))

@@ -34,7 +34,7 @@ from common.logs import configure_logging
 from common.runner import EXIT_CONFIG, supervise
 from common.settings import BaseServiceSettings, SettingsError, load_settings
 from fake_exchange.server import Route, route
-from tools.recording_formats import Recording
+from tools.recording_formats import Recording, UnknownFormat, open_recordings
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -283,6 +283,11 @@ class ReplayServer:
 
 
 def run_replay(options: ReplayOptions) -> int:
+    try:
+        open_recordings(options.paths)  # as backtest does: a wrong file is one line, exit 2
+    except (OSError, UnknownFormat) as exc:
+        print(f"binance-alerter replay: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     try:
         settings = load_settings(BaseServiceSettings)
     except SettingsError as exc:

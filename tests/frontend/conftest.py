@@ -17,7 +17,7 @@ from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
 from common.bus.redis_streams import RedisTransport
 from common.schemas import Alert, alert_id
@@ -27,6 +27,7 @@ from tests.support.servers import RedisServer
 
 ARTIFACTS: Final = Path(__file__).resolve().parents[1] / "artifacts"
 LOCAL_HOSTS: Final = {"127.0.0.1", "localhost", "::1", "[::1]"}
+ROWS: Final = "#alert-rows tr"
 
 # Runs before any script of the page, in every frame and after every reload.
 INSTRUMENT_JS: Final = """
@@ -128,6 +129,10 @@ class PageProbe:
         value = await self.page.evaluate("id => window.__probe.rowsSeenAt[id]", alert_id)
         assert value is not None, f"row {alert_id} never appeared"
         return float(value)
+
+
+async def row_count_is(page: Page, count: int) -> None:
+    await expect(page.locator(ROWS)).to_have_count(count)
 
 
 async def open_probe(context: BrowserContext, url: str) -> PageProbe:

@@ -1,6 +1,6 @@
 """The page's features in headless Chromium against the real gateway (in-process, on a real
 Redis-compatible server), with alerts written onto the bus exactly as the detector does:
-filters, sound, notifications, rows, the row cap, keyboard use, and screenshots."""
+filters, sound, notifications, rows, keyboard use, and screenshots."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import re
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, async_playwright, expect
 
 from common.bus import Record, Retention
 from common.bus.redis_streams import RedisTransport
@@ -19,17 +19,17 @@ from tests.frontend.conftest import (
     ARTIFACTS,
     FAKE_NOTIFICATIONS_JS,
     INSTRUMENT_JS,
+    ROWS,
     PageProbe,
     live_alert,
     new_context,
     now_ms,
     open_probe,
+    row_count_is,
 )
 from tests.gateway.support import publish, running_gateway
 from tests.support.prerequisites import CHROMIUM_ARGS, chromium_path
 from tests.support.servers import RedisServer
-
-ROWS = "#alert-rows tr"
 
 
 async def announce_rules(bus: RedisTransport, *rules: Rule) -> None:
@@ -37,10 +37,6 @@ async def announce_rules(bus: RedisTransport, *rules: Rule) -> None:
     rule_set = RuleSet(rules=list(rules), updated_at_ms=now_ms(), updated_by="test")
     await bus.declare([RULES_STREAM], Retention(max_len=100))
     await bus.publish([Record(RULES_STREAM, "rules", encode_rule_set(rule_set))])
-
-
-async def row_count_is(page: Page, count: int) -> None:
-    await expect(page.locator(ROWS)).to_have_count(count)
 
 
 async def test_each_filter_narrows_the_list_and_is_kept_across_reloads(
@@ -265,34 +261,6 @@ async def test_a_row_shows_local_time_a_ticking_age_the_move_and_the_chart_link(
         await context.close()
 
 
-async def test_the_list_is_capped_and_takes_a_burst(
-        redis_server: RedisServer, bus: RedisTransport, browser: Browser) -> None:
-    async with running_gateway(redis_server.url) as gw:
-        context = await new_context(browser)
-        probe = await open_probe(context, f"http://127.0.0.1:{gw.port}/")
-        page = probe.page
-        await expect(page.locator("#status-text")).to_have_text("live")
-        assert await page.locator("#alerts").get_attribute("data-max-rows") == "200"
-        await expect(page.locator("#max-rows")).to_have_value("200")
-        start = 1_780_000_000_000
-        burst = [live_alert(f"S{i:03d}USDT", 2.0 + i % 7 / 10, event_time_ms=start + i * 10)
-                 for i in range(250)]
-        await publish(bus, *burst)
-        # The newest arrives last: once it is listed, the whole burst is in.
-        await expect(page.locator(f'{ROWS}[data-id="{burst[-1].id}"]')).to_have_count(1)
-        await row_count_is(page, 200)
-        newest_first = [a.id for a in reversed(burst)][:200]
-        assert await probe.row_ids() == newest_first
-        await expect(page.locator("#summary")).to_have_text("200 alerts")
-
-        await page.select_option("#max-rows", "50")
-        await row_count_is(page, 50)
-        assert await probe.row_ids() == newest_first[:50]
-        await page.reload()
-        await expect(page.locator("#max-rows")).to_have_value("50")
-        await context.close()
-
-
 async def test_everything_is_reachable_and_usable_by_keyboard(
         redis_server: RedisServer, bus: RedisTransport, browser: Browser) -> None:
     await publish(bus, live_alert("BTCUSDT", 2.5, ago_s=3))
@@ -384,26 +352,3 @@ async def test_screenshots_in_light_and_dark_and_at_phone_width(
         await browser.close()
     for name in shots:
         assert (ARTIFACTS / name).stat().st_size > 20_000, name
-
-
-async def test_older_alerts_are_loaded_on_request_silently_and_in_order(
-        redis_server: RedisServer, bus: RedisTransport, browser: Browser) -> None:
-    start = now_ms() - 600_000
-    alerts = [live_alert(f"O{i:03d}USDT", 2.5 if i % 3 else -2.5, event_time_ms=start + i * 1000)
-              for i in range(80)]
-    await publish(bus, *alerts)
-    async with running_gateway(redis_server.url, history_size=30) as gw:
-        context = await new_context(browser)
-        probe = await open_probe(context, f"http://127.0.0.1:{gw.port}/")
-        page = probe.page
-        await page.locator("h1").click()
-        await row_count_is(page, 30)
-        older = page.get_by_role("button", name="Load older alerts")
-        await older.click()
-        await row_count_is(page, 80)
-        assert await probe.row_ids() == [a.id for a in reversed(alerts)]
-        await expect(older).to_be_hidden()
-        await expect(page.locator("#older-note")).to_have_text("That is all the gateway holds.")
-        assert await probe.oscillators() == 0
-        assert probe.console_errors == []
-        await context.close()

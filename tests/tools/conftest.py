@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import pytest
@@ -9,10 +10,11 @@ from tests.tools.helpers import CliProcess
 
 @pytest.fixture
 def processes() -> Iterator[list[CliProcess]]:
-    """Processes a test started; any still running at the end are killed."""
+    """Processes a test started; any still running at the end are interrupted as by Ctrl-C
+    (so that ``up`` stops the services it started), and killed if that does not stop them."""
     started: list[CliProcess] = []
     yield started
     for p in started:
         if p.process.poll() is None:
-            p.process.kill()
-            p.process.wait()
+            with contextlib.suppress(AssertionError):
+                p.stop(timeout_s=40)

@@ -12,7 +12,8 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -96,27 +97,42 @@ def cli(*args: str | Path) -> list[str]:
 
 @dataclass
 class CliProcess:
-    """A ``binance-alerter`` subcommand as a real process, its stdout read by a thread."""
+    """A ``binance-alerter`` subcommand as a real process, its stdout read by a thread.
+
+    Every stdout line is kept in ``output`` (for assertions and failure messages) and also
+    queued for ``wait_line``; stderr goes to a file.
+    """
 
     process: subprocess.Popen[str]
     lines: queue.Queue[str]
     stderr_path: Path
+    reader: threading.Thread
+    output: list[str] = field(default_factory=list)
+    new_session: bool = False
 
     @classmethod
-    def start(cls, args: list[str | Path], log_dir: Path, name: str) -> CliProcess:
+    def start(cls, args: list[str | Path], log_dir: Path, name: str, *,
+              env: Mapping[str, str] | None = None, new_session: bool = False) -> CliProcess:
+        """``env`` is added to this environment; ``new_session`` puts the process in a
+        process group of its own, as a shell does with a foreground command."""
         stderr_path = log_dir / f"{name}.stderr"
         with stderr_path.open("w") as stderr:
-            process = subprocess.Popen(cli(*args), stdout=subprocess.PIPE, stderr=stderr,
-                                       text=True, env={**os.environ, "LOG_LEVEL": "INFO"})
+            process = subprocess.Popen(
+                cli(*args), stdout=subprocess.PIPE, stderr=stderr, text=True,
+                env={**os.environ, "LOG_LEVEL": "INFO", **(env or {})},
+                start_new_session=new_session)
         lines: queue.Queue[str] = queue.Queue()
+        output: list[str] = []
 
         def pump() -> None:
             assert process.stdout is not None
             for line in process.stdout:
-                lines.put(line.rstrip("\n"))
+                output.append(line.rstrip("\n"))
+                lines.put(output[-1])
 
-        threading.Thread(target=pump, daemon=True).start()
-        return cls(process, lines, stderr_path)
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        return cls(process, lines, stderr_path, reader, output, new_session)
 
     def wait_line(self, prefix: str, timeout_s: float = 20.0) -> str:
         deadline = time.monotonic() + timeout_s
@@ -124,20 +140,36 @@ class CliProcess:
             try:
                 line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
             except queue.Empty:
-                raise AssertionError(f"no line starting {prefix!r}; stderr:\n"
-                                     f"{self.stderr()}") from None
+                raise AssertionError(f"no line starting {prefix!r}; stdout:\n{self.stdout()}"
+                                     f"\nstderr:\n{self.stderr()}") from None
             if line.startswith(prefix):
                 return line
+
+    def stdout(self) -> str:
+        return "\n".join(self.output)
 
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")
 
+    def wait(self, timeout_s: float = 20.0) -> int:
+        """The exit code once the process ends on its own, with its stdout read to the end."""
+        try:
+            code = self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still running after {timeout_s}s; stdout:\n"
+                                 f"{self.stdout()[-4000:]}\nstderr:\n{self.stderr()}") from None
+        self.reader.join(timeout=10)
+        return code
+
     def stop(self, signum: int = signal.SIGINT, timeout_s: float = 20.0) -> int:
         if self.process.poll() is None:
-            self.process.send_signal(signum)
+            if self.new_session:  # Ctrl-C reaches the whole foreground process group
+                os.killpg(self.process.pid, signum)
+            else:
+                self.process.send_signal(signum)
         try:
-            return self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
+            return self.wait(timeout_s)
+        except AssertionError:
             self.process.kill()
             self.process.wait()
             raise AssertionError(f"did not stop; stderr:\n{self.stderr()}") from None

@@ -176,6 +176,7 @@ def test_progress_bar_on_request(capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest.mark.parametrize(("args", "message"), [
     (["missing.gz"], "no such file: 'missing.gz'"),
+    (["{folder}"], "argument FILE: a folder, not a file: '{folder}'"),
     (["{hft}", "--window", "abc"], "argument --window: an integer is needed, not 'abc'"),
     (["{hft}", "--window", "0"], "argument --window: must be >= 1, not '0'"),
     (["{hft}", "--up", "-1"], "argument --up: must be > 0, not '-1'"),
@@ -184,18 +185,24 @@ def test_progress_bar_on_request(capsys: pytest.CaptureFixture[str]) -> None:
     (["{hft}", "--format", "xml"], "argument --format: invalid choice: 'xml'"),
     (["{hft}", "--rules", "{rules}", "--window", "5"], "--rules replaces --window"),
     (["{hft}", "--rules", "{bad_rules}"], "argument --rules: {bad_rules}: rules[0].window_s"),
+    (["{hft}", "--rules", "{folder}"], "argument --rules: a folder, not a file: '{folder}'"),
     (["{text}"], "not a recording this tool knows"),
 ])
 def test_cli_errors_exit_2_with_a_message(tmp_path: Path, args: list[str], message: str
                                          ) -> None:
-    """Real process, so the exit code is the one a shell sees."""
+    """Real process, so the exit code is the one a shell sees; a usage shown is backtest's."""
     (tmp_path / "rules.json").write_text('{"rules": [{"window_s": 5}]}')
     (tmp_path / "bad.json").write_text('{"rules": [{"window_s": "five"}]}')
     (tmp_path / "notes.txt").write_text("hello\n")
+    (tmp_path / "recordings").mkdir()
     names = {"hft": str(HFT_3K), "rules": str(tmp_path / "rules.json"),
-             "bad_rules": str(tmp_path / "bad.json"), "text": str(tmp_path / "notes.txt")}
+             "bad_rules": str(tmp_path / "bad.json"), "text": str(tmp_path / "notes.txt"),
+             "folder": str(tmp_path / "recordings")}
     argv = cli("backtest", *(a.format(**names) for a in args))
     result = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert message.format(**names) in result.stderr
     assert result.stdout == ""
+    if "usage:" in result.stderr:  # not the top-level usage, which says nothing of --rules
+        assert result.stderr.startswith("usage: binance-alerter backtest "), result.stderr
+    assert "Traceback" not in result.stderr

@@ -140,10 +140,13 @@ def test_replay_stops_cleanly_and_record_refuses_a_bad_url(tmp_path: Path,
     processes.append(replay)
     assert replay.stop(signal.SIGTERM) == 0
     assert "replay stopped" in replay.stderr()
-    result = subprocess.run(cli("record", "http://example.com/x", "-o", tmp_path / "r"),
-                            capture_output=True, text=True, timeout=30)
-    assert result.returncode == 2
-    assert "must be a ws:// or wss:// URL" in result.stderr
+    for url in ("http://example.com/x", "notaurl"):
+        result = subprocess.run(cli("record", url, "-o", tmp_path / "r"),
+                                capture_output=True, text=True, timeout=30)
+        assert result.returncode == 2
+        # The argument is named as the user gave it, not as the setting it overrides.
+        assert f"argument URL: must be a ws:// or wss:// URL, not {url!r}" in result.stderr
+        assert "BINANCE_WS_URL" not in result.stderr
     result = subprocess.run(cli("record", "ws://h/x", "--rotate-mb", "0"),
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
@@ -152,3 +155,29 @@ def test_replay_stops_cleanly_and_record_refuses_a_bad_url(tmp_path: Path,
                             text=True, timeout=30)
     assert result.returncode == 2
     assert "no such file" in result.stderr
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"hello\n", "not a recording this tool knows"),
+    (b"", "empty, not a recording"),
+    (b"\x1f\x8bnot gzip at all", "unreadable"),
+])
+def test_replay_refuses_a_file_that_is_not_a_recording_in_one_line(
+        tmp_path: Path, content: bytes, message: str) -> None:
+    """As ``backtest`` does: exit 2 and one line, before any port is opened."""
+    path = tmp_path / "notes.txt"
+    path.write_bytes(content)
+    result = subprocess.run(cli("replay", path, "--port", "0"), capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"binance-alerter replay: {path}: "), line
+    assert message in line
+    assert result.stdout == ""
+
+
+def test_replay_of_a_folder_says_it_is_a_folder(tmp_path: Path) -> None:
+    result = subprocess.run(cli("replay", tmp_path), capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: binance-alerter replay ")
+    assert f"argument FILE: a folder, not a file: '{tmp_path}'" in result.stderr
