@@ -88,6 +88,10 @@ class BroadcastReader(Protocol):
 
     async def read(self, count: int, block_ms: int) -> list[Delivery]: ...
 
+    async def close(self) -> None:
+        """Release what the reader holds (a Kafka consumer); idempotent."""
+        ...
+
 
 @runtime_checkable
 class Transport(Protocol):

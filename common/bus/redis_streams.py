@@ -302,6 +302,9 @@ class RedisBroadcastReader:
             self._last_id = deliveries[-1].position
         return deliveries
 
+    async def close(self) -> None:  # nothing of its own: it reads through the transport's pool
+        pass
+
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
