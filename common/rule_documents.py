@@ -113,3 +113,29 @@ def decode_rules_document(data: bytes | str) -> list[Rule]:
 def encode_rules_document(rules: list[Rule]) -> bytes:
     """The JSON document ``decode_rules_document`` reads, indented for people."""
     return msgspec.json.format(msgspec.json.encode(RulesDocument(rules=rules)), indent=2)
+
+
+def summarize_rule(rule: Rule) -> str:
+    """Every field but the name, ``key=value``, for the audit trail of a new rule."""
+    fields = msgspec.to_builtins(rule)
+    return ", ".join(f"{k}={v}" for k, v in fields.items() if k != "name")
+
+
+def diff_rules(old: Rule, new: Rule) -> str:
+    """The fields that differ, ``key old → new``, for the audit trail of a change."""
+    before, after = msgspec.to_builtins(old), msgspec.to_builtins(new)
+    return ", ".join(f"{k} {before.get(k)} → {v}" for k, v in after.items()
+                     if before.get(k) != v)
+
+
+def describe_changes(old: list[Rule], new: list[Rule]) -> str:
+    """What replacing the rules ``old`` by ``new`` does, rule by rule, for the audit trail."""
+    before = {r.name: r for r in old}
+    after = {r.name for r in new}
+    parts = [f"delete {name!r}" for name in before if name not in after]
+    for rule in new:
+        if rule.name not in before:
+            parts.append(f"create {rule.name!r} ({summarize_rule(rule)})")
+        elif diff := diff_rules(before[rule.name], rule):
+            parts.append(f"update {rule.name!r}: {diff}")
+    return "; ".join(parts) or "no change"

@@ -217,11 +217,10 @@ def check_rules(rules: list[Rule], field: str = "rules") -> None:
 class RuleSet(msgspec.Struct, frozen=True, kw_only=True):
     """The rules in force: one entry of the ``rules`` stream.
 
-    ``version`` grows by one with each change. The stream is the arbiter: a reader applies
-    an entry only if its version is higher than the one it holds, so when two writers race
-    to publish the same next version the first entry on the stream wins and the other is
-    ignored everywhere (its writer sees that and answers 409). ``change`` says what changed,
-    for the audit trail (the stream keeps the last entries; every change is logged too).
+    ``version`` grows by one with each change, from 1. The stream is the arbiter of which
+    entry is in force (the first entry of a version wins; version 0 is refused): every
+    reader decides it in ``common.rules_stream``. ``change`` says what changed, for the
+    audit trail (the stream keeps the last entries; every change is logged too).
     """
 
     rules: list[Rule]
@@ -233,14 +232,6 @@ class RuleSet(msgspec.Struct, frozen=True, kw_only=True):
 
     def __post_init__(self) -> None:
         check_rules(self.rules)
-
-    def supersedes(self, current: RuleSet | None) -> bool:
-        """Whether a reader holding ``current`` should apply this entry: a higher version
-        wins; among unversioned entries (version 0, announcements written before rules
-        were versioned) the newest does."""
-        if current is None or self.version > current.version:
-            return True
-        return self.version == current.version == 0
 
     def rule(self, name: str) -> Rule | None:
         return next((r for r in self.rules if r.name == name), None)

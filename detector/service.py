@@ -14,15 +14,16 @@ block so that a change is applied to the running engine within a second, between
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Final, TypeVar
 
 import msgspec
 
+from common import rules_stream
 from common.backoff import Backoff
 from common.bus import (
     BroadcastReader,
@@ -42,16 +43,15 @@ from common.partitioning import (
     RULES_STREAM,
     ticks_stream,
 )
+from common.rules_stream import RulesView
 from common.runner import wait_or_stop
 from common.schemas import (
     Alert,
     Rule,
     RuleSet,
     decode_alert,
-    decode_rule_set,
     decode_ticks,
     encode_alert,
-    encode_rule_set,
 )
 from common.settings import DetectorSettings
 from detector.engine import DetectionEngine
@@ -63,8 +63,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SEEN_IDS_CAPACITY = 100_000
-# How long one read of the rules stream blocks: a change is applied within about this long.
-RULES_BLOCK_MS: Final = 250
 # Lag is for dashboards and alerts that look at minutes; a few XINFO calls every 2 s cost
 # Redis nothing and keep the gauge fresh enough for a 1 s scrape to see movement.
 LAG_REFRESH_S: Final = 2.0
@@ -94,7 +92,7 @@ class Detector:
         self.metrics = metrics if metrics is not None else DetectorMetrics()
         self.consumer: GroupConsumer | None = None
         self.engine = DetectionEngine(rule_from_settings(settings))
-        self.rule_set: RuleSet | None = None  # the entry of the rules stream in force
+        self._rules = RulesView()  # the rules stream as read here, and the entry in force
         self._rules_reader: BroadcastReader | None = None
         self.streams = [ticks_stream(p) for p in settings.partitions]
         self._seen = SeenIds()
@@ -157,72 +155,43 @@ class Detector:
                 return
 
     async def _load_rules(self) -> None:
-        """Apply the newest rule set of the ``rules`` stream; seed an empty stream.
-
-        Entries of version 0 were announcements of detectors that predate versioned rules,
-        not decisions: they are superseded by the seed. When two detectors seed at once,
-        both entries carry version 1 and the first on the stream wins for everyone.
-        """
+        """Apply the rule set in force on the ``rules`` stream; seed an empty stream (or one
+        with no valid entry) with the one rule of the environment. When two detectors seed
+        at once, both entries carry version 1 and the first on the stream wins for everyone
+        (``common.rules_stream`` decides, for every reader)."""
         self._rules_reader = reader = self._transport.broadcast_reader(RULES_STREAM)
-        for delivery in await reader.backlog(RULES_KEPT):
-            self._offer(delivery, quiet=True)
-        if self.rule_set is None:
-            seed = RuleSet(
-                rules=[rule_from_settings(self._settings)],
-                updated_at_ms=int(time.time() * 1000),
-                updated_by=f"detector {self._settings.detector_consumer}",
-                version=1, change_id=uuid.uuid4().hex,
-                change="seeded from WINDOW_S, THRESHOLD_UP_PCT, THRESHOLD_DOWN_PCT, COOLDOWN_S",
-            )
-            await self._transport.publish(
-                [Record(RULES_STREAM, "rules", encode_rule_set(seed))])
-            for delivery in await reader.backlog(RULES_KEPT):
-                self._offer(delivery, quiet=True)
-        if self.rule_set is not None:
-            self._log_rules("in force")
+        self._rules = await rules_stream.load(reader)
+        if self._rules.current is None:
+            seed = rules_stream.next_version(
+                None, [rule_from_settings(self._settings)],
+                by=f"detector {self._settings.detector_consumer}",
+                change="seeded from WINDOW_S, THRESHOLD_UP_PCT, THRESHOLD_DOWN_PCT, COOLDOWN_S")
+            await rules_stream.write(self._transport, seed)
+            self._rules = await rules_stream.load(reader)
+        if self._rules.current is not None:
+            self._apply_rules(self._rules.current, "in force")
 
     async def _follow_rules(self, stopping: asyncio.Event) -> None:
         """Apply every newer rule set as it lands on the stream, until shutdown."""
         reader = self._rules_reader or self._transport.broadcast_reader(RULES_STREAM)
-        block_ms = min(RULES_BLOCK_MS, self._settings.read_block_ms)
-        backoff = Backoff(0.1, 2.0)
-        while not stopping.is_set():
-            try:
-                deliveries = await reader.read(16, block_ms)
-            except BusUnavailable as exc:
-                log.debug("rules stream not read: %s", exc)
-                if await wait_or_stop(stopping, backoff.next_delay()):
-                    return
-                continue
-            backoff.reset()
-            for delivery in deliveries:
-                self._offer(delivery)
+        block_ms = min(rules_stream.FOLLOW_BLOCK_MS, self._settings.read_block_ms)
+        try:
+            changes = rules_stream.follow(reader, self._rules, block_ms=block_ms,
+                                          stopping=stopping)
+            async with contextlib.aclosing(changes):
+                async for rule_set in changes:
+                    self._apply_rules(rule_set, "applied")
+        finally:
+            await reader.close()
 
-    def _offer(self, delivery: Delivery, *, quiet: bool = False) -> None:
-        """Apply the rule set of one ``rules`` entry if it is newer than the one in force."""
-        try:
-            rule_set = decode_rule_set(delivery.payload)
-        except msgspec.MsgspecError as exc:
-            log.error("rules entry %s cannot be read (%s); the rules in force stay",
-                      delivery.position, exc)
-            return
-        if rule_set.version < 1:
-            return  # an announcement by a detector that predates versioned rules
-        if not rule_set.supersedes(self.rule_set):
-            if not quiet:
-                log.info("rules entry %s (version %d) ignored: version %d is in force",
-                         delivery.position, rule_set.version,
-                         self.rule_set.version if self.rule_set else 0)
-            return
-        try:
-            self.engine.set_rules(rule_set.rules)
-        except ValueError as exc:
-            log.error("rules version %d refused (%s); the rules in force stay",
-                      rule_set.version, exc)
-            return
-        self.rule_set = rule_set
-        if not quiet:
-            self._log_rules("applied")
+    def _apply_rules(self, rule_set: RuleSet, what: str) -> None:
+        self.engine.set_rules(rule_set.rules)  # valid: a RuleSet passed check_rules
+        self._log_rules(what)
+
+    @property
+    def rule_set(self) -> RuleSet | None:
+        """The entry of the rules stream in force."""
+        return self._rules.current
 
     def _log_rules(self, what: str) -> None:
         rule_set = self.rule_set

@@ -11,11 +11,12 @@ Optimistic concurrency, twice over:
 - a write may carry ``If-Match: <version>`` (the ``ETag`` of a ``GET``): if another version
   is in force by then, 409;
 - two writers (two gateways, say) that both publish the next version race on the stream,
-  which is the arbiter: the first entry of a version is the one every reader applies. Each
-  write carries a unique ``change_id`` and reads the stream back; the loser's entry is
-  ignored everywhere. Without ``If-Match`` the loser applies its change again on top of the
-  winner's (retried with a random pause for up to ``RETRY_FOR_S``); with it, the loser
-  answers 409.
+  which is the arbiter (``common.rules_stream``: the first entry of a version wins). Each
+  write reads the stream back to learn whether it won. Without ``If-Match`` the loser
+  applies its change again on top of the winner's (retried with a random pause for up to
+  ``RETRY_FOR_S``); with it, the loser answers 409.
+
+A rule cannot be named ``history``: ``GET /api/admin/rules/history`` is the audit trail.
 
 Bodies are JSON, at most ``MAX_BODY_BYTES``, validated by the same structs as the bus (so
 what is accepted here is exactly what a detector accepts); a bad value is a 422 whose
@@ -32,7 +33,6 @@ import logging
 import random
 import re
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -40,17 +40,18 @@ import msgspec
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 
-from common.bus import BroadcastReader, BusUnavailable, Record, Retention, Transport
-from common.partitioning import RULES_KEPT, RULES_STREAM
-from common.rule_documents import RuleError, RulesDocument, convert_rule, rule_error
-from common.schemas import (
-    RULE_NAME_PATTERN,
-    Rule,
-    RuleSet,
-    check_rules,
-    decode_rule_set,
-    encode_rule_set,
+from common import rules_stream
+from common.bus import BusUnavailable, Transport
+from common.rule_documents import (
+    RuleError,
+    RulesDocument,
+    convert_rule,
+    describe_changes,
+    diff_rules,
+    rule_error,
+    summarize_rule,
 )
+from common.schemas import RULE_NAME_PATTERN, Rule, RuleSet, check_rules
 from common.settings import GatewaySettings
 from gateway.rules import RulesFollower
 
@@ -62,6 +63,7 @@ CONFIRM_TIMEOUT_S: Final = 5.0
 RETRY_FOR_S: Final = 5.0
 OFF_REASON: Final = ("the admin API is off: set ADMIN_TOKEN (at least 16 characters) in the "
                      "gateway's environment to turn it on")
+RESERVED_NAMES: Final = frozenset({"history"})  # the routes under /rules/ that are not a rule
 _USER: Final = re.compile(r"[^\w.@+-]")
 _json: Final = msgspec.json.Encoder()
 
@@ -159,9 +161,6 @@ class _Admin:
         self._follower = follower
         self._transport = transport
         self._lock = asyncio.Lock()  # one write at a time from this gateway
-        # One reader for every request, re-positioned by each backlog (a Kafka reader holds
-        # a consumer: one per request would pile them up).
-        self._reader: tuple[Transport, BroadcastReader] | None = None
 
     # --- requests -------------------------------------------------------------------------
 
@@ -201,9 +200,8 @@ class _Admin:
                         error = rule_error(exc)
                         loc = error.loc if mutation == self.replace_all else ()
                         raise _Unprocessable(("body", *loc), error.msg) from None
-                    written = RuleSet(
-                        rules=rules, updated_at_ms=int(time.time() * 1000), updated_by=who,
-                        version=in_force + 1, change=change, change_id=uuid.uuid4().hex)
+                    written = rules_stream.next_version(current, rules, by=who,
+                                                        change=change)
                     winner = await self._publish(transport, written)
                     if winner.change_id == written.change_id:
                         break
@@ -235,7 +233,7 @@ class _Admin:
         return Response(_json.encode(document), status_code=status,
                         media_type="application/json", headers={"ETag": f'"{document.version}"'})
 
-    # --- the stream -----------------------------------------------------------------------
+    # --- the stream (which entry wins is ``common.rules_stream``'s to say) ---------------
 
     def _bus(self) -> Transport:
         transport = self._transport()
@@ -243,68 +241,44 @@ class _Admin:
             raise HTTPException(503, "the gateway is not connected to the bus")
         return transport
 
-    async def _entries(self) -> list[RuleSet]:
-        """The decodable entries of the ``rules`` stream, oldest first."""
-        transport = self._bus()
-        if self._reader is None or self._reader[0] is not transport:
-            self._reader = (transport, transport.broadcast_reader(RULES_STREAM))
-        reader = self._reader[1]
+    async def _kept(self) -> list[rules_stream.Judged]:
         try:
-            deliveries = await reader.backlog(RULES_KEPT)
+            return await rules_stream.kept(self._bus())
         except BusUnavailable as exc:
             raise HTTPException(503, f"bus unavailable: {exc}") from None
-        entries = []
-        for delivery in deliveries:
-            try:
-                entries.append(decode_rule_set(delivery.payload))
-            except msgspec.MsgspecError:
-                continue
-        return entries
 
     async def in_force(self) -> RuleSet | None:
         """The rule set every reader applies, read from the stream now (this gateway's
         follower may be a few milliseconds behind another gateway's write)."""
-        current: RuleSet | None = None
-        for entry in await self._entries():
-            if entry.supersedes(current):
-                current = entry
+        current = rules_stream.in_force(await self._kept())
         if current is not None:
             self._follower.offer(current)
         return current
 
     async def history(self) -> list[HistoryEntry]:
-        """The kept entries, newest first, each marked applied or ignored."""
-        current: RuleSet | None = None
-        rows = []
-        for entry in await self._entries():
-            applied = entry.supersedes(current)
-            if applied:
-                current = entry
-            rows.append(HistoryEntry(entry.version, entry.updated_at_ms, entry.updated_by,
-                                     entry.change, applied))
-        return rows[::-1]
+        """The kept valid entries, newest first, each marked applied or ignored."""
+        return [HistoryEntry(row.entry.version, row.entry.updated_at_ms, row.entry.updated_by,
+                             row.entry.change, row.applied)
+                for row in reversed(await self._kept()) if row.entry is not None]
 
     async def _publish(self, transport: Transport, written: RuleSet) -> RuleSet:
-        """Write, then read back until our entry is seen; returns the first entry of its
-        version: ours, unless another writer won the race."""
+        """Write, then read back until our entry is seen; returns the rule set in force
+        right after it: ours, unless another writer won its version first."""
         try:
-            await transport.declare([RULES_STREAM], Retention(max_len=RULES_KEPT))
-            await transport.publish([Record(RULES_STREAM, "rules", encode_rule_set(written))])
+            await rules_stream.write(transport, written)
         except BusUnavailable as exc:
             raise HTTPException(503, f"bus unavailable, nothing changed: {exc}") from None
-        deadline = time.monotonic() + CONFIRM_TIMEOUT_S
-        while True:
-            entries = await self._entries()
-            first = next((e for e in entries if e.version == written.version), None)
-            if first is not None and any(e.change_id == written.change_id for e in entries):
-                break
-            if time.monotonic() > deadline:
-                raise HTTPException(504, "the change was written but not seen on the bus "
-                                    "in time; GET the rules to see whether it applies")
-            await asyncio.sleep(0.05)
-        if first.change_id == written.change_id:
+        try:
+            decided = await rules_stream.confirm(transport, written.change_id,
+                                                 CONFIRM_TIMEOUT_S)
+        except BusUnavailable as exc:
+            raise HTTPException(503, f"bus unavailable: {exc}") from None
+        except TimeoutError:
+            raise HTTPException(504, "the change was written but not seen on the bus in "
+                                "time; GET the rules to see whether it applies") from None
+        if decided.change_id == written.change_id:
             self._follower.offer(written)
-        return first
+        return decided
 
     # --- the mutations: (rule set in force, body, name) → (new rules, what changed) -------
 
@@ -315,26 +289,23 @@ class _Admin:
         except msgspec.ValidationError as exc:
             error = rule_error(exc)
             raise _Unprocessable(("body", *error.loc), error.msg) from None
-        old = {r.name: r for r in current.rules} if current else {}
-        new = {r.name: r for r in rules}
-        parts = [f"delete {n!r}" for n in old if n not in new]
-        for rule in rules:
-            if rule.name not in old:
-                parts.append(f"create {rule.name!r} ({_summary(rule)})")
-            elif (diff := _diff(old[rule.name], rule)):
-                parts.append(f"update {rule.name!r}: {diff}")
-        return rules, "replace all rules: " + ("; ".join(parts) or "no change")
+        old = current.rules if current else []
+        for i, rule in enumerate(rules):
+            if all(r.name != rule.name for r in old):
+                _not_reserved(rule.name, ("body", "rules", i, "name"))
+        return rules, f"replace all rules: {describe_changes(old, rules)}"
 
     def create(self, current: RuleSet | None, document: Any, _: str) -> tuple[list[Rule], str]:
         if not isinstance(document, dict) or "name" not in document:
             raise _Unprocessable(("body", "name"), "a new rule needs a name")
         rule = _convert(document)
+        _not_reserved(rule.name, ("body", "name"))
         if current is not None and current.rule(rule.name) is not None:
             raise HTTPException(409, f"a rule named {rule.name!r} exists: PUT or PATCH "
                                 f"{PREFIX}/rules/{rule.name} to change it")
         _own_window(current, rule)
         rules = [*(current.rules if current else []), rule]
-        return rules, f"create {rule.name!r} ({_summary(rule)})"
+        return rules, f"create {rule.name!r} ({summarize_rule(rule)})"
 
     def replace_one(self, current: RuleSet | None, document: Any,
                     name: str) -> tuple[list[Rule], str]:
@@ -346,7 +317,7 @@ class _Admin:
             raise _Unprocessable(("body", "name"), f"must be {name!r}, the name in the path "
                                  "(to rename, create the new rule and delete the old one)")
         _own_window(current, rule)
-        return _swap(current, rule), f"update {name!r}: {_diff(old, rule) or 'no change'}"
+        return _swap(current, rule), f"update {name!r}: {diff_rules(old, rule) or 'no change'}"
 
     def patch_one(self, current: RuleSet | None, document: Any,
                   name: str) -> tuple[list[Rule], str]:
@@ -357,7 +328,7 @@ class _Admin:
             raise _Unprocessable(("body", "name"), "a rule cannot be renamed")
         rule = _convert({**msgspec.to_builtins(old), **document})
         _own_window(current, rule)
-        return _swap(current, rule), f"update {name!r}: {_diff(old, rule) or 'no change'}"
+        return _swap(current, rule), f"update {name!r}: {diff_rules(old, rule) or 'no change'}"
 
     def delete_one(self, current: RuleSet | None, _: Any, name: str) -> tuple[list[Rule], str]:
         self._existing(current, name)
@@ -409,6 +380,13 @@ def _convert(document: Any) -> Rule:
         raise _Unprocessable(("body", *exc.loc), exc.msg) from None
 
 
+def _not_reserved(name: str, loc: tuple[str | int, ...]) -> None:
+    """A rule named like a fixed route under ``/rules/`` could never be read by name."""
+    if name in RESERVED_NAMES:
+        raise _Unprocessable(loc, f"{name!r} is reserved: GET {PREFIX}/rules/{name} is "
+                             "another route; choose another name")
+
+
 def _own_window(current: RuleSet | None, rule: Rule) -> None:
     """Windows are unique in a set (the alert id is ``{symbol}:{window_s}:{time}``)."""
     for other in current.rules if current else []:
@@ -422,13 +400,3 @@ def _swap(current: RuleSet | None, rule: Rule) -> list[Rule]:
     assert current is not None
     return [rule if r.name == rule.name else r for r in current.rules]
 
-
-def _summary(rule: Rule) -> str:
-    fields = msgspec.to_builtins(rule)
-    return ", ".join(f"{k}={v}" for k, v in fields.items() if k != "name")
-
-
-def _diff(old: Rule, new: Rule) -> str:
-    before, after = msgspec.to_builtins(old), msgspec.to_builtins(new)
-    return ", ".join(f"{k} {before.get(k)} → {v}" for k, v in after.items()
-                     if before.get(k) != v)

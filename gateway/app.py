@@ -79,6 +79,7 @@ def create_app(settings: GatewaySettings, transport: Transport | None = None) ->
     app = FastAPI(title="binance-alerter gateway", lifespan=lifespan, docs_url=None,
                   redoc_url=None, openapi_url=None)
     app.state.hub = hub
+    app.state.rules = rules
     app.state.metrics = metrics
     metrics.instrument(app)
 
@@ -115,7 +116,7 @@ def create_app(settings: GatewaySettings, transport: Transport | None = None) ->
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
-        reason = await _not_ready_reason(hub, bus.transport)
+        reason = rules.not_ready_reason() or await _not_ready_reason(hub, bus.transport)
         if reason:
             return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
         return JSONResponse({"status": "ready"})
@@ -151,6 +152,13 @@ def hub_of(app: FastAPI) -> Hub:
     if not isinstance(hub, Hub):
         raise TypeError("not a gateway app")
     return hub
+
+
+def rules_of(app: FastAPI) -> RulesFollower:
+    rules = app.state.rules
+    if not isinstance(rules, RulesFollower):
+        raise TypeError("not a gateway app")
+    return rules
 
 
 def metrics_of(app: FastAPI) -> Metrics:

@@ -1,29 +1,33 @@
 """The rules in force, followed from the ``rules`` stream and pushed to every browser.
 
-The detectors apply the newest rule set of the stream (an admin changes it there through
-``gateway.admin``), so the page shows what actually fires rather than what the gateway's own
-environment says. A reader applies an entry only when its version is higher than the one it
-holds (``RuleSet.supersedes``), so every gateway and every detector agrees on the winner
-when two writers race.
+The detectors apply the rule set in force on the stream (an admin changes it there through
+``gateway.admin``), so the page shows what actually fires rather than what the gateway's
+own environment says. Which entry is in force is decided by ``common.rules_stream``, the
+same code every detector runs, so the page and the detectors agree on every edge.
+
+A bus outage is waited out. Anything else that ends the follower is a bug: it is recorded
+in ``failure`` and ``failed`` is set, so that ``/readyz`` says so and the service stops
+(and its supervisor restarts it) instead of serving rules that will never change again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Final
 
 import msgspec
 
-from common.backoff import Backoff
-from common.bus import BusUnavailable, Delivery, Transport
-from common.partitioning import RULES_KEPT, RULES_STREAM
-from common.schemas import Rule, RuleSet, decode_rule_set
+from common import rules_stream
+from common.bus import Transport
+from common.partitioning import RULES_STREAM
+from common.rules_stream import RulesView
+from common.schemas import Rule, RuleSet
 from gateway.hub import Hub
 
 log = logging.getLogger(__name__)
 
-READ_COUNT: Final = 16
 _json: Final = msgspec.json.Encoder()
 
 
@@ -42,8 +46,14 @@ class RulesFollower:
     def __init__(self, hub: Hub, *, read_block_ms: int) -> None:
         self._hub = hub
         self._read_block_ms = read_block_ms
-        self.current: RuleSet | None = None
-        self.primed = asyncio.Event()  # the stream's backlog has been read once
+        self.view = RulesView()
+        self._announced: RuleSet | None = None  # the rules the browsers were told
+        self.failed = asyncio.Event()
+        self.failure: BaseException | None = None
+
+    @property
+    def current(self) -> RuleSet | None:
+        return self.view.current
 
     def document(self) -> bytes:
         """``{"rules": [...], "updated_at_ms": ..., "version": ...}``, for ``/api/rules``."""
@@ -60,40 +70,44 @@ class RulesFollower:
                                current.version if current else None)
         return _json.encode(message).decode()
 
+    def not_ready_reason(self) -> str:
+        """Why ``/readyz`` must fail because of the rules, or ``""``."""
+        if self.failure is not None:
+            return f"rules follower failed: {self.failure!r}"
+        return ""
+
     def offer(self, rule_set: RuleSet) -> bool:
-        """Hold ``rule_set`` if it supersedes the one held; tell the browsers when the rules
-        changed. True when it was taken."""
-        previous = self.current
-        if not rule_set.supersedes(previous):
+        """Hold ``rule_set``, an entry the admin API read or wrote, if it is newer than the
+        one held (the stream will bring it too, a moment later). True when it was taken."""
+        if not self.view.offer(rule_set):
             return False
-        self.current = rule_set
+        self._announce(rule_set)
+        return True
+
+    def _announce(self, rule_set: RuleSet) -> None:
+        """Log the rules now in force and tell the browsers, when the rules changed."""
+        previous, self._announced = self._announced, rule_set
         if previous is None or rule_set.rules != previous.rules:
             log.info("rules version %d in force (by %s): %s", rule_set.version,
                      rule_set.updated_by, rule_set.change or [r.name for r in rule_set.rules])
             self._hub.broadcast(self.message())
-        return True
-
-    def offer_entry(self, delivery: Delivery) -> None:
-        try:
-            rule_set = decode_rule_set(delivery.payload)
-        except msgspec.MsgspecError as exc:
-            log.warning("skipping an undecodable rules entry %s: %s", delivery.position, exc)
-            return
-        self.offer(rule_set)
 
     async def run(self, transport: Transport) -> None:
-        reader = transport.broadcast_reader(RULES_STREAM)
-        backoff = Backoff(0.1, 5.0)
-        while True:
+        """Follow the stream until cancelled; raises (after recording it) on a bug."""
+        try:
+            reader = transport.broadcast_reader(RULES_STREAM)
             try:
-                if self.primed.is_set():
-                    deliveries = await reader.read(READ_COUNT, self._read_block_ms)
-                else:
-                    deliveries = await reader.backlog(RULES_KEPT)
-            except BusUnavailable:
-                await asyncio.sleep(backoff.next_delay())
-                continue
-            backoff.reset()
-            for delivery in deliveries:
-                self.offer_entry(delivery)
-            self.primed.set()
+                changes = rules_stream.follow(reader, self.view, block_ms=self._read_block_ms)
+                async with contextlib.aclosing(changes):
+                    async for rule_set in changes:
+                        self._announce(rule_set)
+            finally:
+                await reader.close()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.failure = exc
+            self.failed.set()
+            log.exception("rules follower failed; the gateway stops rather than show "
+                          "rules that no longer change")
+            raise

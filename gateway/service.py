@@ -23,7 +23,7 @@ from fastapi import FastAPI
 from common.aio import race
 from common.bus import create_transport
 from common.settings import GatewaySettings
-from gateway.app import create_app, hub_of
+from gateway.app import create_app, hub_of, rules_of
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +87,13 @@ def server_config(app: FastAPI, settings: GatewaySettings) -> uvicorn.Config:
 
 async def serve(app: FastAPI, settings: GatewaySettings, sock: socket.socket,
                 stopping: asyncio.Event) -> None:
-    """Serve until ``stopping`` is set or the alerts reader fails (then raise)."""
-    hub = hub_of(app)
+    """Serve until ``stopping`` is set or the alerts reader or rules follower fails (then
+    raise)."""
+    hub, rules = hub_of(app), rules_of(app)
     server = EmbeddedServer(server_config(app, settings))
 
     async def stop_when_asked() -> None:
-        await race(stopping.wait(), hub.failed.wait())
+        await race(stopping.wait(), hub.failed.wait(), rules.failed.wait())
         server.should_exit = True
 
     async with asyncio.TaskGroup() as group:
@@ -102,6 +103,8 @@ async def serve(app: FastAPI, settings: GatewaySettings, sock: socket.socket,
         serving.add_done_callback(lambda _: watcher.cancel())
     if hub.failure is not None:
         raise RuntimeError("the alerts reader failed") from hub.failure
+    if rules.failure is not None:
+        raise RuntimeError("the rules follower failed") from rules.failure
 
 
 async def run(settings: GatewaySettings, stopping: asyncio.Event) -> None:

@@ -34,7 +34,8 @@ from tests.support.servers import RedisServer
 
 async def announce_rules(bus: RedisTransport, *rules: Rule) -> None:
     """As a detector announces the rules it applies on start."""
-    rule_set = RuleSet(rules=list(rules), updated_at_ms=now_ms(), updated_by="test")
+    rule_set = RuleSet(rules=list(rules), updated_at_ms=now_ms(), updated_by="test",
+                       version=1)
     await bus.declare([RULES_STREAM], Retention(max_len=100))
     await bus.publish([Record(RULES_STREAM, "rules", encode_rule_set(rule_set))])
 

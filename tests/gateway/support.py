@@ -139,6 +139,19 @@ async def running_gateway(bus_url: str, **overrides: Any) -> AsyncIterator[Runni
             sock.close()
 
 
+async def serve_until_it_fails(app: FastAPI, settings: GatewaySettings) -> RuntimeError:
+    """The service's ``serve`` with nobody asking it to stop: it must end on its own, with
+    the error that stops the service."""
+    sock = bind_socket("127.0.0.1", 0)
+    try:
+        await asyncio.wait_for(serve(app, settings, sock, asyncio.Event()), 10)
+    except RuntimeError as exc:
+        return exc
+    finally:
+        sock.close()
+    raise AssertionError("serve ended without an error")
+
+
 BACKGROUND_TYPES: Final = frozenset({"rules", "ping"})
 
 

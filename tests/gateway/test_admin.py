@@ -205,6 +205,23 @@ async def test_other_bad_requests(redis_server: RedisServer, bus: RedisTransport
     assert len(await rule_sets_on_bus(bus)) == 1
 
 
+async def test_history_is_not_a_rule_name_the_history_route_would_shadow(
+        redis_server: RedisServer, bus: RedisTransport) -> None:
+    await seed(bus)
+    async with running_gateway(redis_server.url, admin_token=TOKEN) as gw:
+        http = gw.http
+        created = await http.post("/api/admin/rules", headers=AUTH,
+                                  json={"name": "history", "window_s": 30})
+        assert field_of(created) == ["body", "name"]
+        assert "reserved" in created.json()["detail"][0]["msg"]
+        replaced = await http.put("/api/admin/rules", headers=AUTH, json={"rules": [
+            {"name": "default", "window_s": 60}, {"name": "history", "window_s": 30}]})
+        assert field_of(replaced) == ["body", "rules", 1, "name"]
+        history = await http.get("/api/admin/rules/history", headers=AUTH)
+        assert [h["version"] for h in history.json()] == [1]
+    assert len(await rule_sets_on_bus(bus)) == 1
+
+
 async def test_a_write_on_a_stale_version_is_409(redis_server: RedisServer,
                                                  bus: RedisTransport) -> None:
     await seed(bus)

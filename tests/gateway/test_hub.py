@@ -10,13 +10,12 @@ import pytest
 
 from common.bus import BroadcastReader, BusUnavailable, Delivery, Record
 from common.bus.redis_streams import RedisConfig, RedisTransport
-from common.partitioning import ALERTS_STREAM
+from common.partitioning import ALERTS_STREAM, RULES_STREAM
 from common.schemas import encode_alert
 from gateway.app import create_app
 from gateway.hub import Hub, history_message
 from gateway.metrics import Metrics
-from gateway.service import bind_socket, serve
-from tests.gateway.support import gateway_settings, make_alert, publish
+from tests.gateway.support import gateway_settings, make_alert, publish, serve_until_it_fails
 
 
 def new_hub(**overrides: int) -> tuple[Hub, Metrics]:
@@ -179,6 +178,8 @@ class ScriptedTransport:
         raise NotImplementedError
 
     def broadcast_reader(self, stream: str) -> BroadcastReader:
+        if stream == RULES_STREAM:
+            return ScriptedReader([])  # no rules: an idle stream
         assert stream == ALERTS_STREAM
         return self.reader
 
@@ -205,13 +206,9 @@ async def test_a_reader_bug_stops_the_service_instead_of_serving_a_dead_page() -
     transport = ScriptedTransport(ScriptedReader([[], ValueError("bug")]))
     settings = gateway_settings("redis://unused")
     app = create_app(settings, transport)  # type: ignore[arg-type]
-    sock = bind_socket("127.0.0.1", 0)
-    try:
-        with pytest.raises(RuntimeError, match="alerts reader failed") as failed:
-            await asyncio.wait_for(serve(app, settings, sock, asyncio.Event()), 10)
-    finally:
-        sock.close()
-    assert isinstance(failed.value.__cause__, ValueError)
+    failed = await serve_until_it_fails(app, settings)
+    assert "alerts reader failed" in str(failed)
+    assert isinstance(failed.__cause__, ValueError)
 
 
 async def test_the_startup_backlog_is_history_not_live_news(bus: RedisTransport) -> None:

@@ -104,8 +104,11 @@ async def test_rules_in_force_are_served_and_pushed(
         redis_server: RedisServer, bus: RedisTransport) -> None:
     await bus.declare([RULES_STREAM], Retention(max_len=100))
 
+    versions = iter(range(1, 100))
+
     async def announce(*rules: Rule) -> None:
-        rule_set = RuleSet(rules=list(rules), updated_at_ms=1, updated_by="test")
+        rule_set = RuleSet(rules=list(rules), updated_at_ms=1, updated_by="test",
+                           version=next(versions))
         await bus.publish([Record(RULES_STREAM, "rules", encode_rule_set(rule_set))])
 
     await announce(Rule(window_s=60, threshold_up_pct=2.0, threshold_down_pct=2.0))
