@@ -10,7 +10,7 @@ help:
 	@echo "make up        run Redis + the three services locally (page on :8080)"
 	@echo "make demo      the same against the built-in fake exchange (no internet needed)"
 	@echo "make test      the whole test suite (real servers, started by the tests)"
-	@echo "make lint      ruff + mypy --strict"
+	@echo "make lint      ruff + mypy --strict + import-linter (the layers)"
 	@echo "make bench     throughput and latency benchmarks (prints figures)"
 
 $(PY):
@@ -23,6 +23,7 @@ install: $(PY)
 lint:
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-logo
 
 test:
 	$(PY) -m pytest
