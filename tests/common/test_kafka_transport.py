@@ -33,7 +33,7 @@ from common.bus.kafka.transport import (
     _Partition,
     bootstrap_servers,
 )
-from tests.common.test_transport import crash, drain, kafka_transport, records
+from tests.support.bus import crash, drain, kafka_transport, records
 from tests.support.servers import KafkaBroker
 
 STREAMS = ["ticks.0", "ticks.1"]

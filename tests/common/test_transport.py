@@ -15,32 +15,18 @@ import redis.asyncio as redis
 from common.bus import (
     BusUnavailable,
     ConsumerLag,
-    Delivery,
     GroupConsumer,
-    Record,
     Retention,
     Transport,
     TransportConfigError,
     create_transport,
 )
-from common.bus.kafka.transport import KafkaGroupConsumer, KafkaTransport
+from common.bus.kafka.transport import KafkaTransport
 from common.bus.redis_streams import RedisTransport
-from common.settings import KafkaSettings, load_settings
-from tests.support.servers import KAFKA_TEST_ENV, KafkaBroker, RedisServer
+from tests.support.bus import crash, drain, kafka_transport, records
+from tests.support.servers import KafkaBroker, RedisServer
 
 STREAMS = ["ticks.0", "ticks.1"]
-
-
-def kafka_test_settings(**overrides: object) -> KafkaSettings:
-    """The settings the tests give every Kafka client (see ``KAFKA_TEST_ENV``)."""
-    values: dict[str, object] = {k.removeprefix("KAFKA_").lower(): v
-                                 for k, v in KAFKA_TEST_ENV.items()}
-    values.update(overrides)
-    return load_settings(KafkaSettings, **values)
-
-
-def kafka_transport(broker: KafkaBroker, **overrides: object) -> KafkaTransport:
-    return KafkaTransport(broker.url, timeout_s=3, settings=kafka_test_settings(**overrides))
 
 
 async def _transport(request: pytest.FixtureRequest) -> Transport:
@@ -68,27 +54,6 @@ async def redis_transport(request: pytest.FixtureRequest) -> AsyncIterator[Redis
     await bus.start()
     yield bus
     await bus.close()
-
-
-def records(stream: str, count: int, start: int = 0) -> list[Record]:
-    return [Record(stream, "k", f"m{i}".encode()) for i in range(start, start + count)]
-
-
-async def drain(consumer: GroupConsumer, want: int, *, block_ms: int = 50) -> list[Delivery]:
-    got: list[Delivery] = []
-    for _ in range(50):
-        batch = await consumer.fetch(100, block_ms)
-        got.extend(batch)
-        if len(got) >= want and not batch:
-            break
-    return got
-
-
-async def crash(consumer: GroupConsumer) -> None:
-    """The consumer's process dies: on Kafka its member leaves the group, as a dead one
-    does after the session timeout (a test cannot wait for that); on Redis nothing to do."""
-    if isinstance(consumer, KafkaGroupConsumer):
-        await consumer.close()
 
 
 async def settled_lag(consumer: GroupConsumer, ready: Callable[[dict[str, ConsumerLag]], bool]

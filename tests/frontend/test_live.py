@@ -19,8 +19,8 @@ from common.bus.redis_streams import RedisTransport
 from common.partitioning import ALERTS_STREAM
 from common.schemas import decode_alert
 from fake_exchange import FakeExchange, drifting_market, jump_scenario
-from tests.frontend.conftest import PageProbe, live_alert, new_context, now_ms, open_probe
-from tests.gateway.support import publish
+from tests.support.gateway import publish
+from tests.support.page import PageProbe, live_alert, new_context, now_ms, open_probe
 from tests.support.processes import Pipeline, running
 from tests.support.servers import RedisServer
 

@@ -16,7 +16,7 @@ from gateway.app import create_app
 from gateway.hub import Hub, history_message
 from gateway.metrics import Metrics
 from gateway.service import bind_socket, serve
-from tests.gateway.support import gateway_settings, make_alert, publish
+from tests.support.gateway import gateway_settings, make_alert, publish
 
 
 def new_hub(**overrides: int) -> tuple[Hub, Metrics]:
