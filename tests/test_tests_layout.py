@@ -24,7 +24,7 @@ def imported_test_modules(path: Path) -> list[str]:
         elif isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         found += [name for name in names
-                  if (name.startswith("tests.") or name.startswith("(relative)"))
+                  if name.startswith(("tests.", "(relative)"))
                   and not name.startswith("tests.support.") and name != "tests.support"]
     return found
 
