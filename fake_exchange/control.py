@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs
 
 import msgspec
@@ -17,11 +17,20 @@ if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
     from websockets.http11 import Response
 
-    from fake_exchange.server import FakeExchange
-
 logger = logging.getLogger(__name__)
 
 ACTIONS = ("stats", "drop", "stall", "resume", "malformed", "ping")
+
+
+class Controllable(Protocol):
+    """The faults an exchange takes on command (``FakeExchange`` is one)."""
+
+    async def drop(self) -> None: ...
+    def stall(self, seconds: float | None = None) -> None: ...
+    def resume(self) -> None: ...
+    async def send_malformed(self, kind: str) -> None: ...
+    async def ping(self, wait_s: float = 5.0) -> None: ...
+    def stats(self) -> dict[str, Any]: ...
 
 
 class BadRequest(ValueError):
@@ -48,7 +57,7 @@ def _seconds(params: dict[str, list[str]]) -> float | None:
     return seconds
 
 
-async def handle(fx: FakeExchange, conn: ServerConnection, path: str, query: str) -> Response:
+async def handle(fx: Controllable, conn: ServerConnection, path: str, query: str) -> Response:
     """Answer one `/control/<action>` request; the body always carries the stats after it."""
     action = path.removeprefix("/control/").rstrip("/")
     params = parse_qs(query)

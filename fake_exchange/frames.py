@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -180,6 +181,15 @@ class Renderer:
 def combined(stream: str, payload: bytes) -> bytes:
     """The combined-stream wrapper; the stream name is JSON-escaped since clients choose it."""
     return b'{"stream":' + msgspec.json.encode(stream) + b',"data":' + payload + b"}"
+
+
+def malformed_sample(last_frame: Sequence[Quote]) -> list[Quote]:
+    """Entries for a malformed frame to hide its bad one among: up to three USDⓈ-M quotes of
+    the last frame sent, padded to two with made-up symbols."""
+    usdm = [q for q in last_frame if q.contract_type == 1][:3]
+    t = usdm[0].event_time_ms if usdm else time.time_ns() // 1_000_000
+    pads = [Quote(f"ZZPAD{i}USDT", 1.0, t) for i in range(2 - len(usdm))]
+    return usdm + pads
 
 
 def malformed(

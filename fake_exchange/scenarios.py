@@ -282,3 +282,31 @@ def firehose(
         t = start_ms + k * step_ms
         m = k % 5
         yield [Quote(name, lv[m], t) for name, lv in zip(names, levels, strict=True)]
+
+
+def looped(scenario: Iterable[list[Quote]]) -> Iterator[list[Quote]]:
+    """The scenario replayed forever, with event times shifted forward each pass so consumers
+    (which ignore old ticks) keep seeing a live market. A one-shot iterator is cached on its
+    first pass; an empty scenario ends at once."""
+    reiterable = iter(scenario) is not scenario
+    cache: list[list[Quote]] = []
+    shift, first = 0, True
+    while True:
+        t_first = t_last = None
+        count = 0
+        for frame in scenario if first or reiterable else cache:
+            if first and not reiterable:
+                cache.append(frame)
+            if frame:
+                t_last = frame[0].event_time_ms
+                t_first = t_last if t_first is None else t_first
+            count += 1
+            if shift:
+                frame = [replace(q, event_time_ms=q.event_time_ms + shift) for q in frame]
+            yield frame
+        if count == 0:
+            return
+        first = False
+        if t_first is not None and t_last is not None:
+            step = (t_last - t_first) // max(1, count - 1) or 1000
+            shift += t_last - t_first + step

@@ -9,32 +9,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import math
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import urlsplit
 
-import msgspec
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from fake_exchange import control
+from fake_exchange.clients import Client, subscription_reply
 from fake_exchange.frames import (
     MALFORMED_KINDS,
-    MINI_TICKER,
     Renderer,
     StreamSpec,
     combined,
     malformed,
+    malformed_sample,
     parse_stream,
 )
-from fake_exchange.scenarios import Quote
+from fake_exchange.routes import route
+from fake_exchange.scenarios import Quote, looped
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator
+    from collections.abc import Callable, Iterable
 
     from websockets.asyncio.server import Server
     from websockets.http11 import Request, Response
@@ -42,48 +41,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _WRITE_LIMIT = 2**16  # bytes buffered per connection before send() waits for the socket
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """What a request path asks for; `market` False is the old, silent `/ws` and `/stream`."""
-
-    market: bool
-    combined: bool
-    streams: tuple[str, ...]
-
-
-def route(path: str) -> Route | None:
-    """None means 404, like any path the exchange does not serve."""
-    url = urlsplit(path)
-    p = unquote(url.path).rstrip("/")
-    query = parse_qs(url.query).get("streams", [""])[0]
-    streams = tuple(s for s in query.split("/") if s)
-    if p == "/market/ws":
-        return Route(True, False, ())
-    if p.startswith("/market/ws/"):
-        return Route(True, False, (p.removeprefix("/market/ws/"),))
-    if p == "/market/stream":
-        return Route(True, True, streams)
-    if p == "/ws" or p.startswith("/ws/"):
-        return Route(False, False, ())
-    if p == "/stream":
-        return Route(False, True, streams)
-    return None
-
-
-@dataclass(eq=False)
-class _Client:
-    ws: ServerConnection
-    route: Route
-    queue: asyncio.Queue[tuple[bytes, bool]]
-    subs: dict[str, StreamSpec | None] = field(default_factory=dict)
-    closing: bool = False
-    writer: asyncio.Task[None] | None = None
-
-    @property
-    def streaming(self) -> bool:
-        return self.route.market and not self.closing and any(self.subs.values())
 
 
 class FakeExchange:
@@ -128,7 +85,7 @@ class FakeExchange:
         self.frames_sent = 0
         self.quotes_sent = 0
         self.pongs_received = 0
-        self._clients: set[_Client] = set()
+        self._clients: set[Client] = set()
         self._renderer = Renderer()
         self._last_frame: list[Quote] = []
         self._changed = asyncio.Event()
@@ -248,39 +205,9 @@ class FakeExchange:
     def _ready(self) -> bool:
         return not self._stalled and any(c.streaming for c in self._clients)
 
-    def _frames(self) -> Iterator[list[Quote]]:
-        """The scenario, replayed forever when looping, with event times shifted forward
-        each pass so consumers (which ignore old ticks) keep seeing a live market."""
-        if not self.loop:
-            yield from self._scenario
-            return
-        reiterable = iter(self._scenario) is not self._scenario
-        cache: list[list[Quote]] = []
-        shift, first = 0, True
-        while True:
-            t_first = t_last = None
-            count = 0
-            for frame in self._scenario if first or reiterable else cache:
-                if first and not reiterable:
-                    cache.append(frame)
-                if frame:
-                    t_last = frame[0].event_time_ms
-                    t_first = t_last if t_first is None else t_first
-                count += 1
-                if shift:
-                    frame = [dataclasses.replace(q, event_time_ms=q.event_time_ms + shift)
-                             for q in frame]  # fmt: skip
-                yield frame
-            if count == 0:
-                return
-            first = False
-            if t_first is not None and t_last is not None:
-                step = (t_last - t_first) // max(1, count - 1) or 1000
-                shift += t_last - t_first + step
-
     async def _run(self) -> None:
         clock = asyncio.get_running_loop().time
-        frames = self._frames()
+        frames = looped(self._scenario) if self.loop else iter(self._scenario)
         next_at: float | None = None
         try:
             while self.max_frames is None or self.frames_sent < self.max_frames:
@@ -334,7 +261,7 @@ class FakeExchange:
         self.frames_sent += 1
         self.quotes_sent += len(frame)
 
-    async def _offer(self, client: _Client, data: bytes, text: bool) -> None:
+    async def _offer(self, client: Client, data: bytes, text: bool) -> None:
         if client.closing:
             return
         try:
@@ -350,7 +277,7 @@ class FakeExchange:
         except TimeoutError:
             self._kick(client)
 
-    def _kick(self, client: _Client) -> None:
+    def _kick(self, client: Client) -> None:
         """Drop a client that fell behind, so one slow reader cannot stall everyone.
 
         An abort, not a close frame: the frame would sit behind the unread backlog and the
@@ -375,7 +302,7 @@ class FakeExchange:
         assert ws.request is not None
         r = route(ws.request.path)
         assert r is not None  # _process_request rejected the rest
-        client = _Client(ws, r, asyncio.Queue(self._queue_size))
+        client = Client(ws, r, asyncio.Queue(self._queue_size))
         client.subs = {s: parse_stream(s) for s in r.streams}
         self._clients.add(client)
         self.connections_total += 1
@@ -395,7 +322,7 @@ class FakeExchange:
             self._notify()
             logger.debug("client %s gone", ws.id)
 
-    async def _write(self, client: _Client) -> None:
+    async def _write(self, client: Client) -> None:
         with contextlib.suppress(ConnectionClosed):
             while True:
                 data, text = await client.queue.get()
@@ -403,27 +330,9 @@ class FakeExchange:
                     await self._wait(lambda: not self._stalled)
                 await client.ws.send(data, text=text)
 
-    def _on_message(self, client: _Client, message: str | bytes) -> None:
-        """SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS, answered like the exchange does."""
-        try:
-            req = msgspec.json.decode(message)
-            method, params, rid = req["method"], req.get("params", []), req.get("id")
-        except (msgspec.DecodeError, KeyError, TypeError, AttributeError):
-            reply: dict[str, Any] = {"error": {"code": 3, "msg": "Invalid JSON"}, "id": None}
-        else:
-            if method == "SUBSCRIBE" and isinstance(params, list):
-                client.subs.update({str(s): parse_stream(str(s)) for s in params})
-                reply = {"result": None, "id": rid}
-            elif method == "UNSUBSCRIBE" and isinstance(params, list):
-                for s in params:
-                    client.subs.pop(str(s), None)
-                reply = {"result": None, "id": rid}
-            elif method == "LIST_SUBSCRIPTIONS":
-                reply = {"result": list(client.subs), "id": rid}
-            else:
-                reply = {"error": {"code": 2, "msg": "Invalid request"}, "id": rid}
+    def _on_message(self, client: Client, message: str | bytes) -> None:
         with contextlib.suppress(asyncio.QueueFull):
-            client.queue.put_nowait((msgspec.json.encode(reply), True))
+            client.queue.put_nowait((subscription_reply(client, message), True))
         self._notify()
 
     # -- faults ------------------------------------------------------------------------------
@@ -455,34 +364,19 @@ class FakeExchange:
         self._stalled = False
         self._notify()
 
-    def _sample(self) -> list[Quote]:
-        usdm = [q for q in self._last_frame if q.contract_type == 1][:3]
-        t = usdm[0].event_time_ms if usdm else time.time_ns() // 1_000_000
-        pads = [Quote(f"ZZPAD{i}USDT", 1.0, t) for i in range(2 - len(usdm))]
-        return usdm + pads
-
     async def send_malformed(self, kind: str) -> None:
         """Queue one bad message to every market-route client, in order with its data frames
         (so during a stall it arrives on resume). `bad_price` corrupts the price field the
         client's stream carries: "c" for the tickers, "p" for markPrice and trades."""
         if kind not in MALFORMED_KINDS:
             raise ValueError(f"unknown malformed kind {kind!r}; expected one of {MALFORMED_KINDS}")
-        sample = self._sample()
+        sample = malformed_sample(self._last_frame)
         for c in list(self._clients):
             if not c.route.market or c.closing:
                 continue
-            stream, spec = next(
-                ((s, sp) for s, sp in c.subs.items() if sp is not None),
-                ("!miniTicker@arr", StreamSpec(MINI_TICKER)),
-            )
-            data, text = malformed(
-                kind,
-                spec,
-                stream,
-                is_combined=c.route.combined,
-                renderer=self._renderer,
-                sample=sample,
-            )
+            stream, spec = c.data_stream()
+            data, text = malformed(kind, spec, stream, is_combined=c.route.combined,
+                                   renderer=self._renderer, sample=sample)
             await self._offer(c, data, text)
 
     async def ping(self, wait_s: float = 5.0) -> None:

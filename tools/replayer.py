@@ -1,6 +1,6 @@
 """``binance-alerter replay FILE...``: a recording served as a Binance market-stream server.
 
-The routes are the exchange's (``fake_exchange.server.route``): ``/market/stream?streams=``
+The routes are the exchange's (``fake_exchange.routes.route``): ``/market/stream?streams=``
 gets combined frames, ``/market/ws/<stream>`` raw ones, the retired ``/ws`` and ``/stream``
 connect and stay silent. Frames go out as recorded, whatever streams the client names, so
 ``binance-alerter up --binance-url`` with its usual URL runs the whole stack on a
@@ -33,7 +33,7 @@ from websockets.exceptions import ConnectionClosed
 from common.logs import configure_logging
 from common.runner import EXIT_CONFIG, supervise
 from common.settings import BaseServiceSettings, SettingsError, load_settings
-from fake_exchange.server import Route, route
+from fake_exchange.routes import Route, route
 from tools.recording_formats import Recording, UnknownFormat, open_recordings
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from tests.deploy.stack import (
+from tests.support.deploy import (
     APP_SERVICES,
     COMBOS,
     ENV_EXAMPLE,

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.stack import DOCKERFILE, REPO, WORKFLOWS, dockerfile_instructions, tool
+from tests.support.deploy import DOCKERFILE, REPO, WORKFLOWS, dockerfile_instructions, tool
 from tests.support.prerequisites import require
 
 

@@ -28,7 +28,7 @@ from common.settings import (
     KafkaSettings,
     load_settings,
 )
-from tests.deploy.stack import (
+from tests.support.deploy import (
     APP_SERVICES,
     COMBOS,
     dockerfile_instructions,

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from fake_exchange import FakeExchange, Quote, drifting_market, jump_scenario, with_jump
-from tests.e2e.conftest import AlertClient, alert_client
+from tests.support.alert_client import AlertClient, alert_client
 from tests.support.processes import Pipeline, metric, running
 from tests.support.servers import KAFKA_TEST_ENV, KafkaBroker, RedisServer
 

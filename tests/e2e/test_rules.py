@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from fake_exchange import FakeExchange, Quote
-from tests.e2e.conftest import alert_client
+from tests.support.alert_client import alert_client
 from tests.support.processes import Pipeline
 from tests.support.servers import RedisServer
 

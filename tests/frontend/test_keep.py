@@ -7,7 +7,8 @@ from __future__ import annotations
 from playwright.async_api import Browser, expect
 
 from common.bus.redis_streams import RedisTransport
-from tests.frontend.conftest import (
+from tests.support.gateway import publish, running_gateway
+from tests.support.page import (
     ROWS,
     live_alert,
     new_context,
@@ -15,7 +16,6 @@ from tests.frontend.conftest import (
     open_probe,
     row_count_is,
 )
-from tests.gateway.support import publish, running_gateway
 from tests.support.servers import RedisServer
 
 

@@ -19,14 +19,13 @@ from common.bus.redis_streams import RedisTransport
 from common.partitioning import ALERTS_STREAM
 from common.schemas import decode_alert
 from fake_exchange import FakeExchange, drifting_market, jump_scenario
-from tests.frontend.conftest import PageProbe, live_alert, new_context, now_ms, open_probe
-from tests.gateway.support import publish
+from tests.support.gateway import publish
+from tests.support.page import ROWS, PageProbe, live_alert, new_context, now_ms, open_probe
 from tests.support.processes import Pipeline, running
 from tests.support.servers import RedisServer
 
 pytestmark = pytest.mark.e2e
 
-ROWS = "#alert-rows tr"
 JUMP_SYMBOL = "SYM007USDT"
 
 

@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, expect
 
-from tests.frontend.conftest import (
+from tests.support.page import (
     alert_document,
     live_alert,
     new_context,
     open_probe,
     wait_until,
 )
-from tests.frontend.stub import running_stub
+from tests.support.stub_gateway import running_stub
 
 
 def alerts(*symbols: str, start_ago_s: float = 30.0) -> list[dict[str, Any]]:

@@ -8,9 +8,9 @@ from playwright.async_api import Browser, expect
 
 from common.bus.redis_streams import RedisTransport
 from common.schemas import Rule, SymbolOverride
-from tests.frontend.conftest import live_alert, new_context, open_probe
-from tests.gateway.support import publish, running_gateway
-from tests.gateway.test_admin import AUTH, TOKEN, seed
+from tests.support.admin import AUTH, TOKEN, seed
+from tests.support.gateway import publish, running_gateway
+from tests.support.page import live_alert, new_context, open_probe
 from tests.support.servers import RedisServer
 
 

@@ -15,7 +15,8 @@ from common.bus import Record, Retention
 from common.bus.redis_streams import RedisTransport
 from common.partitioning import RULES_STREAM
 from common.schemas import Rule, RuleSet, encode_rule_set
-from tests.frontend.conftest import (
+from tests.support.gateway import publish, running_gateway
+from tests.support.page import (
     ARTIFACTS,
     FAKE_NOTIFICATIONS_JS,
     INSTRUMENT_JS,
@@ -27,7 +28,6 @@ from tests.frontend.conftest import (
     open_probe,
     row_count_is,
 )
-from tests.gateway.support import publish, running_gateway
 from tests.support.prerequisites import CHROMIUM_ARGS, chromium_path
 from tests.support.servers import RedisServer
 

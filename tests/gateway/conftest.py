@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from common.bus.redis_streams import RedisTransport
-from tests.gateway.support import open_bus
+from tests.support.gateway import open_bus
 from tests.support.servers import RedisServer
 
 

@@ -15,21 +15,12 @@ from websockets.asyncio.client import connect
 from common.bus import Record
 from common.bus.redis_streams import RedisTransport
 from common.partitioning import RULES_STREAM, partition_of, ticks_stream
-from common.schemas import Rule, RuleSet, Tick, decode_rule_set, encode_rule_set, encode_ticks
+from common.schemas import Rule, RuleSet, Tick, decode_rule_set, encode_ticks
 from common.settings import DetectorSettings, load_settings
 from detector.service import Detector
-from tests.gateway.support import receive, running_gateway
+from tests.support.admin import AUTH, TOKEN, seed
+from tests.support.gateway import receive, running_gateway
 from tests.support.servers import RedisServer
-
-TOKEN = "s3cret-admin-token-for-tests"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-async def seed(bus: RedisTransport, *rules: Rule, version: int = 1) -> None:
-    """What a detector writes on an empty stream."""
-    rule_set = RuleSet(rules=list(rules) or [Rule()], updated_at_ms=int(time.time() * 1000),
-                       updated_by="detector detector-1", version=version, change="seeded")
-    await bus.publish([Record(RULES_STREAM, "rules", encode_rule_set(rule_set))])
 
 
 async def rule_sets_on_bus(bus: RedisTransport) -> list[RuleSet]:

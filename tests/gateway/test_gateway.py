@@ -11,7 +11,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from common.bus.redis_streams import RedisTransport
-from tests.gateway.support import (
+from tests.support.gateway import (
     ALERT_FIELDS,
     assert_silent,
     ids,

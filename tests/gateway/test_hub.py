@@ -15,7 +15,7 @@ from common.schemas import encode_alert
 from gateway.app import create_app
 from gateway.hub import Hub, history_message
 from gateway.metrics import Metrics
-from tests.gateway.support import gateway_settings, make_alert, publish, serve_until_it_fails
+from tests.support.gateway import gateway_settings, make_alert, publish, serve_until_it_fails
 
 
 def new_hub(**overrides: int) -> tuple[Hub, Metrics]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from playwright import async_api as playwright_api
 
 from common.bus.redis_streams import RedisTransport
-from tests.gateway.support import make_alert, publish, running_gateway
+from tests.support.gateway import make_alert, publish, running_gateway
 from tests.support.prerequisites import CHROMIUM_ARGS, chromium_path
 from tests.support.servers import RedisServer
 

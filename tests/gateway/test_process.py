@@ -14,7 +14,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.gateway.support import make_alert, open_bus, publish, receive
+from tests.support.gateway import make_alert, open_bus, publish, receive
 from tests.support.servers import RedisServer
 from tools.redis_server import free_port
 

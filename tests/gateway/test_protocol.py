@@ -14,7 +14,7 @@ from common.partitioning import RULES_STREAM
 from common.schemas import Rule, RuleSet, encode_rule_set
 from gateway.app import create_app
 from gateway.service import server_config
-from tests.gateway.support import (
+from tests.support.gateway import (
     gateway_settings,
     ids,
     make_alert,

@@ -17,7 +17,7 @@ from common.bus.redis_streams import RedisConfig, RedisTransport
 from common.partitioning import RULES_STREAM
 from common.schemas import Rule, RuleSet, encode_rule_set
 from gateway.app import create_app
-from tests.gateway.support import gateway_settings, serve_until_it_fails
+from tests.support.gateway import gateway_settings, serve_until_it_fails
 
 
 class BrokenRulesReader:

@@ -12,7 +12,7 @@ import pytest
 
 from fake_exchange import FakeExchange, drifting_market
 from ingestor.service import Ingestor
-from tests.ingestor.support import (
+from tests.support.ingestor import (
     make_settings,
     read_entries,
     read_ticks,

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from fake_exchange import FakeExchange, drifting_market
-from tests.ingestor.support import read_entries, wait_until
+from tests.support.ingestor import read_entries, wait_until
 from tests.support.servers import RedisServer
 from tools.redis_server import free_port
 

@@ -11,7 +11,7 @@ from common.bus.redis_streams import RedisConfig, RedisTransport
 from common.schemas import Tick
 from ingestor.metrics import IngestorMetrics, new_registry
 from ingestor.publisher import Publisher
-from tests.ingestor.support import read_entries, wait_until
+from tests.support.ingestor import read_entries, wait_until
 from tests.support.servers import RedisServer
 
 P = 4

@@ -5,10 +5,8 @@ plots, and the README's metrics table against what the services really export.""
 from __future__ import annotations
 
 import itertools
-import json
 import re
-from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import pytest
 import yaml
@@ -19,11 +17,9 @@ from prometheus_client.metrics import MetricWrapperBase
 from detector.metrics import DetectorMetrics
 from gateway.metrics import Metrics as GatewayMetrics
 from ingestor.metrics import IngestorMetrics, new_registry
+from tests.support.dashboard import DASHBOARD, GRAFANA, ROOT, dashboard, panel_exprs, panels
 from tests.support.prometheus import RULES_FILE
 
-ROOT: Final = Path(__file__).resolve().parents[2]
-GRAFANA: Final = ROOT / "infra" / "grafana"
-DASHBOARD: Final = GRAFANA / "dashboards" / "binance-alerter-overview.json"
 DATASOURCES: Final = GRAFANA / "provisioning" / "datasources" / "prometheus.yml"
 PROVIDERS: Final = GRAFANA / "provisioning" / "dashboards" / "dashboards.yml"
 GRID_COLUMNS: Final = 24
@@ -31,19 +27,6 @@ SERVICES: Final = ("ingestor", "detector", "gateway")
 _METRIC_NAME: Final = re.compile(r"\b((?:ingestor|detector|gateway)_[a-z0-9_]+)\b")
 _SUFFIXES: Final = {"counter": ("_total",), "gauge": ("",),
                     "histogram": ("_bucket", "_count", "_sum")}
-
-
-def dashboard() -> dict[str, Any]:
-    document: dict[str, Any] = json.loads(DASHBOARD.read_text())
-    return document
-
-
-def panels() -> list[dict[str, Any]]:
-    return [p for p in dashboard()["panels"] if p["type"] != "row"]
-
-
-def panel_exprs() -> list[str]:
-    return [t["expr"] for p in panels() for t in p["targets"]]
 
 
 def exported() -> dict[str, MetricWrapperBase]:

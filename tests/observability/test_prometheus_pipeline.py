@@ -20,7 +20,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from fake_exchange import FakeExchange, Quote, drifting_market, with_jump
-from tests.observability.test_dashboard import panel_exprs
+from tests.support.dashboard import panel_exprs
 from tests.support.processes import Pipeline, metric
 from tests.support.prometheus import PrometheusServer, prometheus_binary, render_config
 from tests.support.servers import RedisServer

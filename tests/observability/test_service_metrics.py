@@ -22,7 +22,7 @@ from detector.metrics import DetectorMetrics
 from detector.service import Detector
 from gateway.hub import Hub
 from gateway.metrics import Metrics
-from tests.gateway.support import make_alert, running_gateway
+from tests.support.gateway import make_alert, running_gateway
 from tests.support.servers import RedisServer
 
 

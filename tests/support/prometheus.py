@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from tests.support.prerequisites import require
+from tests.support.prerequisites import PROMETHEUS, require_command
 from tools.redis_server import free_port
 
 ROOT: Final = Path(__file__).resolve().parents[2]
@@ -36,17 +36,11 @@ INTERVAL_KEYS: Final = ("scrape_interval", "evaluation_interval")
 
 
 def prometheus_binary() -> str:
-    found = shutil.which("prometheus")
-    require(found, "Debian prometheus (apt-get install prometheus)")
-    assert found is not None
-    return found
+    return require_command(PROMETHEUS, "prometheus", shutil.which("prometheus"))
 
 
 def promtool_binary() -> str:
-    found = shutil.which("promtool")
-    require(found, "promtool from Debian prometheus (apt-get install prometheus)")
-    assert found is not None
-    return found
+    return require_command(PROMETHEUS, "promtool", shutil.which("promtool"))
 
 
 def render_config(directory: Path, targets: Mapping[str, str], interval: str) -> Path:

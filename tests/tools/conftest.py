@@ -5,7 +5,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.tools.helpers import CliProcess
+from tests.support.recordings import CliProcess
 
 
 @pytest.fixture

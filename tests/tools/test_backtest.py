@@ -14,7 +14,7 @@ import msgspec
 import pytest
 
 from common.schemas import Alert
-from tests.tools.helpers import (
+from tests.support.recordings import (
     CRYPTOFEED,
     HFT_3K,
     HFT_20K,

@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from tests.support.prerequisites import require
+from tests.support.recordings import CliProcess
 from tests.support.servers import tansu_available
-from tests.tools.helpers import CliProcess
 from tools.redis_server import free_port
 
 pytestmark = pytest.mark.e2e

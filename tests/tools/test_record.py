@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tools.helpers import CRYPTOFEED, HFT_3K, HFT_20K, CliProcess, cli, start_replay
+from tests.support.recordings import CRYPTOFEED, HFT_3K, HFT_20K, CliProcess, cli, start_replay
 from tools.cli import main
 from tools.recording_formats import Recording, UnknownFormat
 

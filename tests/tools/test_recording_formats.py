@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.tools.helpers import CRYPTOFEED as CRYPTOFEED_FILE
-from tests.tools.helpers import HFT_3K, source_frames
+from tests.support.recordings import CRYPTOFEED as CRYPTOFEED_FILE
+from tests.support.recordings import HFT_3K, source_frames
 from tools.recording_formats import CRYPTOFEED, HFTBACKTEST, OWN, Recording, UnknownFormat
 from tools.recording_writer import RotatingWriter
 

@@ -12,7 +12,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
-from tests.tools.helpers import CRYPTOFEED, HFT_3K, source_frames
+from tests.support.recordings import CRYPTOFEED, HFT_3K, source_frames
 from tools.recording_writer import RotatingWriter
 from tools.replayer import ReplayServer
 

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from tests.support.processes import Pipeline
+from tests.support.recordings import HFT_20K, CliProcess, start_replay
 from tests.support.servers import RedisServer
-from tests.tools.helpers import HFT_20K, CliProcess, start_replay
 from tools.cli import main
 
 pytestmark = pytest.mark.e2e

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import yaml
 
-from tests.support.prerequisites import require
+from tests.support.prerequisites import DOCKER_COMPOSE, require_command
 
 REPO: Final = Path(__file__).resolve().parents[2]
 INFRA: Final = REPO / "infra"
@@ -52,10 +52,7 @@ def tool(name: str) -> str | None:
 
 
 def docker_compose() -> str:
-    found = tool("docker-compose")
-    require(found, "Debian docker-compose (apt-get install docker-compose)")
-    assert found is not None
-    return found
+    return require_command(DOCKER_COMPOSE, "docker-compose", tool("docker-compose"))
 
 
 def write_env_file(path: Path, *, all_settings: bool = False, **values: str) -> Path:

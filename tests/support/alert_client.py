@@ -1,3 +1,5 @@
+"""A browser stand-in for the end-to-end tests: a /ws client that keeps reconnecting."""
+
 from __future__ import annotations
 
 import asyncio
@@ -8,11 +10,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
 import websockets
 from websockets.asyncio.client import connect
-
-pytestmark = pytest.mark.e2e
 
 
 @dataclass

@@ -1,0 +1,54 @@
+"""The documents that describe the tree keep up with it: the README's layout section names
+every top-level folder and nothing that is gone, and docs/architecture.md covers every
+package the import-linter contracts govern."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+from typing import Final
+
+REPO: Final = Path(__file__).resolve().parents[1]
+README: Final = REPO / "README.md"
+ARCHITECTURE: Final = REPO / "docs" / "architecture.md"
+
+
+def layout_entries() -> set[str]:
+    """The folders in the first column of the README's layout block."""
+    section = README.read_text().split("\n## Layout\n", 1)[1]
+    block = section.split("```", 2)[1]
+    entries: set[str] = set()
+    for line in block.splitlines():
+        if line and not line.startswith(" "):
+            first_column = re.split(r"\s{2,}", line.strip())[0]
+            entries |= {name.strip() for name in first_column.split(",")}
+    return entries
+
+
+def tracked_folders() -> set[str]:
+    """Top-level folders of the repository as git has them, with a slash, as in the README."""
+    git = shutil.which("git")
+    assert git is not None, "git is needed to list the tracked files"
+    files = subprocess.run([git, "ls-files"], cwd=REPO, capture_output=True, text=True,
+                           check=True, timeout=30).stdout.splitlines()
+    return {f"{path.split('/', 1)[0]}/" for path in files if "/" in path}
+
+
+def test_the_readme_layout_names_every_top_level_folder() -> None:
+    entries = layout_entries()
+    assert tracked_folders() - entries == set()
+
+
+def test_every_folder_of_the_readme_layout_exists() -> None:
+    missing = [entry for entry in layout_entries() if not (REPO / entry).is_dir()]
+    assert missing == []
+
+
+def test_the_architecture_covers_every_package_of_the_layer_contracts() -> None:
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]
+    text = ARCHITECTURE.read_text()
+    assert [p for p in config["root_packages"] if f"`{p}/`" not in text] == []
+    assert "[tool.importlinter]" in text
