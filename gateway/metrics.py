@@ -39,7 +39,8 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = registry = new_registry()
         self.clients_connected = Gauge(
-            "gateway_clients_connected", "WebSocket clients subscribed to live alerts.",
+            "gateway_clients_connected", "WebSocket clients subscribed to live alerts, or "
+            "holding a place until the startup backlog is loaded.",
             registry=registry)
         self.alerts_received = Counter(
             "gateway_alerts_received_total",

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 
 import fakeredis
 import pytest
 
-from common.bus import BroadcastReader, BusUnavailable, Delivery, Record
+from common.bus import BusUnavailable, Delivery, Record
 from common.bus.redis_streams import RedisTransport
 from common.partitioning import ALERTS_STREAM
 from common.schemas import encode_alert
@@ -16,7 +16,13 @@ from gateway.app import create_app
 from gateway.hub import Hub, history_message
 from gateway.metrics import Metrics
 from gateway.service import bind_socket, serve
-from tests.gateway.support import gateway_settings, make_alert, publish
+from tests.gateway.support import (
+    ScriptedReader,
+    ScriptedTransport,
+    gateway_settings,
+    make_alert,
+    publish,
+)
 
 
 def new_hub(**overrides: int) -> tuple[Hub, Metrics]:
@@ -135,50 +141,6 @@ async def test_ring_keeps_the_newest_and_ids_stay_known_after_leaving_it() -> No
     assert [e.id for e in hub.recent(2)] == [alerts[-2].id, alerts[-1].id]
     assert len(hub.recent(5000)) == 1000
     assert await hub.ingest([delivery(encode_alert(alerts[0]))]) == 0
-
-
-class ScriptedReader:
-    """A broadcast reader whose answers (or failures) are given in advance."""
-
-    def __init__(self, script: list[list[Delivery] | Exception]) -> None:
-        self.script = script
-
-    async def _next(self) -> list[Delivery]:
-        if not self.script:
-            await asyncio.sleep(3600)
-        step = self.script.pop(0)
-        if isinstance(step, Exception):
-            raise step
-        return step
-
-    async def backlog(self, count: int) -> list[Delivery]:
-        return await self._next()
-
-    async def read(self, count: int, block_ms: int) -> list[Delivery]:
-        return await self._next()
-
-
-class ScriptedTransport:
-    def __init__(self, reader: ScriptedReader) -> None:
-        self.reader = reader
-
-    async def start(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-    async def ping(self) -> bool:
-        return True
-
-    async def declare(self, streams: Sequence[str], retention: object) -> None: ...
-
-    async def publish(self, records: Sequence[Record]) -> None: ...
-
-    def group_consumer(self, *args: object, **kwargs: object) -> object:
-        raise NotImplementedError
-
-    def broadcast_reader(self, stream: str) -> BroadcastReader:
-        assert stream == ALERTS_STREAM
-        return self.reader
 
 
 async def test_the_reader_waits_out_bus_outages() -> None:
