@@ -119,11 +119,9 @@ class Hub:
         self._read_block_ms = read_block_ms
         self._reading = False
         self._running = False
-        self.failed = asyncio.Event()
         # Set once the startup backlog is in the ring: before that, a client would get an
         # empty history and then the backlog as "live" alerts, and a valid since would 4404.
         self.primed = asyncio.Event()
-        self.failure: BaseException | None = None
 
     @property
     def reading(self) -> bool:
@@ -281,20 +279,13 @@ class Hub:
     async def run(self, transport: Transport) -> None:
         """Read the alerts stream until cancelled; a bus outage is waited out, not fatal.
 
-        Anything else that escapes is a bug: it is recorded in ``failure`` and ``failed`` is
-        set so that the service stops (and its supervisor restarts it) instead of serving a
-        page that will never update again.
+        Anything else that escapes is a bug (or a configuration error): it propagates, and
+        the service stops (and its supervisor restarts it) instead of serving a page that
+        will never update again (see ``gateway.service.serve``).
         """
         self._running = True
         try:
             await self._read_forever(transport)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self.failure = exc
-            self.failed.set()
-            log.exception("alerts reader failed")
-            raise
         finally:
             self._running = False
             self._set_reading(False)

@@ -147,10 +147,13 @@ async def serving(app: FastAPI, settings: GatewaySettings) -> AsyncIterator[Runn
 async def running_gateway(bus_url: str, **overrides: Any) -> AsyncIterator[RunningGateway]:
     """The real app on a free port, on a Redis transport of its own, once ready."""
     settings = gateway_settings(bus_url, **overrides)
-    app = create_app(settings)
-    async with serving(app, settings) as gateway:
-        await gateway.wait_ready()
-        yield gateway
+    transport = RedisTransport(bus_url, timeout_s=settings.bus_timeout_s)
+    try:
+        async with serving(create_app(settings, transport), settings) as gateway:
+            await gateway.wait_ready()
+            yield gateway
+    finally:
+        await transport.close()
 
 
 class ScriptedReader:

@@ -8,13 +8,16 @@ from collections.abc import AsyncIterator
 import fakeredis
 import pytest
 
-from common.bus import BusUnavailable, Delivery, Record
+from common.bus import BusUnavailable, Delivery, Record, TransportConfigError
 from common.bus.redis_streams import RedisTransport
 from common.partitioning import ALERTS_STREAM
+from common.runner import Hosted, supervise
 from common.schemas import encode_alert
+from common.settings import GatewaySettings
 from gateway.app import create_app
 from gateway.hub import Hub, history_message
 from gateway.metrics import Metrics
+from gateway.service import SERVICE as GATEWAY
 from gateway.service import bind_socket, serve
 from tests.gateway.support import (
     ScriptedReader,
@@ -167,11 +170,28 @@ async def test_a_reader_bug_stops_the_service_instead_of_serving_a_dead_page() -
     app = create_app(settings, transport)  # type: ignore[arg-type]
     sock = bind_socket("127.0.0.1", 0)
     try:
-        with pytest.raises(RuntimeError, match="alerts reader failed") as failed:
+        with pytest.raises(ExceptionGroup) as failed:
             await asyncio.wait_for(serve(app, settings, sock, asyncio.Event()), 10)
     finally:
         sock.close()
-    assert isinstance(failed.value.__cause__, ValueError)
+    assert failed.group_contains(ValueError, match="bug")
+
+
+async def test_a_config_error_of_a_reader_is_exit_code_2_in_one_line(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """What a broker refuses for a setting (here the alerts reader's first read) ends the
+    service as any configuration error does, not as a crash (exit 1, a traceback)."""
+    refused = TransportConfigError("kafka refused starting a reader (check KAFKA_SASL_*)")
+    transport = ScriptedTransport(ScriptedReader([refused]))
+    settings = gateway_settings("redis://unused", gateway_port=0)
+
+    async def main(settings: GatewaySettings, stopping: asyncio.Event) -> None:
+        await Hosted(GATEWAY, settings, transport).run(stopping)  # type: ignore[arg-type]
+
+    code = await asyncio.wait_for(supervise("gateway", settings, main), 10)
+    assert code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["gateway: kafka refused starting a reader (check KAFKA_SASL_*)"]
 
 
 async def test_the_startup_backlog_is_history_not_live_news(bus: RedisTransport) -> None:
