@@ -1,11 +1,26 @@
-"""Process lifecycle shared by the three services.
+"""The one shape of a service, and the process lifecycle every service shares.
 
-Shutdown is staged, as in uvicorn: the first SIGTERM/SIGINT sets ``stopping``, which every
-loop watches between batches so that the batch in hand is finished, acknowledged and
-flushed; if that takes longer than ``SHUTDOWN_TIMEOUT_S`` the service task is cancelled; a
-second signal cancels at once. Any task that dies with an exception takes the whole
-service down (non-zero exit) so that a supervisor restarts it: a silently dead writer is
-worse than a restart.
+A service is one ``async def main(settings, stopping, runtime)``, described by a
+``Service`` (its name, settings type, main and metrics address); ``python -m <service>`` is
+``run_service(SERVICE)``. The runner owns the rest, identically for every service:
+
+- settings, loaded once: a bad value exits 2 with one line naming the variable;
+- logging, set up from ``LOG_LEVEL``/``LOG_FORMAT``;
+- the transport: created from the settings (here only), started before ``main`` and closed
+  after it, handed to ``main`` in the ``Runtime`` with the registry its metrics go on;
+- the health server (``common.health``): ``/metrics`` of that registry and ``/healthz``,
+  healthy while ``main`` runs and the predicate it sets in the ``Runtime`` holds;
+- signals and the drain deadline, staged as in uvicorn: the first SIGTERM/SIGINT sets
+  ``stopping``, which every loop watches between batches so that the batch in hand is
+  finished, acknowledged and flushed; if that takes longer than ``SHUTDOWN_TIMEOUT_S``
+  ``main`` is cancelled; a second signal cancels it at once;
+- exit codes: a configuration error anywhere, also one raised inside a task group (it then
+  arrives inside an ``ExceptionGroup``), exits 2 with one line; any other error exits 1 with
+  its traceback, so that a supervisor restarts the service: a silently dead writer is worse
+  than a restart.
+
+``main`` keeps every task it starts in an ``asyncio.TaskGroup``, so that any task dying
+with an error takes the whole service down.
 """
 
 from __future__ import annotations
@@ -15,37 +30,127 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, NoReturn, TypeVar
 
-from common.bus import TransportConfigError
+from prometheus_client import CollectorRegistry
+
+from common.bus import Transport, TransportConfigError, create_transport
+from common.health import HealthServer, new_registry
 from common.logs import configure_logging
 from common.settings import BaseServiceSettings, SettingsError, load_settings, redact_url
 
 log = logging.getLogger(__name__)
 
 S = TypeVar("S", bound=BaseServiceSettings)
-ServiceMain = Callable[[S, asyncio.Event], Coroutine[Any, Any, None]]
+Main = Callable[[S, asyncio.Event], Coroutine[Any, Any, None]]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
+CONFIG_ERRORS = (SettingsError, TransportConfigError)
 
 
-def run_service(name: str, settings_type: type[S], main: ServiceMain[S]) -> None:
-    """Entry point body of ``python -m <service>``; never returns."""
+class Runtime:
+    """What the runner hands a service's ``main`` besides its settings and ``stopping``.
+
+    ``healthy`` is what ``/healthz`` asks (beyond "main is running"); ``main`` replaces it
+    with what says that the service does its work, e.g. "the writer task is alive".
+    """
+
+    def __init__(self, transport: Transport, registry: CollectorRegistry) -> None:
+        self.transport = transport
+        self.registry = registry
+        self.healthy: Callable[[], bool] = lambda: True
+
+
+ServiceMain = Callable[[S, asyncio.Event, Runtime], Coroutine[Any, Any, None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Service(Generic[S]):
+    """A service as the runner sees it.
+
+    ``metrics_address`` gives the host and port of its health server from its settings;
+    ``None`` for a service that serves ``/metrics`` and ``/healthz`` itself (the gateway,
+    on its HTTP port, from the same registry).
+    """
+
+    name: str
+    settings_type: type[S]
+    main: ServiceMain[S]
+    metrics_address: Callable[[S], tuple[str, int]] | None = None
+
+
+class Hosted(Generic[S]):
+    """One service in this process, on a transport that is started and stays the caller's:
+    its health server around its ``main``. The tests run services this way, with a
+    transport and a registry of their own."""
+
+    def __init__(self, service: Service[S], settings: S, transport: Transport,
+                 registry: CollectorRegistry | None = None) -> None:
+        self.service = service
+        self.settings = settings
+        self.runtime = Runtime(transport, registry if registry is not None else new_registry())
+        address = service.metrics_address(settings) if service.metrics_address else None
+        self.health = None if address is None else HealthServer(
+            *address, healthy=self.healthy, registry=self.runtime.registry)
+        self._running = False
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        return self.runtime.registry
+
+    @property
+    def health_port(self) -> int:
+        assert self.health is not None, f"{self.service.name} has no health server"
+        return self.health.port
+
+    def healthy(self) -> bool:
+        return self._running and self.runtime.healthy()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        if self.health is not None:
+            await self.health.start()
+        self._running = True
+        try:
+            await self.service.main(self.settings, stopping, self.runtime)
+        finally:
+            self._running = False
+            if self.health is not None:
+                await self.health.stop()
+
+
+async def run_on_bus(service: Service[S], settings: S, stopping: asyncio.Event) -> None:
+    """The service on the transport its settings name, from start to close."""
+    transport = create_transport(settings)
+    await transport.start()
     try:
-        settings = load_settings(settings_type)
+        await Hosted(service, settings, transport).run(stopping)
+    finally:
+        await transport.close()
+
+
+def run_service(service: Service[S]) -> NoReturn:
+    """The body of ``python -m <service>``; never returns."""
+    try:
+        settings = load_settings(service.settings_type)
     except SettingsError as exc:
-        print(f"{name}: {exc}", file=sys.stderr)
+        report_config_error(service.name, [exc])
         sys.exit(EXIT_CONFIG)
-    configure_logging(settings.log_level, settings.log_format, service=name)
-    log.info("%s starting (bus %s)", name, redact_url(settings.bus_url))
+    configure_logging(settings.log_level, settings.log_format, service=service.name)
+    log.info("%s starting (bus %s)", service.name, redact_url(settings.bus_url))
+
+    async def main(settings: S, stopping: asyncio.Event) -> None:
+        await run_on_bus(service, settings, stopping)
+
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        code = runner.run(supervise(name, settings, main))
+        code = runner.run(supervise(service.name, settings, main))
     sys.exit(code)
 
 
-async def supervise(name: str, settings: S, main: ServiceMain[S]) -> int:
+async def supervise(name: str, settings: S, main: Main[S]) -> int:
+    """Run ``main`` under the staged shutdown; the process exit code."""
     stopping = asyncio.Event()
     task = asyncio.create_task(main(settings, stopping), name=name)
     loop = asyncio.get_running_loop()
@@ -73,10 +178,11 @@ async def supervise(name: str, settings: S, main: ServiceMain[S]) -> int:
             raise
         log.warning("%s: stopped before draining finished", name)
         return EXIT_FAILED
-    except TransportConfigError as exc:
-        log.error("%s: %s", name, exc)
-        return EXIT_CONFIG
-    except Exception:
+    except Exception as exc:
+        problems = config_errors(exc)
+        if problems:
+            report_config_error(name, problems)
+            return EXIT_CONFIG
         log.exception("%s: failed", name)
         return EXIT_FAILED
     finally:
@@ -86,6 +192,23 @@ async def supervise(name: str, settings: S, main: ServiceMain[S]) -> int:
             loop.remove_signal_handler(signum)
     log.info("%s stopped", name)
     return EXIT_OK
+
+
+def config_errors(exc: BaseException) -> list[BaseException]:
+    """The configuration errors in ``exc``: itself, or those anywhere in its (nested)
+    exception groups, which is how an error raised inside a task group arrives."""
+    if isinstance(exc, CONFIG_ERRORS):
+        return [exc]
+    if isinstance(exc, BaseExceptionGroup):
+        return [found for inner in exc.exceptions for found in config_errors(inner)]
+    return []
+
+
+def report_config_error(name: str, problems: list[BaseException]) -> None:
+    """One line on stderr, ``<service>: <what to fix>``, the same for every service and
+    every path (a launcher shows it as it is)."""
+    message = "; ".join(dict.fromkeys(" ".join(str(p).split()) for p in problems))
+    print(f"{name}: {message}", file=sys.stderr, flush=True)
 
 
 def _expire(task: asyncio.Task[None], name: str) -> None:

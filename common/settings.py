@@ -10,10 +10,20 @@ from pathlib import Path
 from typing import Annotated, Literal, Self, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.bus.registry import schemes as bus_schemes
+
+_LOG_LEVELS = frozenset({"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
+_LOG_FORMATS = frozenset({"text", "json"})
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
 Port = Annotated[int, Field(ge=0, le=65535)]
@@ -54,11 +64,14 @@ class BaseServiceSettings(BaseSettings):
 
     @field_validator("log_level", "log_format", mode="before")
     @classmethod
-    def _normalise_case(cls, value: object) -> object:
+    def _forgive_case(cls, value: object) -> object:
+        """``debug`` and ``JSON`` are meant as ``DEBUG`` and ``json``; anything else is left
+        as given, so that the error message shows what the operator wrote."""
         if not isinstance(value, str):
             return value
-        return value.upper() if value.lower() in {"debug", "info", "warning", "error",
-                                                  "critical"} else value.lower()
+        if value.upper() in _LOG_LEVELS:
+            return value.upper()
+        return value.lower() if value.lower() in _LOG_FORMATS else value
 
     @field_validator("bus_url")
     @classmethod
@@ -113,22 +126,36 @@ class DetectorSettings(BaseServiceSettings):
 
     @property
     def partitions(self) -> tuple[int, ...]:
+        """The partitions this detector reads: ``DETECTOR_PARTITIONS``, or all of them."""
         if not self.detector_partitions.strip():
             return tuple(range(self.tick_partitions))
         return tuple(int(p) for p in self.detector_partitions.split(","))
 
     @field_validator("detector_partitions")
     @classmethod
-    def _partition_list(cls, value: str) -> str:
-        for part in filter(None, (p.strip() for p in value.split(","))):
+    def _partition_list(cls, value: str, info: ValidationInfo) -> str:
+        """Each partition once, in range: a partition listed twice would be read (and its
+        history replayed) twice."""
+        if not value.strip():
+            return value
+        seen: set[int] = set()
+        for part in (p.strip() for p in value.split(",")):
+            if not part:
+                raise ValueError("an empty entry between commas; expected comma-separated "
+                                 "partition numbers, e.g. 0,1")
             if not part.isdigit():
                 raise ValueError(f"expected comma-separated partition numbers, got {part!r}")
+            partition = int(part)
+            if partition in seen:
+                raise ValueError(f"partition {partition} is listed twice")
+            total = info.data.get("tick_partitions")
+            if isinstance(total, int) and partition >= total:
+                raise ValueError(f"partition {partition} >= TICK_PARTITIONS ({total})")
+            seen.add(partition)
         return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
-        if any(p >= self.tick_partitions for p in self.partitions):
-            raise ValueError("DETECTOR_PARTITIONS names a partition >= TICK_PARTITIONS")
         if self.read_block_ms / 1000 >= self.bus_timeout_s:
             raise ValueError("READ_BLOCK_MS must stay below BUS_TIMEOUT_S")
         return self

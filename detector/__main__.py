@@ -1,6 +1,7 @@
+"""``python -m detector``."""
+
 from common.runner import run_service
-from common.settings import DetectorSettings
-from detector.service import run
+from detector.service import SERVICE
 
 if __name__ == "__main__":
-    run_service("detector", DetectorSettings, run)
+    run_service(SERVICE)

@@ -33,9 +33,7 @@ from common.bus import (
     Record,
     Retention,
     Transport,
-    create_transport,
 )
-from common.health import HealthServer
 from common.partitioning import (
     ALERTS_STREAM,
     DETECTOR_GROUP,
@@ -44,7 +42,7 @@ from common.partitioning import (
     ticks_stream,
 )
 from common.rules_stream import RulesView
-from common.runner import wait_or_stop
+from common.runner import Runtime, Service, wait_or_stop
 from common.schemas import (
     Alert,
     Rule,
@@ -299,19 +297,13 @@ def describe_rule(rule: Rule) -> str:
     return " ".join(parts)
 
 
-async def run(settings: DetectorSettings, stopping: asyncio.Event) -> None:
-    transport = create_transport(settings)
-    await transport.start()
-    detector = Detector(settings, transport)
-    loop: asyncio.Task[None] | None = None
-    health = HealthServer(settings.metrics_host, settings.detector_metrics_port,
-                          healthy=lambda: loop is not None and not loop.done(),
-                          registry=detector.metrics.registry)
-    await health.start()
-    try:
-        async with asyncio.TaskGroup() as tasks:
-            loop = tasks.create_task(detector.run(stopping), name="detector-loop")
-            tasks.create_task(detector.watch_lag(stopping), name="detector-lag")
-    finally:
-        await health.stop()
-        await transport.close()
+async def main(settings: DetectorSettings, stopping: asyncio.Event, runtime: Runtime) -> None:
+    detector = Detector(settings, runtime.transport, metrics=DetectorMetrics(runtime.registry))
+    async with asyncio.TaskGroup() as tasks:
+        loop = tasks.create_task(detector.run(stopping), name="detector-loop")
+        tasks.create_task(detector.watch_lag(stopping), name="detector-lag")
+        runtime.healthy = lambda: not loop.done()
+
+
+SERVICE = Service("detector", DetectorSettings, main,
+                  metrics_address=lambda s: (s.metrics_host, s.detector_metrics_port))

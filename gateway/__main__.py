@@ -1,6 +1,7 @@
+"""``python -m gateway``."""
+
 from common.runner import run_service
-from common.settings import GatewaySettings
-from gateway.service import run
+from gateway.service import SERVICE
 
 if __name__ == "__main__":
-    run_service("gateway", GatewaySettings, run)
+    run_service(SERVICE)

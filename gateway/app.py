@@ -1,26 +1,26 @@
 """The gateway's ASGI app: the page, ``/ws``, ``/api/alerts``, ``/api/rules``, the rules
 admin API (``/api/admin``, see ``gateway.admin``), health and metrics.
 
-``create_app`` builds everything but starts nothing; the lifespan owns the alerts reader
-(an explicit task, cancelled and awaited on shutdown) and, when the caller did not pass
-one, the transport.
+``create_app`` builds everything but starts nothing: the transport is the runner's, and the
+bus readers that feed the app (``readers_of``) are tasks of ``gateway.service.serve``, in
+the same task group as the HTTP server.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 from fastapi import FastAPI, HTTPException, Query, WebSocket
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CollectorRegistry
 
 import gateway
-from common.bus import Transport, create_transport
+from common.bus import Transport
 from common.schemas import ALERT_ID_PATTERN
 from common.settings import GatewaySettings
 from gateway.admin import register_admin
@@ -37,50 +37,28 @@ API_MAX_LIMIT: Final = 1000
 READY_PING_TIMEOUT_S: Final = 2.0
 
 
-class _Bus:
-    """The transport of a running app; ``None`` outside the lifespan."""
-
-    transport: Transport | None = None
+Reader = Callable[[], Coroutine[Any, Any, None]]
 
 
-def create_app(settings: GatewaySettings, transport: Transport | None = None) -> FastAPI:
-    """Build the app. A given ``transport`` stays the caller's to start and close."""
-    metrics = Metrics()
+def create_app(settings: GatewaySettings, transport: Transport,
+               registry: CollectorRegistry | None = None) -> FastAPI:
+    """Build the app on a transport that its caller starts and closes; its metrics go on
+    ``registry`` (by default one of its own)."""
+    metrics = Metrics(registry)
     hub = Hub(metrics=metrics, history_size=settings.history_size,
               client_queue_size=settings.client_queue_size, max_clients=settings.max_clients,
               read_block_ms=settings.read_block_ms, seen_limit=settings.alerts_maxlen)
     rules = RulesFollower(hub, read_block_ms=settings.read_block_ms)
     policy = SocketPolicy(settings.origins, settings.ws_heartbeat_s)
-    bus = _Bus()
 
-    @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        owned = transport is None
-        bus.transport = transport or create_transport(settings)
-        if owned:
-            await bus.transport.start()
-        readers = [
-            asyncio.create_task(hub.run(bus.transport), name="gateway-alerts-reader"),
-            asyncio.create_task(rules.run(bus.transport), name="gateway-rules-reader"),
-        ]
-        try:
-            yield
-        finally:
-            for reader in readers:
-                reader.cancel()
-            await asyncio.wait(readers)
-            for reader in readers:
-                if not reader.cancelled():
-                    reader.exception()  # logged where it happened; retrieved, not re-raised
-            if owned:
-                await bus.transport.close()
-            bus.transport = None
-
-    app = FastAPI(title="binance-alerter gateway", lifespan=lifespan, docs_url=None,
-                  redoc_url=None, openapi_url=None)
+    app = FastAPI(title="binance-alerter gateway", docs_url=None, redoc_url=None,
+                  openapi_url=None)
     app.state.hub = hub
     app.state.rules = rules
     app.state.metrics = metrics
+    app.state.readers = {"alerts reader": lambda: hub.run(transport),
+                         "rules follower": lambda: rules.run(transport)}
+    app.state.failed_readers = {}
     metrics.instrument(app)
 
     @app.websocket("/ws")
@@ -108,7 +86,7 @@ def create_app(settings: GatewaySettings, transport: Transport | None = None) ->
         """The rules the detectors announced, as the page shows them."""
         return Response(rules.document(), media_type="application/json")
 
-    register_admin(app, settings, rules, lambda: bus.transport)
+    register_admin(app, settings, rules, lambda: transport)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -116,7 +94,7 @@ def create_app(settings: GatewaySettings, transport: Transport | None = None) ->
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
-        reason = rules.not_ready_reason() or await _not_ready_reason(hub, bus.transport)
+        reason = _failed_readers(app) or await _not_ready_reason(hub, transport)
         if reason:
             return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
         return JSONResponse({"status": "ready"})
@@ -130,8 +108,8 @@ def create_app(settings: GatewaySettings, transport: Transport | None = None) ->
     return app
 
 
-async def _not_ready_reason(hub: Hub, transport: Transport | None) -> str:
-    if transport is None or not hub.running:
+async def _not_ready_reason(hub: Hub, transport: Transport) -> str:
+    if not hub.running:
         return "alerts reader is not running"
     try:
         async with asyncio.timeout(READY_PING_TIMEOUT_S):
@@ -154,11 +132,21 @@ def hub_of(app: FastAPI) -> Hub:
     return hub
 
 
-def rules_of(app: FastAPI) -> RulesFollower:
-    rules = app.state.rules
-    if not isinstance(rules, RulesFollower):
-        raise TypeError("not a gateway app")
-    return rules
+def reader_failed(app: FastAPI, name: str, error: Exception) -> None:
+    """Record that a reader of ``readers_of`` died, so that ``/readyz`` names it while the
+    service stops."""
+    app.state.failed_readers[name] = repr(error)
+
+
+def _failed_readers(app: FastAPI) -> str:
+    failed: dict[str, str] = app.state.failed_readers
+    return "; ".join(f"{name} failed: {error}" for name, error in failed.items())
+
+
+def readers_of(app: FastAPI) -> dict[str, Reader]:
+    """The bus readers that keep the app's state current (alerts, rules), by task name."""
+    readers: dict[str, Reader] = app.state.readers
+    return readers
 
 
 def metrics_of(app: FastAPI) -> Metrics:

@@ -113,16 +113,15 @@ class Hub:
         self._next_seq = 0
         self._seen_limit = max(seen_limit, self._ring_size)
         self._subscribers: set[Subscriber] = set()
+        self._waiting = 0  # clients holding a place while the startup backlog loads
         self._client_queue_size = client_queue_size
         self._max_clients = max_clients
         self._read_block_ms = read_block_ms
         self._reading = False
         self._running = False
-        self.failed = asyncio.Event()
         # Set once the startup backlog is in the ring: before that, a client would get an
         # empty history and then the backlog as "live" alerts, and a valid since would 4404.
         self.primed = asyncio.Event()
-        self.failure: BaseException | None = None
 
     @property
     def reading(self) -> bool:
@@ -135,9 +134,26 @@ class Hub:
 
     @property
     def client_count(self) -> int:
-        return len(self._subscribers)
+        """Clients subscribed, and those holding a place until the history is loaded."""
+        return len(self._subscribers) + self._waiting
 
     # -- subscribers ------------------------------------------------------------------------
+
+    def hold(self) -> bool:
+        """Hold a place of ``MAX_CLIENTS`` for a client that waits for the startup backlog
+        (``primed``), so that waiting clients cannot pile up beyond the limit. False when
+        the gateway is full (counted as a drop). Give the place back with ``release``,
+        before ``subscribe`` (which then takes it, with no await in between)."""
+        if self.client_count >= self._max_clients:
+            self._metrics.clients_dropped.labels(SERVER_FULL.reason).inc()
+            return False
+        self._waiting += 1
+        self._count_clients()
+        return True
+
+    def release(self) -> None:
+        self._waiting -= 1
+        self._count_clients()
 
     def subscribe(self, since: str | None = None) -> tuple[Subscriber, list[Entry]] | None:
         """Register a client and return it with the history it must be sent first: the
@@ -148,17 +164,20 @@ class Hub:
         start over instead of silently missing what came in between.
         """
         history = self.recent(self._history_size) if since is None else self.after(since)
-        if len(self._subscribers) >= self._max_clients:
+        if self.client_count >= self._max_clients:
             self._metrics.clients_dropped.labels(SERVER_FULL.reason).inc()
             return None
         subscriber = Subscriber(self._client_queue_size)
         self._subscribers.add(subscriber)
-        self._metrics.clients_connected.set(len(self._subscribers))
+        self._count_clients()
         return subscriber, history
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.discard(subscriber)
-        self._metrics.clients_connected.set(len(self._subscribers))
+        self._count_clients()
+
+    def _count_clients(self) -> None:
+        self._metrics.clients_connected.set(self.client_count)
 
     def drop(self, subscriber: Subscriber, why: Drop) -> None:
         """Stop feeding a client now; its connection handler closes it with ``why``."""
@@ -260,20 +279,13 @@ class Hub:
     async def run(self, transport: Transport) -> None:
         """Read the alerts stream until cancelled; a bus outage is waited out, not fatal.
 
-        Anything else that escapes is a bug: it is recorded in ``failure`` and ``failed`` is
-        set so that the service stops (and its supervisor restarts it) instead of serving a
-        page that will never update again.
+        Anything else that escapes is a bug (or a configuration error): it propagates, and
+        the service stops (and its supervisor restarts it) instead of serving a page that
+        will never update again (see ``gateway.service.serve``).
         """
         self._running = True
         try:
             await self._read_forever(transport)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self.failure = exc
-            self.failed.set()
-            log.exception("alerts reader failed")
-            raise
         finally:
             self._running = False
             self._set_reading(False)

@@ -12,7 +12,14 @@ from __future__ import annotations
 from typing import Final
 
 from fastapi import FastAPI
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator import metrics as http_metrics
 
@@ -36,10 +43,11 @@ _UNTIMED_HANDLERS: Final = ("^/metrics$",)
 class Metrics:
     content_type: Final = CONTENT_TYPE_LATEST
 
-    def __init__(self) -> None:
-        self.registry = registry = new_registry()
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry = registry if registry is not None else new_registry()
         self.clients_connected = Gauge(
-            "gateway_clients_connected", "WebSocket clients subscribed to live alerts.",
+            "gateway_clients_connected", "WebSocket clients subscribed to live alerts, or "
+            "holding a place until the startup backlog is loaded.",
             registry=registry)
         self.alerts_received = Counter(
             "gateway_alerts_received_total",

@@ -5,14 +5,13 @@ The detectors apply the rule set in force on the stream (an admin changes it the
 own environment says. Which entry is in force is decided by ``common.rules_stream``, the
 same code every detector runs, so the page and the detectors agree on every edge.
 
-A bus outage is waited out. Anything else that ends the follower is a bug: it is recorded
-in ``failure`` and ``failed`` is set, so that ``/readyz`` says so and the service stops
-(and its supervisor restarts it) instead of serving rules that will never change again.
+A bus outage is waited out. Anything else that ends the follower is a bug: it propagates
+to ``gateway.service.serve``, which marks the gateway not ready naming the follower and
+stops it (its supervisor restarts it) instead of serving rules that never change again.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from typing import Final
@@ -48,8 +47,6 @@ class RulesFollower:
         self._read_block_ms = read_block_ms
         self.view = RulesView()
         self._announced: RuleSet | None = None  # the rules the browsers were told
-        self.failed = asyncio.Event()
-        self.failure: BaseException | None = None
 
     @property
     def current(self) -> RuleSet | None:
@@ -70,12 +67,6 @@ class RulesFollower:
                                current.version if current else None)
         return _json.encode(message).decode()
 
-    def not_ready_reason(self) -> str:
-        """Why ``/readyz`` must fail because of the rules, or ``""``."""
-        if self.failure is not None:
-            return f"rules follower failed: {self.failure!r}"
-        return ""
-
     def offer(self, rule_set: RuleSet) -> bool:
         """Hold ``rule_set``, an entry the admin API read or wrote, if it is newer than the
         one held (the stream will bring it too, a moment later). True when it was taken."""
@@ -93,21 +84,12 @@ class RulesFollower:
             self._hub.broadcast(self.message())
 
     async def run(self, transport: Transport) -> None:
-        """Follow the stream until cancelled; raises (after recording it) on a bug."""
+        """Follow the stream until cancelled; a bug raises out of here."""
+        reader = transport.broadcast_reader(RULES_STREAM)
         try:
-            reader = transport.broadcast_reader(RULES_STREAM)
-            try:
-                changes = rules_stream.follow(reader, self.view, block_ms=self._read_block_ms)
-                async with contextlib.aclosing(changes):
-                    async for rule_set in changes:
-                        self._announce(rule_set)
-            finally:
-                await reader.close()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self.failure = exc
-            self.failed.set()
-            log.exception("rules follower failed; the gateway stops rather than show "
-                          "rules that no longer change")
-            raise
+            changes = rules_stream.follow(reader, self.view, block_ms=self._read_block_ms)
+            async with contextlib.aclosing(changes):
+                async for rule_set in changes:
+                    self._announce(rule_set)
+        finally:
+            await reader.close()

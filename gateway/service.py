@@ -1,11 +1,14 @@
-"""``python -m gateway``: the app served by uvicorn under the common runner.
+"""``python -m gateway``: the app served by uvicorn, with the bus readers that feed it, in
+one task group under the common runner.
 
 The runner owns SIGTERM/SIGINT (first signal sets ``stopping``, a second one cancels), so
 uvicorn must not install handlers of its own: it would take the signal, and on exit
 re-raise it, which the runner would count as the second, forcing signal. Stopping is
 instead asked for with ``server.should_exit``, which makes uvicorn stop accepting, close
-every WebSocket with 1012 (service restart, so browsers reconnect elsewhere), wait for the
-handlers to end and run the lifespan shutdown.
+every WebSocket with 1012 (service restart, so browsers reconnect elsewhere) and wait for
+the handlers to end. A bus reader that fails stops the server the same way, and its error
+is raised once the server is down: the service exits 1 (2 for a configuration error)
+instead of serving a page that no longer updates.
 """
 
 from __future__ import annotations
@@ -20,10 +23,9 @@ from typing import Final
 import uvicorn
 from fastapi import FastAPI
 
-from common.aio import race
-from common.bus import create_transport
+from common.runner import Runtime, Service
 from common.settings import GatewaySettings
-from gateway.app import create_app, hub_of, rules_of
+from gateway.app import Reader, create_app, reader_failed, readers_of
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +72,7 @@ def server_config(app: FastAPI, settings: GatewaySettings) -> uvicorn.Config:
         app,
         host=settings.gateway_host,
         port=settings.gateway_port,
-        lifespan="on",
+        lifespan="off",  # nothing to start: the readers are tasks of serve()
         log_config=None,
         ws_max_size=WS_MAX_SIZE,
         # Compression would be done once per client per message: the opposite of encoding
@@ -80,41 +82,55 @@ def server_config(app: FastAPI, settings: GatewaySettings) -> uvicorn.Config:
         ws_ping_interval=settings.ws_ping_interval_s,
         ws_ping_timeout=settings.ws_ping_timeout_s,
         server_header=False,
-        # Leave the lifespan shutdown time within the runner's SHUTDOWN_TIMEOUT_S.
+        # Leave the transport's close time within the runner's SHUTDOWN_TIMEOUT_S.
         timeout_graceful_shutdown=max(1, int(settings.shutdown_timeout_s / 2)),
     )
 
 
 async def serve(app: FastAPI, settings: GatewaySettings, sock: socket.socket,
                 stopping: asyncio.Event) -> None:
-    """Serve until ``stopping`` is set or the alerts reader or rules follower fails (then
-    raise)."""
-    hub, rules = hub_of(app), rules_of(app)
+    """Serve until ``stopping`` is set or a bus reader fails (then raise its error, in an
+    ``ExceptionGroup``, once the server has stopped)."""
     server = EmbeddedServer(server_config(app, settings))
+    failures: list[Exception] = []
+
+    async def reading(name: str, read: Reader) -> None:
+        try:
+            await read()
+        except Exception as exc:
+            log.error("%s failed (%r): stopping the gateway", name, exc)
+            reader_failed(app, name, exc)
+            failures.append(exc)
+            server.should_exit = True
 
     async def stop_when_asked() -> None:
-        await race(stopping.wait(), hub.failed.wait(), rules.failed.wait())
+        await stopping.wait()
         server.should_exit = True
 
-    async with asyncio.TaskGroup() as group:
-        serving = group.create_task(server.serve(sockets=[sock]))
-        watcher = group.create_task(stop_when_asked())
-        # A server that ends on its own (startup failure) must not leave the watcher behind.
-        serving.add_done_callback(lambda _: watcher.cancel())
-    if hub.failure is not None:
-        raise RuntimeError("the alerts reader failed") from hub.failure
-    if rules.failure is not None:
-        raise RuntimeError("the rules follower failed") from rules.failure
+    async with asyncio.TaskGroup() as tasks:
+        readers = [tasks.create_task(reading(name, read), name=f"gateway {name}")
+                   for name, read in readers_of(app).items()]
+        watcher = tasks.create_task(stop_when_asked(), name="gateway-stop")
+        try:
+            await server.serve(sockets=[sock])
+        finally:
+            watcher.cancel()
+            for reader in readers:
+                reader.cancel()
+    if failures:
+        raise ExceptionGroup("a bus reader of the gateway failed", failures)
 
 
-async def run(settings: GatewaySettings, stopping: asyncio.Event) -> None:
-    transport = create_transport(settings)
+async def main(settings: GatewaySettings, stopping: asyncio.Event, runtime: Runtime) -> None:
     sock = bind_socket(settings.gateway_host, settings.gateway_port)
     host, port = sock.getsockname()[:2]
     log.info("serving the page, /ws and /api on http://%s:%d", host, port)
     try:
-        await transport.start()
-        await serve(create_app(settings, transport), settings, sock, stopping)
+        app = create_app(settings, runtime.transport, runtime.registry)
+        await serve(app, settings, sock, stopping)
     finally:
         sock.close()
-        await transport.close()
+
+
+# No health server of the runner's: /healthz, /readyz and /metrics are routes of the app.
+SERVICE = Service("gateway", GatewaySettings, main)

@@ -84,11 +84,12 @@ async def serve_client(websocket: WebSocket, hub: Hub, metrics: Metrics, rules: 
     # Accept before refusing so that the browser sees a close code and a reason (an HTTP
     # 403 on the handshake reaches JavaScript as an anonymous 1006).
     await websocket.accept()
-    await hub.primed.wait()
     since = websocket.query_params.get("since")
     if since is not None and not is_alert_id(since):
         await _refuse(websocket, metrics, BAD_SINCE, "since must be an alert id "
                       "(SYMBOL:WINDOW_S:EVENT_TIME_MS)")
+        return
+    if not hub.primed.is_set() and not await _wait_for_history(websocket, hub, metrics):
         return
     try:
         subscription = hub.subscribe(since)
@@ -111,6 +112,33 @@ async def serve_client(websocket: WebSocket, hub: Hub, metrics: Metrics, rules: 
         hub.unsubscribe(subscriber)
     if subscriber.drop is not None:
         await _close(websocket, subscriber.drop)
+
+
+async def _wait_for_history(websocket: WebSocket, hub: Hub, metrics: Metrics) -> bool:
+    """Wait until the startup backlog is loaded (before that a client would get an empty
+    history, then the backlog as live alerts), holding a place of ``MAX_CLIENTS`` and
+    listening, so that a client that leaves meanwhile gives its place back at once.
+
+    False when the client was refused, left or flooded: its handler is done.
+    """
+    if not hub.hold():
+        await _close(websocket, SERVER_FULL)
+        return False
+    heard: list[Drop | None] = []
+
+    async def listen() -> None:
+        heard.append(await _listen(websocket))
+
+    try:
+        await race(hub.primed.wait(), listen())
+    finally:
+        hub.release()
+    if not heard:
+        return True
+    if heard[0] is not None:
+        metrics.clients_dropped.labels(heard[0].reason).inc()
+        await _close(websocket, heard[0])
+    return False
 
 
 async def _send(websocket: WebSocket, subscriber: Subscriber, history: Sequence[Entry],
@@ -141,18 +169,25 @@ async def _send(websocket: WebSocket, subscriber: Subscriber, history: Sequence[
 
 async def _receive(websocket: WebSocket, hub: Hub, subscriber: Subscriber) -> None:
     """Return when the client goes away; drop it if it talks faster than the limit."""
+    why = await _listen(websocket)
+    if why is not None:
+        hub.drop(subscriber, why)
+
+
+async def _listen(websocket: WebSocket) -> Drop | None:
+    """Read and discard what the client sends until it goes away (``None``), or until it
+    talks faster than the limit (``FLOOD``)."""
     allowance = CLIENT_MESSAGES_BURST
     last = time.monotonic()
     while True:
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
-            return
+            return None
         now = time.monotonic()
         allowance = min(CLIENT_MESSAGES_BURST, allowance + (now - last) * CLIENT_MESSAGES_PER_S)
         last = now
         if allowance < 1:
-            hub.drop(subscriber, FLOOD)
-            return
+            return FLOOD
         allowance -= 1
 
 

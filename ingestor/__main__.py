@@ -1,8 +1,7 @@
 """``python -m ingestor``."""
 
 from common.runner import run_service
-from common.settings import IngestorSettings
-from ingestor.service import run
+from ingestor.service import SERVICE
 
 if __name__ == "__main__":
-    run_service("ingestor", IngestorSettings, run)
+    run_service(SERVICE)

@@ -1,4 +1,4 @@
-"""Wiring: one transport, one writer task, one feed task and the health server.
+"""Wiring: one writer task and one feed task, under the common runner.
 
 Both tasks live in one ``TaskGroup`` so that neither can die alone: a writer that fails
 takes the feed (and the process) down with it, which a supervisor notices and restarts,
@@ -10,13 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from prometheus_client import CollectorRegistry
-
-from common.bus import Retention, Transport, create_transport
-from common.health import HealthServer
+from common.bus import Retention, Transport
+from common.runner import Runtime, Service
 from common.settings import IngestorSettings
 from ingestor.feed import Feed
-from ingestor.metrics import IngestorMetrics, new_registry
+from ingestor.metrics import IngestorMetrics
 from ingestor.publisher import Publisher
 
 log = logging.getLogger(__name__)
@@ -27,22 +25,19 @@ FLUSH_SHARE = 0.8
 
 
 class Ingestor:
-    def __init__(self, settings: IngestorSettings, *, registry: CollectorRegistry | None = None,
-                 transport: Transport | None = None) -> None:
+    def __init__(self, settings: IngestorSettings, transport: Transport,
+                 metrics: IngestorMetrics) -> None:
         self.settings = settings
-        self.metrics = IngestorMetrics(registry or new_registry())
-        self.transport = transport or create_transport(settings)
+        self.metrics = metrics
         self._flush_s = settings.shutdown_timeout_s * FLUSH_SHARE
         self.publisher = Publisher(
-            self.transport, self.metrics,
+            transport, metrics,
             partitions=settings.tick_partitions,
             buffer_frames=settings.ingest_buffer_frames,
             retention=Retention(max_age_s=settings.ticks_retention_s),
             flush_timeout_s=self._flush_s,
         )
-        self.feed = Feed(settings, self.publisher.submit, self.metrics)
-        self.health = HealthServer(settings.metrics_host, settings.ingestor_metrics_port,
-                                   healthy=self.healthy, registry=self.metrics.registry)
+        self.feed = Feed(settings, self.publisher.submit, metrics)
         self._writer: asyncio.Task[None] | None = None
 
     def healthy(self) -> bool:
@@ -50,17 +45,9 @@ class Ingestor:
         return self._writer is not None and not self._writer.done()
 
     async def run(self, stopping: asyncio.Event) -> None:
-        await self.transport.start()
-        try:
-            await self.health.start()
-            try:
-                async with asyncio.TaskGroup() as tasks:
-                    self._writer = tasks.create_task(self.publisher.run(), name="ingestor-writer")
-                    tasks.create_task(self._read(stopping), name="ingestor-reader")
-            finally:
-                await self.health.stop()
-        finally:
-            await self.transport.close()
+        async with asyncio.TaskGroup() as tasks:
+            self._writer = tasks.create_task(self.publisher.run(), name="ingestor-writer")
+            tasks.create_task(self._read(stopping), name="ingestor-reader")
 
     async def _read(self, stopping: asyncio.Event) -> None:
         try:
@@ -73,5 +60,11 @@ class Ingestor:
             log.info("flushing %d buffered frames", self.publisher.buffered_frames)
 
 
-async def run(settings: IngestorSettings, stopping: asyncio.Event) -> None:
-    await Ingestor(settings).run(stopping)
+async def main(settings: IngestorSettings, stopping: asyncio.Event, runtime: Runtime) -> None:
+    ingestor = Ingestor(settings, runtime.transport, IngestorMetrics(runtime.registry))
+    runtime.healthy = ingestor.healthy
+    await ingestor.run(stopping)
+
+
+SERVICE = Service("ingestor", IngestorSettings, main,
+                  metrics_address=lambda s: (s.metrics_host, s.ingestor_metrics_port))

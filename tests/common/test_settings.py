@@ -90,3 +90,40 @@ def test_settings_are_frozen() -> None:
     settings = load_settings(DetectorSettings)
     with pytest.raises(ValueError, match="frozen"):
         setattr(settings, "window_s", 5)  # noqa: B010
+
+
+@pytest.mark.parametrize(("value", "reason"), [
+    ("0,,1", "empty"),
+    ("0,", "empty"),
+    ("1,1", "twice"),
+    (" 2, 2 ", "twice"),
+    ("4", ">= TICK_PARTITIONS"),
+])
+def test_a_bad_partition_list_names_the_variable_and_says_why(
+        monkeypatch: pytest.MonkeyPatch, value: str, reason: str) -> None:
+    monkeypatch.setenv("TICK_PARTITIONS", "4")
+    monkeypatch.setenv("DETECTOR_PARTITIONS", value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings(DetectorSettings)
+    message = str(caught.value)
+    assert message.startswith("invalid DETECTOR_PARTITIONS="), message
+    assert reason in message
+    assert "\n" not in message
+
+
+def test_a_partition_list_is_read_as_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TICK_PARTITIONS", "4")
+    monkeypatch.setenv("DETECTOR_PARTITIONS", " 3, 1 ")
+    assert load_settings(DetectorSettings).partitions == (3, 1)
+    monkeypatch.setenv("DETECTOR_PARTITIONS", " ")
+    assert load_settings(DetectorSettings).partitions == (0, 1, 2, 3)
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("LOG_LEVEL", "LOUD"), ("LOG_LEVEL", "Loud"), ("LOG_FORMAT", "XML"), ("LOG_FORMAT", "Yaml")])
+def test_a_bad_log_setting_is_echoed_as_given(monkeypatch: pytest.MonkeyPatch,
+                                              variable: str, value: str) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings(GatewaySettings)
+    assert f"invalid {variable}={value!r}" in str(caught.value)

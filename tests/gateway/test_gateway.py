@@ -11,15 +11,20 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from common.bus.redis_streams import RedisTransport
+from gateway.app import create_app
 from tests.support.gateway import (
     ALERT_FIELDS,
+    ScriptedReader,
+    ScriptedTransport,
     assert_silent,
+    gateway_settings,
     ids,
     make_alert,
     publish,
     receive,
     receive_alerts,
     running_gateway,
+    serving,
 )
 from tests.support.servers import RedisServer
 
@@ -276,3 +281,31 @@ async def test_metrics_count_alerts_once_and_deliveries_per_client(
                            "gateway_bad_payloads_total": 0, "gateway_reader_up": 1}
         text = (await gw.http.get("/metrics")).text
         assert 'gateway_clients_dropped_total{reason="too_slow"} 0.0' in text
+
+
+async def test_clients_waiting_for_the_startup_backlog_count_toward_max_clients() -> None:
+    """Until the alert history is loaded a client waits; it holds a place of MAX_CLIENTS
+    while it does, and gives it back as soon as it goes away."""
+    backlog_read = asyncio.Event()
+    settings = gateway_settings("redis://unused", max_clients=1)
+    app = create_app(settings, ScriptedTransport(ScriptedReader([backlog_read])))  # type: ignore[arg-type]
+    async with serving(app, settings) as gw:
+        async with connect(gw.ws_url) as waiting:
+            await gw.wait_metric("gateway_clients_connected", 1)
+            async with connect(gw.ws_url) as refused:
+                with pytest.raises(ConnectionClosed) as closed:
+                    await asyncio.wait_for(refused.recv(), 5)
+            assert closed.value.rcvd is not None
+            assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (
+                1013, "too many clients")
+            assert await gw.metric("gateway_clients_dropped_total", reason="max_clients") == 1
+            await assert_silent(waiting)  # still waiting: no history yet
+        # It left before the history came: its place is free again.
+        await gw.wait_metric("gateway_clients_connected", 0)
+        async with connect(gw.ws_url) as late:
+            await gw.wait_metric("gateway_clients_connected", 1)
+            backlog_read.set()
+            assert (await receive(late))["type"] == "history"
+            assert await gw.metric("gateway_clients_connected") == 1
+        await gw.wait_metric("gateway_clients_connected", 0)
+        assert await gw.metric("gateway_clients_dropped_total", reason="max_clients") == 1

@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 
 import fakeredis
 import pytest
 
-from common.bus import BroadcastReader, BusUnavailable, Delivery, Record
+from common.bus import BusUnavailable, Delivery, Record, TransportConfigError
 from common.bus.redis_streams import RedisConfig, RedisTransport
-from common.partitioning import ALERTS_STREAM, RULES_STREAM
+from common.partitioning import ALERTS_STREAM
+from common.runner import Hosted, supervise
 from common.schemas import encode_alert
+from common.settings import GatewaySettings
 from gateway.app import create_app
 from gateway.hub import Hub, history_message
 from gateway.metrics import Metrics
-from tests.support.gateway import gateway_settings, make_alert, publish, serve_until_it_fails
+from gateway.service import SERVICE as GATEWAY
+from gateway.service import bind_socket, serve
+from tests.support.gateway import (
+    ScriptedReader,
+    ScriptedTransport,
+    gateway_settings,
+    make_alert,
+    publish,
+)
 
 
 def new_hub(**overrides: int) -> tuple[Hub, Metrics]:
@@ -136,54 +146,6 @@ async def test_ring_keeps_the_newest_and_ids_stay_known_after_leaving_it() -> No
     assert await hub.ingest([delivery(encode_alert(alerts[0]))]) == 0
 
 
-class ScriptedReader:
-    """A broadcast reader whose answers (or failures) are given in advance."""
-
-    def __init__(self, script: list[list[Delivery] | Exception]) -> None:
-        self.script = script
-
-    async def _next(self) -> list[Delivery]:
-        if not self.script:
-            await asyncio.sleep(3600)
-        step = self.script.pop(0)
-        if isinstance(step, Exception):
-            raise step
-        return step
-
-    async def backlog(self, count: int) -> list[Delivery]:
-        return await self._next()
-
-    async def read(self, count: int, block_ms: int) -> list[Delivery]:
-        return await self._next()
-
-    async def close(self) -> None: ...
-
-
-class ScriptedTransport:
-    def __init__(self, reader: ScriptedReader) -> None:
-        self.reader = reader
-
-    async def start(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-    async def ping(self) -> bool:
-        return True
-
-    async def declare(self, streams: Sequence[str], retention: object) -> None: ...
-
-    async def publish(self, records: Sequence[Record]) -> None: ...
-
-    def group_consumer(self, *args: object, **kwargs: object) -> object:
-        raise NotImplementedError
-
-    def broadcast_reader(self, stream: str) -> BroadcastReader:
-        if stream == RULES_STREAM:
-            return ScriptedReader([])  # no rules: an idle stream
-        assert stream == ALERTS_STREAM
-        return self.reader
-
-
 async def test_the_reader_waits_out_bus_outages() -> None:
     hub, metrics = new_hub()
     alert = make_alert()
@@ -206,9 +168,30 @@ async def test_a_reader_bug_stops_the_service_instead_of_serving_a_dead_page() -
     transport = ScriptedTransport(ScriptedReader([[], ValueError("bug")]))
     settings = gateway_settings("redis://unused")
     app = create_app(settings, transport)  # type: ignore[arg-type]
-    failed = await serve_until_it_fails(app, settings)
-    assert "alerts reader failed" in str(failed)
-    assert isinstance(failed.__cause__, ValueError)
+    sock = bind_socket("127.0.0.1", 0)
+    try:
+        with pytest.raises(ExceptionGroup) as failed:
+            await asyncio.wait_for(serve(app, settings, sock, asyncio.Event()), 10)
+    finally:
+        sock.close()
+    assert failed.group_contains(ValueError, match="bug")
+
+
+async def test_a_config_error_of_a_reader_is_exit_code_2_in_one_line(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """What a broker refuses for a setting (here the alerts reader's first read) ends the
+    service as any configuration error does, not as a crash (exit 1, a traceback)."""
+    refused = TransportConfigError("kafka refused starting a reader (check KAFKA_SASL_*)")
+    transport = ScriptedTransport(ScriptedReader([refused]))
+    settings = gateway_settings("redis://unused", gateway_port=0)
+
+    async def main(settings: GatewaySettings, stopping: asyncio.Event) -> None:
+        await Hosted(GATEWAY, settings, transport).run(stopping)  # type: ignore[arg-type]
+
+    code = await asyncio.wait_for(supervise("gateway", settings, main), 10)
+    assert code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["gateway: kafka refused starting a reader (check KAFKA_SASL_*)"]
 
 
 async def test_the_startup_backlog_is_history_not_live_news(bus: RedisTransport) -> None:

@@ -15,6 +15,8 @@ from common.schemas import Rule, RuleSet, encode_rule_set
 from gateway.app import create_app
 from gateway.service import server_config
 from tests.support.gateway import (
+    ScriptedReader,
+    ScriptedTransport,
     gateway_settings,
     ids,
     make_alert,
@@ -160,6 +162,7 @@ async def test_api_alerts_pages_backwards_with_a_cursor(
 
 def test_protocol_pings_follow_the_settings() -> None:
     settings = gateway_settings("redis://x", ws_ping_interval_s=7, ws_ping_timeout_s=3)
-    config = server_config(create_app(settings), settings)
+    app = create_app(settings, ScriptedTransport(ScriptedReader([])))  # type: ignore[arg-type]
+    config = server_config(app, settings)
     assert (config.ws_ping_interval, config.ws_ping_timeout) == (7, 3)
     assert config.ws_max_size == 64 * 1024

@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from fake_exchange import FakeExchange, drifting_market
-from ingestor.service import Ingestor
 from tests.support.ingestor import (
+    RunningIngestor,
     make_settings,
     read_entries,
     read_ticks,
@@ -26,11 +26,11 @@ from tools.redis_server import free_port
 START_MS = 1_700_000_000_000
 
 
-def reconnects(ingestor: Ingestor, reason: str) -> float:
+def reconnects(ingestor: RunningIngestor, reason: str) -> float:
     return sample(ingestor, "ingestor_reconnects_total", {"reason": reason})
 
 
-def ticks_published(ingestor: Ingestor) -> float:
+def ticks_published(ingestor: RunningIngestor) -> float:
     return sample(ingestor, "ingestor_ticks_published_total")
 
 
@@ -39,8 +39,8 @@ async def test_drifting_market_lands_in_redis_without_coin_m(redis_server: Redis
     usdm = [q for f in scenario for q in f if q.contract_type == 1]
     coin_m = sum(1 for f in scenario for q in f if q.contract_type == 2)
     async with FakeExchange(scenario, interval_s=0.02) as ex:
-        ingestor = Ingestor(make_settings(redis_server.url, ex.url("!miniTicker@arr")))
-        async with running(ingestor):
+        settings = make_settings(redis_server.url, ex.url("!miniTicker@arr"))
+        async with running(settings) as ingestor:
             await wait_until(lambda: ticks_published(ingestor) >= len(usdm), what="all ticks")
             await ex.wait_until_done(5)
             await asyncio.sleep(0.1)  # nothing more may arrive
@@ -64,8 +64,8 @@ async def test_raw_route_and_ticker_stream(redis_server: RedisServer) -> None:
     scenario = list(drifting_market(30, frames=3, start_ms=START_MS))
     async with FakeExchange(scenario, interval_s=0.02) as ex:
         url = ex.url("!ticker@arr", combined=False)
-        ingestor = Ingestor(make_settings(redis_server.url, url))
-        async with running(ingestor):
+        settings = make_settings(redis_server.url, url)
+        async with running(settings) as ingestor:
             total = sum(len(f) for f in scenario)
             await wait_until(lambda: ticks_published(ingestor) >= total, what="all ticks")
     ticks = await read_ticks(redis_server.url, 4)
@@ -76,8 +76,8 @@ async def test_raw_route_and_ticker_stream(redis_server: RedisServer) -> None:
 async def test_drop_reconnects_with_reason_closed_and_data_flows_again(
         redis_server: RedisServer) -> None:
     async with FakeExchange(drifting_market(50, start_ms=START_MS), interval_s=0.02) as ex:
-        ingestor = Ingestor(make_settings(redis_server.url, ex.url()))
-        async with running(ingestor):
+        settings = make_settings(redis_server.url, ex.url())
+        async with running(settings) as ingestor:
             await wait_until(lambda: ticks_published(ingestor) > 0, what="first ticks")
             await ex.drop()
             await wait_until(lambda: reconnects(ingestor, "closed") == 1, what="reconnect")
@@ -91,8 +91,8 @@ async def test_drop_reconnects_with_reason_closed_and_data_flows_again(
 async def test_stall_reconnects_with_reason_stale_and_data_flows_again(
         redis_server: RedisServer) -> None:
     async with FakeExchange(drifting_market(50, start_ms=START_MS), interval_s=0.02) as ex:
-        ingestor = Ingestor(make_settings(redis_server.url, ex.url(), stale_after_s=0.3))
-        async with running(ingestor):
+        settings = make_settings(redis_server.url, ex.url(), stale_after_s=0.3)
+        async with running(settings) as ingestor:
             await wait_until(lambda: ticks_published(ingestor) > 0, what="first ticks")
             ex.stall(0.8)
             await wait_until(lambda: reconnects(ingestor, "stale") >= 1, what="stale reconnect")
@@ -107,16 +107,16 @@ async def test_silent_route_is_detected_as_stale(redis_server: RedisServer) -> N
     # The retired /stream route connects and then sends nothing, like the real exchange.
     async with FakeExchange(drifting_market(5, start_ms=START_MS), interval_s=0.02) as ex:
         url = f"ws://127.0.0.1:{ex.port}/stream?streams=!miniTicker@arr"
-        ingestor = Ingestor(make_settings(redis_server.url, url, stale_after_s=0.2))
-        async with running(ingestor):
+        settings = make_settings(redis_server.url, url, stale_after_s=0.2)
+        async with running(settings) as ingestor:
             await wait_until(lambda: reconnects(ingestor, "stale") >= 2, what="stale reconnects")
     assert ticks_published(ingestor) == 0
 
 
 async def test_rotation_reconnects_before_the_exchange_would(redis_server: RedisServer) -> None:
     async with FakeExchange(drifting_market(20, start_ms=START_MS), interval_s=0.02) as ex:
-        ingestor = Ingestor(make_settings(redis_server.url, ex.url(), rotate_after_s=0.4))
-        async with running(ingestor):
+        settings = make_settings(redis_server.url, ex.url(), rotate_after_s=0.4)
+        async with running(settings) as ingestor:
             await wait_until(lambda: reconnects(ingestor, "rotated") >= 1, what="rotation")
             before = ticks_published(ingestor)
             await wait_until(lambda: ticks_published(ingestor) > before, what="data again")
@@ -126,16 +126,16 @@ async def test_rotation_reconnects_before_the_exchange_would(redis_server: Redis
 async def test_unreachable_exchange_is_retried_with_reason_error(
         redis_server: RedisServer) -> None:
     url = f"ws://127.0.0.1:{free_port()}/market/stream?streams=!miniTicker@arr"
-    ingestor = Ingestor(make_settings(redis_server.url, url))
-    async with running(ingestor):
+    settings = make_settings(redis_server.url, url)
+    async with running(settings) as ingestor:
         await wait_until(lambda: reconnects(ingestor, "error") >= 2, what="connect retries")
         assert ingestor.healthy()  # the writer is fine; the feed keeps trying
 
 
 async def test_malformed_frames_are_counted_and_skipped(redis_server: RedisServer) -> None:
     async with FakeExchange(drifting_market(50, start_ms=START_MS), interval_s=0.02) as ex:
-        ingestor = Ingestor(make_settings(redis_server.url, ex.url()))
-        async with running(ingestor):
+        settings = make_settings(redis_server.url, ex.url())
+        async with running(settings) as ingestor:
             await wait_until(lambda: ticks_published(ingestor) > 0, what="first ticks")
             for kind in ("not_json", "truncated", "bad_price", "wrong_shape", "binary"):
                 await ex.send_malformed(kind)
@@ -150,8 +150,8 @@ async def test_malformed_frames_are_counted_and_skipped(redis_server: RedisServe
 
 async def test_server_pings_are_answered(redis_server: RedisServer) -> None:
     async with FakeExchange(drifting_market(5, start_ms=START_MS), interval_s=0.05) as ex:
-        ingestor = Ingestor(make_settings(redis_server.url, ex.url()))
-        async with running(ingestor):
+        settings = make_settings(redis_server.url, ex.url())
+        async with running(settings):
             await ex.wait_for_connections(1)
             await ex.ping()
             assert ex.pongs_received == 1
@@ -159,10 +159,10 @@ async def test_server_pings_are_answered(redis_server: RedisServer) -> None:
 
 async def test_stops_promptly_and_serves_metrics_and_health(redis_server: RedisServer) -> None:
     async with FakeExchange(drifting_market(50, start_ms=START_MS), interval_s=0.02) as ex:
-        ingestor = Ingestor(make_settings(redis_server.url, ex.url()))
-        async with running(ingestor, stop_within_s=3.0):
+        settings = make_settings(redis_server.url, ex.url())
+        async with running(settings, stop_within_s=3.0) as ingestor:
             await wait_until(lambda: ticks_published(ingestor) > 0, what="first ticks")
-            base = f"http://127.0.0.1:{ingestor.health.port}"
+            base = f"http://127.0.0.1:{ingestor.health_port}"
             async with httpx.AsyncClient() as http:
                 health = await http.get(f"{base}/healthz")
                 scrape = await http.get(f"{base}/metrics")
@@ -181,10 +181,10 @@ async def test_stops_promptly_and_serves_metrics_and_health(redis_server: RedisS
 async def test_stop_with_the_bus_down_returns_within_the_deadline_and_accounts_for_every_tick(
         redis_server: RedisServer) -> None:
     async with FakeExchange(drifting_market(50, start_ms=START_MS), interval_s=0.02) as ex:
-        ingestor = Ingestor(make_settings(redis_server.url, ex.url(), shutdown_timeout_s=1.0,
-                                          bus_timeout_s=0.5))
         loop = asyncio.get_running_loop()
-        async with running(ingestor, stop_within_s=2.0):
+        settings = make_settings(redis_server.url, ex.url(), shutdown_timeout_s=1.0,
+                                 bus_timeout_s=0.5)
+        async with running(settings, stop_within_s=2.0) as ingestor:
             await wait_until(lambda: ticks_published(ingestor) > 0, what="first ticks")
             redis_server.stop()
             await wait_until(lambda: sample(ingestor, "ingestor_publish_errors_total") > 0,
@@ -203,9 +203,9 @@ async def test_backoff_grows_while_failing_and_resets_once_healthy(
         redis_server: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="ingestor.feed")
     async with FakeExchange(drifting_market(20, start_ms=START_MS), interval_s=0.02) as ex:
-        ingestor = Ingestor(make_settings(redis_server.url, ex.url(), reconnect_min_s=0.1,
-                                          reconnect_max_s=10.0, healthy_after_s=0.4))
-        async with running(ingestor):
+        settings = make_settings(redis_server.url, ex.url(), reconnect_min_s=0.1,
+                                 reconnect_max_s=10.0, healthy_after_s=0.4)
+        async with running(settings) as ingestor:
             for n in range(1, 4):  # drop right after each connect: never healthy
                 await ex.wait_for_connections(n)
                 await wait_until(lambda: sample(ingestor, "ingestor_connected") == 1,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -14,16 +13,11 @@ import httpx
 
 from fake_exchange import FakeExchange, drifting_market
 from tests.support.ingestor import read_entries, wait_until
+from tests.support.processes import service_env
 from tests.support.servers import RedisServer
 from tools.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def service_env(**values: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BUS_", "BINANCE_"))}
-    env.update(values)
-    return env
 
 
 async def test_service_publishes_serves_metrics_and_stops_on_sigterm(

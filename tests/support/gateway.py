@@ -16,9 +16,9 @@ from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection
 
-from common.bus import BusUnavailable, Record, Retention
+from common.bus import BroadcastReader, BusUnavailable, Delivery, Record, Retention
 from common.bus.redis_streams import RedisConfig, RedisTransport
-from common.partitioning import ALERTS_STREAM
+from common.partitioning import ALERTS_STREAM, RULES_STREAM
 from common.schemas import Alert, alert_id, encode_alert
 from common.settings import GatewaySettings
 from gateway.app import create_app
@@ -118,19 +118,23 @@ def gateway_settings(bus_url: str, **overrides: Any) -> GatewaySettings:
 
 
 @asynccontextmanager
-async def running_gateway(bus_url: str, **overrides: Any) -> AsyncIterator[RunningGateway]:
-    """The real app under uvicorn (the service's own ``serve``) on a free port."""
-    settings = gateway_settings(bus_url, **overrides)
-    app = create_app(settings)
+async def serving(app: FastAPI, settings: GatewaySettings) -> AsyncIterator[RunningGateway]:
+    """The app under uvicorn (the service's own ``serve``) on a free port, once it
+    listens (ready or not)."""
     sock = bind_socket("127.0.0.1", 0)
     port = int(sock.getsockname()[1])
     stopping = asyncio.Event()
     server = asyncio.create_task(serve(app, settings, sock, stopping))
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
-            gateway = RunningGateway(app, port, http)
-            await gateway.wait_ready()
-            yield gateway
+            async with asyncio.timeout(10):
+                while True:  # listening once it answers at all
+                    try:
+                        await http.get("/healthz")
+                        break
+                    except httpx.TransportError:
+                        await asyncio.sleep(0.02)
+            yield RunningGateway(app, port, http)
     finally:
         stopping.set()
         try:
@@ -139,17 +143,82 @@ async def running_gateway(bus_url: str, **overrides: Any) -> AsyncIterator[Runni
             sock.close()
 
 
-async def serve_until_it_fails(app: FastAPI, settings: GatewaySettings) -> RuntimeError:
+async def serve_until_it_fails(app: FastAPI, settings: GatewaySettings) -> Exception:
     """The service's ``serve`` with nobody asking it to stop: it must end on its own, with
     the error that stops the service."""
     sock = bind_socket("127.0.0.1", 0)
     try:
         await asyncio.wait_for(serve(app, settings, sock, asyncio.Event()), 10)
-    except RuntimeError as exc:
+    except Exception as exc:
         return exc
     finally:
         sock.close()
     raise AssertionError("serve ended without an error")
+@asynccontextmanager
+async def running_gateway(bus_url: str, **overrides: Any) -> AsyncIterator[RunningGateway]:
+    """The real app on a free port, on a Redis transport of its own, once ready."""
+    settings = gateway_settings(bus_url, **overrides)
+    transport = RedisTransport(RedisConfig(bus_url, timeout_s=settings.bus_timeout_s))
+    try:
+        async with serving(create_app(settings, transport), settings) as gateway:
+            await gateway.wait_ready()
+            yield gateway
+    finally:
+        await transport.close()
+
+
+class ScriptedReader:
+    """A broadcast reader whose answers (or failures) are given in advance; an event in the
+    script is waited for, then read as an empty answer; an empty script blocks."""
+
+    def __init__(self, script: list[list[Delivery] | Exception | asyncio.Event]) -> None:
+        self.script = script
+
+    async def _next(self) -> list[Delivery]:
+        if not self.script:
+            await asyncio.sleep(3600)
+        step = self.script.pop(0)
+        if isinstance(step, Exception):
+            raise step
+        if isinstance(step, asyncio.Event):
+            await step.wait()
+            return []
+        return step
+
+    async def backlog(self, count: int) -> list[Delivery]:
+        return await self._next()
+
+    async def read(self, count: int, block_ms: int) -> list[Delivery]:
+        return await self._next()
+
+    async def close(self) -> None: ...
+
+
+class ScriptedTransport:
+    """A transport whose ``alerts`` reader is scripted; the ``rules`` stream is empty."""
+
+    def __init__(self, reader: ScriptedReader) -> None:
+        self.reader = reader
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> bool:
+        return True
+
+    async def declare(self, streams: Sequence[str], retention: object) -> None: ...
+
+    async def publish(self, records: Sequence[Record]) -> None: ...
+
+    def group_consumer(self, *args: object, **kwargs: object) -> object:
+        raise NotImplementedError
+
+    def broadcast_reader(self, stream: str) -> BroadcastReader:
+        if stream == RULES_STREAM:
+            return ScriptedReader([[]])
+        assert stream == ALERTS_STREAM
+        return self.reader
 
 
 BACKGROUND_TYPES: Final = frozenset({"rules", "ping"})

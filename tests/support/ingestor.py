@@ -10,10 +10,14 @@ from typing import Any
 
 import redis.asyncio as redis
 
+from common.bus.redis_streams import RedisConfig, RedisTransport
 from common.partitioning import ticks_stream
+from common.runner import Hosted
 from common.schemas import Tick, decode_ticks
 from common.settings import IngestorSettings, load_settings
-from ingestor.service import Ingestor
+from ingestor.service import SERVICE
+
+RunningIngestor = Hosted[IngestorSettings]
 
 
 def make_settings(bus_url: str, ws_url: str, **overrides: Any) -> IngestorSettings:
@@ -59,24 +63,30 @@ async def wait_until(predicate: Callable[[], Any], timeout: float = 10.0,  # noq
         await asyncio.sleep(0.02)
 
 
-def sample(ingestor: Ingestor, name: str, labels: dict[str, str] | None = None) -> float:
-    value = ingestor.metrics.registry.get_sample_value(name, labels or {})
+def sample(ingestor: RunningIngestor, name: str, labels: dict[str, str] | None = None) -> float:
+    value = ingestor.registry.get_sample_value(name, labels or {})
     return 0.0 if value is None else value
 
 
 @asynccontextmanager
-async def running(ingestor: Ingestor,
-                  stop_within_s: float = 5.0) -> AsyncIterator[asyncio.Task[None]]:
-    """Run the service in a task; on exit stop it the way a SIGTERM does and check that it
-    returned by itself within the deadline."""
+async def running(settings: IngestorSettings,
+                  stop_within_s: float = 5.0) -> AsyncIterator[RunningIngestor]:
+    """Run the service (its ``main`` under the runner's health server) on a Redis transport
+    of its own; on exit stop it the way a SIGTERM does and check that it returned by itself
+    within the deadline. What it yields stays readable afterwards (metrics, health)."""
+    transport = RedisTransport(RedisConfig.from_settings(settings))
+    ingestor = Hosted(SERVICE, settings, transport)
     stopping = asyncio.Event()
     task = asyncio.create_task(ingestor.run(stopping))
     try:
-        yield task
+        yield ingestor
     finally:
         stopping.set()
         done, _ = await asyncio.wait({task}, timeout=stop_within_s)
-        if not done:
-            task.cancel()
-            raise AssertionError("the ingestor did not stop within the deadline")
-        task.result()
+        try:
+            if not done:
+                task.cancel()
+                raise AssertionError("the ingestor did not stop within the deadline")
+            task.result()
+        finally:
+            await transport.close()

@@ -147,6 +147,42 @@ async def running(pipeline: Pipeline) -> AsyncIterator[Pipeline]:
     pipeline.assert_clean_exits()
 
 
+def service_env(**values: str) -> dict[str, str]:
+    """This environment without any setting a test could inherit by accident, plus ``values``."""
+    prefixes = ("BUS_", "BINANCE_", "KAFKA_", "DETECTOR_", "GATEWAY_", "INGESTOR_", "LOG_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+    env.update(values)
+    return env
+
+
+async def run_to_exit(service: str, env: dict[str, str], cwd: Path,
+                      timeout_s: float = 60.0) -> tuple[int, str]:
+    """``python -m <service>`` until it exits by itself: its exit code and its stderr."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", service, cwd=cwd, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout_s)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return process.returncode, stderr.decode(errors="replace")
+
+
+def assert_config_failure(code: int, stderr: str, service: str, variable: str) -> None:
+    """Exit code 2 and one line, ``<service>: <message naming the variable>``, last; no
+    traceback."""
+    assert code == 2, stderr
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert lines, "nothing said"
+    assert lines[-1].startswith(f"{service}: "), stderr
+    assert variable in lines[-1], stderr
+    assert sum(variable in line for line in lines) == 1, stderr
+
+
 def _ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1) as response:
