@@ -38,7 +38,13 @@ from prometheus_client import CollectorRegistry
 from common.bus import Transport, TransportConfigError, create_transport
 from common.health import HealthServer, new_registry
 from common.logs import configure_logging
-from common.settings import BaseServiceSettings, SettingsError, load_settings, redact_url
+from common.settings import (
+    BaseServiceSettings,
+    SettingsError,
+    address_in_use,
+    load_settings,
+    redact_url,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,15 +77,15 @@ ServiceMain = Callable[[S, asyncio.Event, Runtime], Coroutine[Any, Any, None]]
 class Service(Generic[S]):
     """A service as the runner sees it.
 
-    ``metrics_address`` gives the host and port of its health server from its settings;
-    ``None`` for a service that serves ``/metrics`` and ``/healthz`` itself (the gateway,
-    on its HTTP port, from the same registry).
+    ``metrics_port`` names the setting that holds its health server's port (the host is
+    ``METRICS_HOST``); ``None`` for a service that serves ``/metrics`` and ``/healthz``
+    itself (the gateway, on its HTTP port, from the same registry).
     """
 
     name: str
     settings_type: type[S]
     main: ServiceMain[S]
-    metrics_address: Callable[[S], tuple[str, int]] | None = None
+    metrics_port: str | None = None
 
 
 class Hosted(Generic[S]):
@@ -92,9 +98,9 @@ class Hosted(Generic[S]):
         self.service = service
         self.settings = settings
         self.runtime = Runtime(transport, registry if registry is not None else new_registry())
-        address = service.metrics_address(settings) if service.metrics_address else None
-        self.health = None if address is None else HealthServer(
-            *address, healthy=self.healthy, registry=self.runtime.registry)
+        self.health = None if service.metrics_port is None else HealthServer(
+            settings.metrics_host, getattr(settings, service.metrics_port),
+            healthy=self.healthy, registry=self.runtime.registry)
         self._running = False
 
     @property
@@ -109,9 +115,17 @@ class Hosted(Generic[S]):
     def healthy(self) -> bool:
         return self._running and self.runtime.healthy()
 
+    async def _start_health(self, health: HealthServer) -> None:
+        try:
+            await health.start()
+        except OSError as exc:
+            port_setting = str(self.service.metrics_port)
+            raise address_in_use(port_setting.upper(), self.settings.metrics_host,
+                                 getattr(self.settings, port_setting), exc) from None
+
     async def run(self, stopping: asyncio.Event) -> None:
         if self.health is not None:
-            await self.health.start()
+            await self._start_health(self.health)
         self._running = True
         try:
             await self.service.main(self.settings, stopping, self.runtime)

@@ -58,6 +58,8 @@ class BaseServiceSettings(BaseSettings):
     # pending list is claimed. Here rather than in one service's settings because every
     # group consumer (the detector, the coming notifier) shares the Redis backend's config.
     claim_min_idle_s: PositiveSeconds = 30.0
+    # Where a service's health server listens (the gateway serves /metrics on its own port).
+    metrics_host: str = "0.0.0.0"
     shutdown_timeout_s: PositiveSeconds = 10.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["text", "json"] = "text"
@@ -93,7 +95,6 @@ class IngestorSettings(BaseServiceSettings):
     ws_max_frame_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
     ingest_buffer_frames: Annotated[int, Field(ge=1)] = 10_000
     ingestor_metrics_port: Port = 9101
-    metrics_host: str = "0.0.0.0"
 
     @field_validator("binance_ws_url")
     @classmethod
@@ -118,7 +119,6 @@ class DetectorSettings(BaseServiceSettings):
     read_block_ms: Annotated[int, Field(ge=1)] = 1000
     rebuild_margin_s: Annotated[float, Field(ge=0)] = 10.0
     detector_metrics_port: Port = 9102
-    metrics_host: str = "0.0.0.0"
 
     @property
     def effective_cooldown_s(self) -> int:
@@ -270,6 +270,13 @@ class KafkaSettings(BaseSettings):
 
 
 S = TypeVar("S", bound=BaseSettings)
+
+
+def address_in_use(variable: str, host: str, port: int, error: OSError) -> SettingsError:
+    """The error for a port a service cannot listen on: a setting to change, not a crash
+    to restart (another process holds it, or the host is not this machine's)."""
+    return SettingsError(f"invalid {variable}={port}: cannot listen on {host}:{port} "
+                         f"({error.strerror or error})")
 
 
 def load_settings(cls: type[S], **overrides: object) -> S:

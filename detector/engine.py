@@ -1,4 +1,4 @@
-"""The detection rules of DESIGN.md as a pure state machine, for several rules at once.
+"""The detection rule of docs/architecture.md as a pure state machine, for several rules at once.
 
 No I/O and no clock: time comes from the ticks (and ``detected_at_ms`` from the caller), so
 the live detector, a restart that replays history and a backtest over a recording all reach

@@ -306,4 +306,4 @@ async def main(settings: DetectorSettings, stopping: asyncio.Event, runtime: Run
 
 
 SERVICE = Service("detector", DetectorSettings, main,
-                  metrics_address=lambda s: (s.metrics_host, s.detector_metrics_port))
+                  metrics_port="detector_metrics_port")

@@ -24,7 +24,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from common.runner import Runtime, Service
-from common.settings import GatewaySettings
+from common.settings import GatewaySettings, address_in_use
 from gateway.app import Reader, create_app, reader_failed, readers_of
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,11 @@ async def serve(app: FastAPI, settings: GatewaySettings, sock: socket.socket,
 
 
 async def main(settings: GatewaySettings, stopping: asyncio.Event, runtime: Runtime) -> None:
-    sock = bind_socket(settings.gateway_host, settings.gateway_port)
+    try:
+        sock = bind_socket(settings.gateway_host, settings.gateway_port)
+    except OSError as exc:
+        raise address_in_use("GATEWAY_PORT", settings.gateway_host, settings.gateway_port,
+                             exc) from None
     host, port = sock.getsockname()[:2]
     log.info("serving the page, /ws and /api on http://%s:%d", host, port)
     try:

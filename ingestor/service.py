@@ -67,4 +67,4 @@ async def main(settings: IngestorSettings, stopping: asyncio.Event, runtime: Run
 
 
 SERVICE = Service("ingestor", IngestorSettings, main,
-                  metrics_address=lambda s: (s.metrics_host, s.ingestor_metrics_port))
+                  metrics_port="ingestor_metrics_port")

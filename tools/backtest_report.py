@@ -1,8 +1,8 @@
 """How ``binance-alerter backtest`` prints alerts (table, JSON lines, CSV) and its summary.
 
 Alerts are written as they are found, so a long backtest shows its first results at once
-and never holds them all. ``jsonl`` is exactly the ``Alert`` struct of DESIGN.md encoded by
-msgspec (the same JSON a browser gets), one per line, so it can be piped into ``jq`` or
+and never holds them all. ``jsonl`` is exactly the ``Alert`` struct (docs/architecture.md)
+encoded by msgspec (the same JSON a browser gets), one per line, so it can be piped into ``jq`` or
 compared with a live run; ``csv`` has every field but the nested ``path``. For both, the
 summary goes to stderr so that stdout stays machine-readable.
 """

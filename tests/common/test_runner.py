@@ -5,6 +5,7 @@ code 2 and one line naming the variable, never a traceback and exit code 1."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from common.runner import EXIT_CONFIG, EXIT_FAILED, supervise
 from common.settings import BaseServiceSettings
 from fake_exchange import FakeExchange, drifting_market
 from tests.support.processes import assert_config_failure, run_to_exit, service_env
-from tests.support.servers import KafkaBroker
+from tests.support.servers import KafkaBroker, RedisServer
 from tools.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,3 +96,21 @@ async def test_any_other_error_in_a_task_group_is_exit_code_1_with_its_traceback
     [failure] = [r for r in caplog.records if r.getMessage() == "svc: failed"]
     assert failure.exc_info is not None
     assert "a bug" in caplog.text
+
+
+@pytest.mark.parametrize(("service", "variable"), [
+    ("ingestor", "INGESTOR_METRICS_PORT"),
+    ("detector", "DETECTOR_METRICS_PORT"),
+    ("gateway", "GATEWAY_PORT"),
+])
+async def test_a_port_in_use_exits_2_in_one_line_naming_its_setting(
+        service: str, variable: str, redis_server: RedisServer, tmp_path: Path) -> None:
+    """Another process on the port is a setting to change, not a crash to restart forever."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = service_env(BUS_URL=redis_server.url, PYTHONPATH=str(ROOT),
+                          **{**ports(), variable: str(taken.getsockname()[1])})
+        code, stderr = await run_to_exit(service, env, tmp_path)
+    assert_config_failure(code, stderr, service, variable)
+    assert "cannot listen on 127.0.0.1" in stderr

@@ -1,5 +1,6 @@
 """Shared by the record/replay/backtest tests: the fixtures' paths, an independent reader of
-the recordings, the brute-force reference of DESIGN.md's rule, and the CLI as a process."""
+the recordings, the brute-force reference of the detection rule (docs/architecture.md), and
+the CLI as a process."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def source_frames(path: Path) -> list[str]:
 
 
 def reference_ticks(paths: list[Path]) -> list[RefTick]:
-    """Trade prices from the frames, as DESIGN.md and the exchange docs describe them."""
+    """Trade prices from the frames, as docs/architecture.md and the exchange docs describe them."""
     ticks = []
     for path in paths:
         for frame in source_frames(path):
@@ -65,7 +66,8 @@ def reference_ticks(paths: list[Path]) -> list[RefTick]:
 
 def reference_alerts(ticks: list[RefTick], window_s: int, up: float, down: float,
                      cooldown_s: int) -> list[RefAlert]:
-    """DESIGN.md's rule by brute force: every observation kept, the base searched afresh.
+    """The detection rule (docs/architecture.md) by brute force: every observation kept,
+    the base searched afresh.
 
     Base at t: the last observation at or before t − W, else the oldest one. A tick older
     than the symbol's newest observation is ignored. The cooldown silences the symbol in
