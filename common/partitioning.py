@@ -2,6 +2,8 @@
 
 ``crc32`` is used because Python's ``hash()`` of a str is salted per process, which would
 send one symbol to different partitions from different ingestor replicas.
+
+The streams and their semantics: docs/architecture.md#streams.
 """
 
 from __future__ import annotations

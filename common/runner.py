@@ -21,6 +21,8 @@ A service is one ``async def main(settings, stopping, runtime)``, described by a
 
 ``main`` keeps every task it starts in an ``asyncio.TaskGroup``, so that any task dying
 with an error takes the whole service down.
+
+The same, with the exit codes: docs/architecture.md#service-shape.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 Ticks travel as compact msgpack arrays (``array_like``) because there are hundreds of
 thousands of them per second; alerts are rare and travel as maps so that a field can be
 added without breaking an older reader.
+
+What each message means: docs/architecture.md#messages.
 """
 
 from __future__ import annotations

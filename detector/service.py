@@ -9,6 +9,8 @@ Rules come from the ``rules`` stream, where the gateway's admin API writes them:
 the newest rule set there is applied (an empty stream is seeded with the one rule of
 ``WINDOW_S``/``THRESHOLD_*``/``COOLDOWN_S``), and a task follows the stream with a short
 block so that a change is applied to the running engine within a second, between batches.
+
+Where this sits in a tick's path: docs/architecture.md#a-tick-from-socket-to-browser.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ bound.
 Everything that touches the ring and the subscriber set is synchronous, so on one event loop
 "subscribe and snapshot the history" is atomic with respect to "append and fan out": an
 alert is either in a new subscriber's history or in its queue, never both and never neither.
+
+Where this sits in a tick's path: docs/architecture.md#a-tick-from-socket-to-browser.
 """
 
 from __future__ import annotations

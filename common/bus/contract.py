@@ -6,6 +6,8 @@ The services never see a Redis id or a Kafka offset: they publish records, recei
 ``Delivery`` objects and hand them back to be acknowledged. Replayed history (state rebuild)
 arrives through the same ``fetch`` call, flagged ``replay``, so a consumer does not need to
 know whether its backend rebuilds on start (Redis) or on partition assignment (Kafka).
+
+The streams and their semantics: docs/architecture.md#streams.
 """
 
 from __future__ import annotations
