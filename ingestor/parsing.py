@@ -6,12 +6,35 @@ slim structs (only the fields used; strings coerced to floats by msgspec, in C) 
 short Python loop. Anything that does not fit the fast types (a price like ``"abc"``, an
 entry missing a field) is rare: only then is the frame decoded a second time, generically,
 so that one bad entry costs only that entry and not the 999 good ones beside it.
+
+Nothing the exchange sends may crash the parser or mislead what reads its ticks, so every
+entry is held to bounds a real exchange never crosses, and an entry outside them is
+skipped and counted by kind (``ParsedFrame.bad``):
+
+- ``E`` (event time, ms) between 0 and ``MAX_EVENT_TIME_MS`` (2100-01-01), so that it fits
+  the int64 of the bus encoding and the 16 digits of an alert id (``bad_event_time``);
+  and, when the caller passes its receive clock, at most ``MAX_AHEAD_MS`` (5 min) ahead of
+  it (``event_time_ahead``). The exchange stamps ``E`` before sending, so only a wrong
+  local clock puts a real entry ahead, and 5 min is the classic tolerance for unsynchronised
+  clocks (Kerberos'); a larger lead would mute its symbol downstream until then (later
+  ticks look older and are dropped). There is no bound behind the clock: an old entry
+  cannot mute anything, and ``binance-alerter replay`` serves old recordings to a live
+  ingestor. The backtest passes no clock (a recording is replayed long after it was made).
+- a price within ``MIN_PRICE``–``MAX_PRICE`` (1e-12–1e12, orders of magnitude beyond the
+  cheapest and the dearest contract; this also refuses NaN, infinities, zero, negatives and
+  subnormal dust like 1e-300) (``bad_price``);
+- a symbol of 1–``MAX_SYMBOL_CHARS`` characters (``bad_symbol``);
+- every field present with a usable type (``bad_field``).
+
+A 24 h quote volume outside 0–``MAX_QUOTE_VOLUME`` (1e15; the busiest contract trades
+about 1e11 a day) is treated as unknown (``None``) rather than trusted: the price is still
+good. A frame nested deeper than the decoder can follow (msgspec stops at the interpreter's
+recursion limit, about 1000 levels; a real frame has 3) is skipped whole (``too_deep``).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -22,6 +45,19 @@ from common.schemas import Tick
 log = logging.getLogger(__name__)
 
 USDM_CONTRACT: Final = 1
+
+# The bounds of the module docstring.
+MAX_EVENT_TIME_MS: Final = 4_102_444_800_000  # 2100-01-01T00:00:00Z
+MAX_AHEAD_MS: Final = 5 * 60 * 1000
+MIN_PRICE: Final = 1e-12
+MAX_PRICE: Final = 1e12
+MAX_QUOTE_VOLUME: Final = 1e15
+MAX_SYMBOL_CHARS: Final = 64  # the symbol part of an alert id (common.schemas)
+
+# What a metric label says about a skipped frame, then about a skipped entry.
+FRAME_KINDS: Final = ("not_json", "truncated", "binary", "wrong_shape", "too_deep")
+ENTRY_KINDS: Final = ("bad_field", "bad_price", "bad_event_time", "event_time_ahead",
+                      "bad_symbol")
 
 # Event type → (Tick.source, price is the last price ``c`` rather than ``p``). In a
 # 24hrTicker ``p`` is the price *change*, so the field really depends on the event type.
@@ -36,7 +72,7 @@ _MARKET_TRADE: Final = "MARKET"
 
 
 class MalformedFrame(ValueError):
-    """The whole frame is unusable; ``kind`` names why, for a metric label."""
+    """The whole frame is unusable; ``kind`` (one of ``FRAME_KINDS``) names why."""
 
     def __init__(self, kind: str, detail: str = "") -> None:
         super().__init__(f"{kind}: {detail}" if detail else kind)
@@ -46,7 +82,11 @@ class MalformedFrame(ValueError):
 class ParsedFrame(msgspec.Struct, gc=False):
     ticks: list[Tick]
     filtered: int = 0
-    bad_entries: int = 0
+    bad: dict[str, int] = {}  # entries skipped, by kind (ENTRY_KINDS); empty when none
+
+    @property
+    def bad_entries(self) -> int:
+        return sum(self.bad.values())
 
 
 class _Entry(msgspec.Struct, gc=False):
@@ -83,21 +123,36 @@ class FrameParser:
     def __init__(self, combined: bool) -> None:
         self.combined = combined
 
-    def parse(self, frame: bytes | str) -> ParsedFrame:
-        """Raises ``MalformedFrame`` when nothing in the frame can be trusted."""
+    def parse(self, frame: bytes | str, received_ms: int | None = None) -> ParsedFrame:
+        """Raises ``MalformedFrame`` when nothing in the frame can be trusted.
+
+        ``received_ms`` is the receiver's clock (unix ms) when the frame arrived: entries
+        more than ``MAX_AHEAD_MS`` ahead of it are skipped. None (a recording, read long
+        after) checks only the absolute bounds.
+        """
+        latest_ms = MAX_EVENT_TIME_MS
+        if received_ms is not None and received_ms + MAX_AHEAD_MS < latest_ms:
+            latest_ms = received_ms + MAX_AHEAD_MS
         try:
             if self.combined:
                 payload = _combined_decoder.decode(frame).data
             else:
                 payload = _raw_decoder.decode(frame)
         except msgspec.ValidationError:
-            return self._parse_slowly(frame)
+            return self._parse_slowly(frame, latest_ms)
         except msgspec.DecodeError as exc:
             raise _undecodable(frame, exc) from None
-        return _collect(payload if isinstance(payload, list) else [payload])
+        except RecursionError:
+            raise _too_deep() from None
+        return _collect(payload if isinstance(payload, list) else [payload], latest_ms)
 
-    def _parse_slowly(self, frame: bytes | str) -> ParsedFrame:
-        document = _generic_decoder.decode(frame)  # it decoded once already: valid JSON
+    def _parse_slowly(self, frame: bytes | str, latest_ms: int) -> ParsedFrame:
+        try:
+            document = _generic_decoder.decode(frame)
+        except msgspec.DecodeError as exc:  # "0:" fails the types before the syntax
+            raise _undecodable(frame, exc) from None
+        except RecursionError:
+            raise _too_deep() from None
         if self.combined:
             if (not isinstance(document, dict) or "data" not in document
                     or not isinstance(document.get("stream"), str)):
@@ -112,23 +167,25 @@ class FrameParser:
         else:
             raise MalformedFrame("wrong_shape", f"payload is a {type(document).__name__}")
         entries: list[_Entry] = []
-        bad = 0
+        bad_fields = 0
         for item in items:
             try:
                 entries.append(msgspec.convert(item, _Entry, strict=False))
             except msgspec.ValidationError:
-                bad += 1
-        parsed = _collect(entries)
-        parsed.bad_entries += bad
+                bad_fields += 1
+        parsed = _collect(entries, latest_ms)
+        if bad_fields:
+            parsed.bad["bad_field"] = bad_fields
         return parsed
 
 
-def _collect(entries: list[_Entry]) -> ParsedFrame:
+def _collect(entries: list[_Entry], latest_ms: int) -> ParsedFrame:
     ticks: list[Tick] = []
     append = ticks.append
     events = _EVENTS
-    inf = math.inf
-    filtered = bad = 0
+    min_price, max_price = MIN_PRICE, MAX_PRICE
+    max_volume, max_symbol = MAX_QUOTE_VOLUME, MAX_SYMBOL_CHARS
+    filtered = bad_price = bad_time = ahead = bad_symbol = 0
     for entry in entries:
         st = entry.st
         if st is not None and st != USDM_CONTRACT:
@@ -141,17 +198,37 @@ def _collect(entries: list[_Entry]) -> ParsedFrame:
         source, last_price = event
         price = entry.c if last_price else entry.p
         # Written so that NaN fails too: every comparison with NaN is false.
-        if price is None or not 0.0 < price < inf:
-            bad += 1
+        if price is None or not min_price <= price <= max_price:
+            bad_price += 1
             continue
         if entry.X is not None and entry.X != _MARKET_TRADE:
             filtered += 1
             continue
+        event_time = entry.E
+        if not 0 <= event_time <= latest_ms:
+            if latest_ms < event_time <= MAX_EVENT_TIME_MS:
+                ahead += 1
+            else:
+                bad_time += 1
+            continue
+        symbol = entry.s
+        if not 0 < len(symbol) <= max_symbol:
+            bad_symbol += 1
+            continue
         volume = entry.q if last_price else None
-        if volume is not None and not 0.0 <= volume < inf:
+        if volume is not None and not 0.0 <= volume <= max_volume:
             volume = None
-        append(Tick(entry.s, price, entry.E, source, volume))
-    return ParsedFrame(ticks, filtered, bad)
+        append(Tick(symbol, price, event_time, source, volume))
+    if not (bad_price or bad_time or ahead or bad_symbol):
+        return ParsedFrame(ticks, filtered)
+    counts = {"bad_price": bad_price, "bad_event_time": bad_time, "event_time_ahead": ahead,
+              "bad_symbol": bad_symbol}
+    return ParsedFrame(ticks, filtered, {kind: n for kind, n in counts.items() if n})
+
+
+def _too_deep() -> MalformedFrame:
+    return MalformedFrame("too_deep", "nested deeper than the decoder follows (a real frame "
+                          "has 3 levels)")
 
 
 def _undecodable(frame: bytes | str, exc: msgspec.DecodeError) -> MalformedFrame:

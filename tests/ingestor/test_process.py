@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from fake_exchange import FakeExchange, drifting_market
-from tests.ingestor.support import read_entries, wait_until
+from tests.ingestor.support import read_entries, read_ticks, wait_until
 from tests.support.servers import RedisServer
 from tools.redis_server import free_port
 
@@ -67,6 +67,65 @@ async def test_service_publishes_serves_metrics_and_stops_on_sigterm(
     logs = log_path.read_text()
     assert '"logger":"ingestor.feed"' in logs  # LOG_FORMAT=json reached the process
     assert "ingestor stopped" in logs
+
+
+def scraped(text: str, name: str, labels: str = "") -> float:
+    prefix = f"{name}{{{labels}}} " if labels else f"{name} "
+    values = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix)]
+    assert values, f"no sample {prefix!r}"
+    return values[0]
+
+
+async def test_hostile_frames_are_counted_and_skipped_and_the_good_ticks_published(
+        redis_server: RedisServer, tmp_path: Path) -> None:
+    """Each hostile frame, repeated: the process stays up and publishes the good entries.
+
+    With no scenario the fake's frames hold two entries, ZZPAD0USDT (good) and ZZPAD1USDT
+    (made hostile); too_deep loses its whole frame."""
+    port, rounds = free_port(), 3
+    entry_kinds = {"tiny_price": "bad_price", "huge_event_time": "bad_event_time",
+                   "future_event_time": "event_time_ahead"}
+    async with FakeExchange([], interval_s=0.02) as ex:
+        env = service_env(BUS_URL=redis_server.url, BINANCE_WS_URL=ex.url(),
+                          INGESTOR_METRICS_PORT=str(port), METRICS_HOST="127.0.0.1",
+                          TICK_PARTITIONS="1", STALE_AFTER_S="60")
+        log_path = tmp_path / "ingestor.log"
+        with log_path.open("wb") as log_file:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "ingestor", cwd=ROOT, env=env,
+                stdout=log_file, stderr=log_file)
+        try:
+            await ex.wait_for_connections(1, timeout=15)
+            for _ in range(rounds):
+                for kind in (*entry_kinds, "too_deep"):
+                    await ex.send_malformed(kind)
+
+            async def all_good_ticks_landed() -> bool:
+                assert process.returncode is None, log_path.read_text()[-3000:]
+                ticks = await read_ticks(redis_server.url, 1)
+                return len(ticks) >= len(entry_kinds) * rounds
+
+            await wait_until(all_good_ticks_landed, timeout=15, what="the good entries")
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+                assert (await http.get("/healthz")).status_code == 200
+                scrape = (await http.get("/metrics")).text
+            ticks = await read_ticks(redis_server.url, 1)
+            assert {t.symbol for t in ticks} == {"ZZPAD0USDT"}
+            assert len(ticks) == len(entry_kinds) * rounds
+            malformed = "ingestor_malformed_frames_total"
+            assert scraped(scrape, malformed, 'kind="too_deep"') == rounds
+            for kind in entry_kinds.values():
+                assert scraped(scrape, malformed, f'kind="{kind}"') == rounds
+            assert scraped(scrape, "ingestor_bad_entries_total") == len(entry_kinds) * rounds
+            process.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(process.wait(), 10) == 0, log_path.read_text()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    logs = log_path.read_text()
+    assert "too_deep" in logs
+    assert "clock is behind (check NTP)" in logs
 
 
 def test_bad_setting_exits_2_naming_the_variable() -> None:
