@@ -4,12 +4,13 @@ A ``!miniTicker@arr`` frame carries up to ~1000 entries a second and the firehos
 pushes hundreds of them per second, so the common case is one msgspec decode straight into
 slim structs (only the fields used; strings coerced to floats by msgspec, in C) and one
 short Python loop. Anything that does not fit the fast types (a price like ``"abc"``, an
-entry missing a field) is rare: only then is the frame decoded a second time, generically,
-so that one bad entry costs only that entry and not the 999 good ones beside it.
+entry missing a field, an ``E`` or a symbol out of bounds) is rare: only then is the frame
+decoded a second time, generically, so that one bad entry costs only that entry and not the
+999 good ones beside it.
 
 Nothing the exchange sends may crash the parser or mislead what reads its ticks, so every
-entry is held to bounds a real exchange never crosses, and an entry outside them is
-skipped and counted by kind (``ParsedFrame.bad``):
+entry is held to bounds a real exchange never crosses, and an entry outside them (or with
+the field not of its type) is skipped and counted by kind (``ParsedFrame.bad``):
 
 - ``E`` (event time, ms) between 0 and ``MAX_EVENT_TIME_MS`` (2100-01-01), so that it fits
   the int64 of the bus encoding and the 16 digits of an alert id (``bad_event_time``);
@@ -24,10 +25,11 @@ skipped and counted by kind (``ParsedFrame.bad``):
   cheapest and the dearest contract; this also refuses NaN, infinities, zero, negatives and
   subnormal dust like 1e-300) (``bad_price``);
 - a symbol of 1–``MAX_SYMBOL_CHARS`` characters (``bad_symbol``);
-- every field present with a usable type (``bad_field``).
+- anything else: not an object, a field missing, another field not of its type
+  (``bad_field``).
 
 A 24 h quote volume outside 0–``MAX_QUOTE_VOLUME`` (1e15; the busiest contract trades
-about 1e11 a day) is treated as unknown (``None``) rather than trusted: the price is still
+some 1e10 USDT a day) is treated as unknown (``None``) rather than trusted: the price is still
 good. A frame nested deeper than the decoder can follow (msgspec stops at the interpreter's
 recursion limit, about 1000 levels; a real frame has 3) is skipped whole (``too_deep``).
 """
@@ -35,7 +37,7 @@ recursion limit, about 1000 levels; a real frame has 3) is skipped whole (``too_
 from __future__ import annotations
 
 import logging
-from typing import Any, Final
+from typing import Annotated, Any, Final
 from urllib.parse import urlsplit
 
 import msgspec
@@ -69,6 +71,9 @@ _EVENTS: Final[dict[str, tuple[str, bool]]] = {
     "aggTrade": ("agg_trade", False),
 }
 _MARKET_TRADE: Final = "MARKET"
+# The field a failed conversion names (msgspec ends its message with "- at `$.E`") → kind.
+_FIELD_KINDS: Final = {"E": "bad_event_time", "s": "bad_symbol", "c": "bad_price",
+                       "p": "bad_price"}
 
 
 class MalformedFrame(ValueError):
@@ -90,11 +95,12 @@ class ParsedFrame(msgspec.Struct, gc=False):
 
 
 class _Entry(msgspec.Struct, gc=False):
-    """The only fields read; msgspec skips the rest of an entry without building it."""
+    """The only fields read; msgspec skips the rest of an entry without building it, and
+    checks the bounds that do not depend on the event type or the clock, in C."""
 
     e: str
-    E: int
-    s: str
+    E: Annotated[int, msgspec.Meta(ge=0, le=MAX_EVENT_TIME_MS)]
+    s: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_SYMBOL_CHARS)]
     c: float | None = None
     p: float | None = None
     q: float | None = None  # 24 h quote volume in (mini) tickers; a quantity in trades
@@ -167,15 +173,18 @@ class FrameParser:
         else:
             raise MalformedFrame("wrong_shape", f"payload is a {type(document).__name__}")
         entries: list[_Entry] = []
-        bad_fields = 0
+        unconverted: dict[str, int] = {}
         for item in items:
             try:
                 entries.append(msgspec.convert(item, _Entry, strict=False))
-            except msgspec.ValidationError:
-                bad_fields += 1
+            except msgspec.ValidationError as exc:
+                field = str(exc).rpartition("- at `$.")[2].rstrip("`")
+                kind = _FIELD_KINDS.get(field, "bad_field")
+                unconverted[kind] = unconverted.get(kind, 0) + 1
         parsed = _collect(entries, latest_ms)
-        if bad_fields:
-            parsed.bad["bad_field"] = bad_fields
+        bad = parsed.bad
+        for kind, count in unconverted.items():
+            bad[kind] = bad.get(kind, 0) + count
         return parsed
 
 
@@ -183,9 +192,8 @@ def _collect(entries: list[_Entry], latest_ms: int) -> ParsedFrame:
     ticks: list[Tick] = []
     append = ticks.append
     events = _EVENTS
-    min_price, max_price = MIN_PRICE, MAX_PRICE
-    max_volume, max_symbol = MAX_QUOTE_VOLUME, MAX_SYMBOL_CHARS
-    filtered = bad_price = bad_time = ahead = bad_symbol = 0
+    min_price, max_price, max_volume = MIN_PRICE, MAX_PRICE, MAX_QUOTE_VOLUME
+    filtered = bad_price = ahead = 0
     for entry in entries:
         st = entry.st
         if st is not None and st != USDM_CONTRACT:
@@ -204,25 +212,17 @@ def _collect(entries: list[_Entry], latest_ms: int) -> ParsedFrame:
         if entry.X is not None and entry.X != _MARKET_TRADE:
             filtered += 1
             continue
-        event_time = entry.E
-        if not 0 <= event_time <= latest_ms:
-            if latest_ms < event_time <= MAX_EVENT_TIME_MS:
-                ahead += 1
-            else:
-                bad_time += 1
-            continue
-        symbol = entry.s
-        if not 0 < len(symbol) <= max_symbol:
-            bad_symbol += 1
+        event_time = entry.E  # within 0..MAX_EVENT_TIME_MS: checked by the decoder
+        if event_time > latest_ms:
+            ahead += 1
             continue
         volume = entry.q if last_price else None
         if volume is not None and not 0.0 <= volume <= max_volume:
             volume = None
-        append(Tick(symbol, price, event_time, source, volume))
-    if not (bad_price or bad_time or ahead or bad_symbol):
+        append(Tick(entry.s, price, event_time, source, volume))
+    if not (bad_price or ahead):
         return ParsedFrame(ticks, filtered)
-    counts = {"bad_price": bad_price, "bad_event_time": bad_time, "event_time_ahead": ahead,
-              "bad_symbol": bad_symbol}
+    counts = {"bad_price": bad_price, "event_time_ahead": ahead}
     return ParsedFrame(ticks, filtered, {kind: n for kind, n in counts.items() if n})
 
 

@@ -115,10 +115,20 @@ def test_a_price_out_of_range_skips_only_that_entry(price: Any) -> None:
 
 
 @pytest.mark.parametrize("price", [10**400, "1e999", "abc", [], True])
-def test_a_price_that_is_no_float_is_a_bad_field(price: Any) -> None:
+def test_a_price_that_is_no_float_is_a_bad_price_too(price: Any) -> None:
     parsed = RAW.parse(frame_of(mini("AUSDT"), mini("BUSDT", price), mini("CUSDT")))
     assert symbols(parsed) == ["AUSDT", "CUSDT"]
-    assert parsed.bad == {"bad_field": 1}
+    assert parsed.bad == {"bad_price": 1}
+
+
+@pytest.mark.parametrize(("field", "value", "kind"), [
+    ("E", "soon", "bad_event_time"), ("E", 1.5, "bad_event_time"), ("s", 7, "bad_symbol"),
+    ("e", None, "bad_field"), ("q", "lots", "bad_field"), ("st", "one", "bad_field")])
+def test_a_field_of_the_wrong_type_is_counted_under_its_kind(field: str, value: Any,
+                                                             kind: str) -> None:
+    parsed = RAW.parse(frame_of(mini("AUSDT"), {**mini("BUSDT"), field: value}))
+    assert symbols(parsed) == ["AUSDT"]
+    assert parsed.bad == {kind: 1}
 
 
 @pytest.mark.parametrize("price", ["1e-12", "0.00000001", "0.000012345", "123456.78901",
