@@ -33,8 +33,8 @@ PING_TIMEOUT_S: Final = 20.0
 CLOSE_TIMEOUT_S: Final = 2.0
 _SAMPLE_CHARS: Final = 200
 _ENTRY_HINTS: Final = {
-    "event_time_ahead": f": event time over {MAX_AHEAD_MS // 60_000} min ahead of this host's "
-                        "clock; if every entry is, the clock is behind (check NTP)",
+    "event_time_ahead": f" (event time over {MAX_AHEAD_MS // 60_000} min ahead of this host's "
+                        "clock: if every entry is, this clock is behind, check NTP)",
 }
 
 
@@ -168,8 +168,9 @@ class Feed:
         for kind, count in bad.items():
             metrics.malformed.labels(kind).inc(count)
             if self._first_time(kind):
-                log.warning("skipped %d entries (%s%s; further ones only counted) in %r",
-                            count, kind, _ENTRY_HINTS.get(kind, ""), message[:_SAMPLE_CHARS])
+                log.warning("skipped %d entries of a frame as %s%s, the rest kept; further "
+                            "ones only counted: %r", count, kind, _ENTRY_HINTS.get(kind, ""),
+                            message[:_SAMPLE_CHARS])
 
     def _first_time(self, kind: str) -> bool:
         """A broken feed repeats itself: the first of each kind tells enough."""

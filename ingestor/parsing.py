@@ -220,10 +220,12 @@ def _collect(entries: list[_Entry], latest_ms: int) -> ParsedFrame:
         if volume is not None and not 0.0 <= volume <= max_volume:
             volume = None
         append(Tick(entry.s, price, event_time, source, volume))
-    if not (bad_price or ahead):
-        return ParsedFrame(ticks, filtered)
-    counts = {"bad_price": bad_price, "event_time_ahead": ahead}
-    return ParsedFrame(ticks, filtered, {kind: n for kind, n in counts.items() if n})
+    bad: dict[str, int] = {}
+    if bad_price:
+        bad["bad_price"] = bad_price
+    if ahead:
+        bad["event_time_ahead"] = ahead
+    return ParsedFrame(ticks, filtered, bad)
 
 
 def _too_deep() -> MalformedFrame:

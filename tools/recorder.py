@@ -16,10 +16,11 @@ While the disk does not keep up, the frames waiting for it are bounded
 the all-market stream), and past the bound new frames are dropped, counted
 (``frames_dropped``) and reported in a warning at most every ``DROP_LOG_INTERVAL_S`` and
 in the closing line. Dropping, not blocking, because that is what leaves a user the best
-recording: the exchange does not wait for a client that stops reading (it drops the
-connection, and the frames with it), so blocking the reader would lose the same frames and
-the connection too, while an unbounded list ends with the process killed for its memory,
-losing the frames in hand and everything after. With drops the recording stays connected
+recording: the exchange does not wait for a client that stops reading (its buffers fill,
+then it drops the connection and the frames with it), so blocking the reader (which is
+synchronous: blocking it would stall the event loop, pings included) would lose the same
+frames and the connection too, while an unbounded list ends with the process killed for its
+memory, losing the frames in hand and everything after. With drops the recording stays connected
 and has a gap, said in the log, where the disk was too slow. The batch the worker thread
 is writing is held as well, so the frames in memory are at most twice the bound.
 
