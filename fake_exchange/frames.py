@@ -39,7 +39,13 @@ _PER_SYMBOL = re.compile(r"^([a-z0-9_]+)@(aggTrade|trade)$")
 _DAY_MS = 86_400_000
 _FUNDING_MS = 8 * 3_600_000
 
-MALFORMED_KINDS = ("not_json", "truncated", "bad_price", "wrong_shape", "binary")
+# The first five break a frame or an entry's syntax; the last four are hostile values in
+# well-formed JSON, each outside a bound that a real exchange never crosses.
+MALFORMED_KINDS = ("not_json", "truncated", "bad_price", "wrong_shape", "binary",
+                   "tiny_price", "huge_event_time", "future_event_time", "too_deep")
+HOSTILE_DEPTH = 100_000  # past any JSON decoder's recursion limit
+_PRICE_TEXT = {"bad_price": b"abc", "tiny_price": b"1e-300"}
+_EVENT_TIME = re.compile(rb'"E":-?\d+')
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +211,9 @@ def malformed(
 
     `sample` supplies real-looking entries (at least two) so "bad_price" can hide one bad
     entry among valid ones, the case a consumer that parses the whole frame at once gets wrong.
+    The hostile kinds change the last entry the same way: a price of 1e-300
+    ("tiny_price"), an event time of 2**64 ("huge_event_time") or a day ahead of the wall
+    clock ("future_event_time"), an extra field nested HOSTILE_DEPTH levels ("too_deep").
     """
     if kind not in MALFORMED_KINDS:
         raise ValueError(f"unknown malformed kind {kind!r}; expected one of {MALFORMED_KINDS}")
@@ -222,11 +231,19 @@ def malformed(
     renderer.ensure(sample)
     valid = renderer.payload(spec, sample) or renderer.payload(StreamSpec(MINI_TICKER), sample)
     assert valid is not None  # sample is never empty
-    if kind == "bad_price":
+    if kind in _PRICE_TEXT:
         field = b'"c":"' if spec.kind in (MINI_TICKER, TICKER) else b'"p":"'
         start = valid.rfind(field) + len(field)  # the last entry's price
         end = valid.index(b'"', start)
-        valid = valid[:start] + b"abc" + valid[end:]
+        valid = valid[:start] + _PRICE_TEXT[kind] + valid[end:]
+    elif kind in ("huge_event_time", "future_event_time", "too_deep"):
+        last = list(_EVENT_TIME.finditer(valid))[-1]  # the last entry's event time
+        if kind == "too_deep":
+            value = b'"x":' + b"[" * HOSTILE_DEPTH + b"]" * HOSTILE_DEPTH + b"," + last[0]
+        else:
+            e = 2**64 if kind == "huge_event_time" else time.time_ns() // 1_000_000 + _DAY_MS
+            value = b'"E":%d' % e
+        valid = valid[: last.start()] + value + valid[last.end() :]
     msg = combined(stream, valid) if is_combined else valid
     if kind == "truncated":
         msg = msg[: len(msg) // 2]

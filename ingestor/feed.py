@@ -22,7 +22,7 @@ from common.backoff import Backoff
 from common.schemas import Tick
 from common.settings import IngestorSettings
 from ingestor.metrics import IngestorMetrics
-from ingestor.parsing import FrameParser, MalformedFrame, is_combined
+from ingestor.parsing import MAX_AHEAD_MS, FrameParser, MalformedFrame, is_combined
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,10 @@ PING_INTERVAL_S: Final = 20.0
 PING_TIMEOUT_S: Final = 20.0
 CLOSE_TIMEOUT_S: Final = 2.0
 _SAMPLE_CHARS: Final = 200
+_ENTRY_HINTS: Final = {
+    "event_time_ahead": f" (event time over {MAX_AHEAD_MS // 60_000} min ahead of this host's "
+                        "clock: if every entry is, this clock is behind, check NTP)",
+}
 
 
 class Feed:
@@ -46,7 +50,6 @@ class Feed:
         self._check_every_s = min(1.0, max(0.05, min(stale, rotate) / 4))
         self._last_data = time.monotonic()
         self._logged_kinds: set[str] = set()
-        self._bad_entries_logged = False
         self.stop_requested_at: float | None = None  # event-loop time
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -137,7 +140,7 @@ class Feed:
             self._malformed(MalformedFrame("binary", "binary websocket frame"), message)
             return
         try:
-            parsed = self._parser.parse(message)
+            parsed = self._parser.parse(message, int(arrival * 1000))
         except MalformedFrame as exc:
             self._malformed(exc, message)
             return
@@ -145,8 +148,8 @@ class Feed:
         metrics.last_frame_at = arrival
         if parsed.filtered:
             metrics.ticks_filtered.inc(parsed.filtered)
-        if parsed.bad_entries:
-            self._bad_entries(parsed.bad_entries, message)
+        if parsed.bad:
+            self._bad_entries(parsed.bad, message)
         ticks = parsed.ticks
         if ticks:
             metrics.ticks.inc(len(ticks))
@@ -155,17 +158,26 @@ class Feed:
 
     def _malformed(self, exc: MalformedFrame, message: str | bytes) -> None:
         self._metrics.malformed.labels(exc.kind).inc()
-        if exc.kind not in self._logged_kinds:  # a broken feed repeats; once tells enough
-            self._logged_kinds.add(exc.kind)
+        if self._first_time(exc.kind):
             log.warning("skipping a malformed frame (%s; further ones only counted): %s %r",
                         exc.kind, exc, message[:_SAMPLE_CHARS])
 
-    def _bad_entries(self, count: int, message: str) -> None:
-        self._metrics.bad_entries.inc(count)
-        if not self._bad_entries_logged:
-            self._bad_entries_logged = True
-            log.warning("skipped %d entries with a missing or invalid field (further ones "
-                        "only counted) in %r", count, message[:_SAMPLE_CHARS])
+    def _bad_entries(self, bad: dict[str, int], message: str) -> None:
+        metrics = self._metrics
+        metrics.bad_entries.inc(sum(bad.values()))
+        for kind, count in bad.items():
+            metrics.malformed.labels(kind).inc(count)
+            if self._first_time(kind):
+                log.warning("skipped %d entries of a frame as %s%s, the rest kept; further "
+                            "ones only counted: %r", count, kind, _ENTRY_HINTS.get(kind, ""),
+                            message[:_SAMPLE_CHARS])
+
+    def _first_time(self, kind: str) -> bool:
+        """A broken feed repeats itself: the first of each kind tells enough."""
+        if kind in self._logged_kinds:
+            return False
+        self._logged_kinds.add(kind)
+        return True
 
     def _stale_hint(self) -> str:
         if "/market/" in self._url:

@@ -14,11 +14,13 @@ from typing import Final
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from common.health import new_registry
+from ingestor.parsing import ENTRY_KINDS, FRAME_KINDS
 
 __all__ = ["MALFORMED_KINDS", "RECONNECT_REASONS", "IngestorMetrics", "new_registry"]
 
 RECONNECT_REASONS: Final = ("closed", "stale", "rotated", "error")
-MALFORMED_KINDS: Final = ("not_json", "truncated", "binary", "wrong_shape")
+# Whole frames skipped, then single entries skipped from a frame whose rest is kept.
+MALFORMED_KINDS: Final = FRAME_KINDS + ENTRY_KINDS
 
 # The exchange stamps E a few ms before the frame leaves; from a nearby region the lag is
 # single-digit ms, from far away or on a congested link hundreds, and seconds mean trouble.
@@ -43,12 +45,13 @@ class IngestorMetrics:
             "Entries skipped on purpose (COIN-M contracts, non-market trades).",
             registry=registry)
         self.malformed = Counter(
-            "ingestor_malformed_frames_total", "Frames skipped as unusable, by kind.",
-            ["kind"], registry=registry)
+            "ingestor_malformed_frames_total",
+            "Frames skipped as unusable, and entries skipped from a frame whose rest is kept, "
+            "by kind.", ["kind"], registry=registry)
         self.bad_entries = Counter(
             "ingestor_bad_entries_total",
-            "Entries skipped for a missing or invalid field (the rest of the frame is kept).",
-            registry=registry)
+            "Entries skipped for a missing or out-of-range field (the rest of the frame is "
+            "kept); by kind in ingestor_malformed_frames_total.", registry=registry)
         self.reconnects = Counter(
             "ingestor_reconnects_total", "Exchange connections ended and retried, by reason.",
             ["reason"], registry=registry)

@@ -11,6 +11,19 @@ disk or a large frame never delays reading. Measured against the fake exchange s
 700-symbol ``!miniTicker@arr`` frame every 10 ms (about 100× the live rate, 7 MB/s of
 JSON): 27 % of a core, and the event loop's lag stays at p50 0.2 ms, p99 4.6 ms.
 
+While the disk does not keep up, the frames waiting for it are bounded
+(``RecordOptions.max_pending_mb`` of frame text, 64 MB by default: about 15 minutes of
+the all-market stream), and past the bound new frames are dropped, counted
+(``frames_dropped``) and reported in a warning at most every ``DROP_LOG_INTERVAL_S`` and
+in the closing line. Dropping, not blocking, because that is what leaves a user the best
+recording: the exchange does not wait for a client that stops reading (its buffers fill,
+then it drops the connection and the frames with it), so blocking the reader (which is
+synchronous: blocking it would stall the event loop, pings included) would lose the same
+frames and the connection too, while an unbounded list ends with the process killed for its
+memory, losing the frames in hand and everything after. With drops the recording stays connected
+and has a gap, said in the log, where the disk was too slow. The batch the worker thread
+is writing is held as well, so the frames in memory are at most twice the bound.
+
 Stopping is staged like the services' (``common.runner.supervise``): the first
 SIGINT/SIGTERM stops reading, writes what is in hand and closes the file; a second one
 stops at once (data up to the last flush survives).
@@ -41,6 +54,7 @@ log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_S: Final = 1.0
 FLUSH_BYTES: Final = 4 * 1024 * 1024
+DROP_LOG_INTERVAL_S: Final = 10.0
 
 
 @dataclass(frozen=True)
@@ -49,6 +63,7 @@ class RecordOptions:
     prefix: str = "binance"
     rotate_mb: float = 100.0
     rotate_minutes: float = 60.0
+    max_pending_mb: float = 64.0  # frame text waiting for a slow disk, beyond which frames drop
 
 
 def _ignore_ticks(ticks: list[Tick]) -> None:
@@ -70,21 +85,49 @@ class _RecordingFeed(Feed):
 
 
 class Recorder:
-    def __init__(self, settings: IngestorSettings, options: RecordOptions) -> None:
-        self.writer = RotatingWriter(
+    def __init__(self, settings: IngestorSettings, options: RecordOptions,
+                 writer: RotatingWriter | None = None) -> None:
+        self.writer = writer or RotatingWriter(
             options.prefix, settings.binance_ws_url,
             rotate_bytes=max(1, int(options.rotate_mb * 1e6)),
             rotate_s=options.rotate_minutes * 60)
         self.feed = _RecordingFeed(settings, self._keep)
         self._pending: list[tuple[int, str]] = []
         self._pending_bytes = 0
+        self._max_pending_bytes = int(options.max_pending_mb * 1e6)
+        # A flush starts well before the bound, so only a slow disk can reach it.
+        self._flush_bytes = min(FLUSH_BYTES, self._max_pending_bytes // 2)
         self._wake = asyncio.Event()
+        self.frames_dropped = 0
+        self._dropped_unlogged = 0
+        self._next_drop_log = 0.0
+
+    @property
+    def pending_bytes(self) -> int:
+        """Frame text received and not yet handed to the writer."""
+        return self._pending_bytes
 
     def _keep(self, received_ms: int, frame: str) -> None:
+        size = len(frame)
+        if self._pending and self._pending_bytes + size > self._max_pending_bytes:
+            self._drop()
+            return
         self._pending.append((received_ms, frame))
-        self._pending_bytes += len(frame)
-        if self._pending_bytes >= FLUSH_BYTES:
+        self._pending_bytes += size
+        if self._pending_bytes >= self._flush_bytes:
             self._wake.set()
+
+    def _drop(self) -> None:
+        self.frames_dropped += 1
+        self._dropped_unlogged += 1
+        now = time.monotonic()
+        if now >= self._next_drop_log:
+            log.warning("the disk is not keeping up: %.1f MB of frames wait to be written, so "
+                        "new frames are dropped (%d since the last report, %d in all); the "
+                        "recording has a gap here", self._pending_bytes / 1e6,
+                        self._dropped_unlogged, self.frames_dropped)
+            self._dropped_unlogged = 0
+            self._next_drop_log = now + DROP_LOG_INTERVAL_S
 
     async def run(self, stopping: asyncio.Event) -> None:
         finished = asyncio.Event()
@@ -97,8 +140,10 @@ class Recorder:
             await flusher  # lets a write in progress finish: one thread owns the file
             await self._flush()
             await asyncio.to_thread(self.writer.close)
-            log.info("recorded %d frames in %d files", self.writer.frames_written,
-                     len(self.writer.files))
+            dropped = (f"; dropped {self.frames_dropped} frames while the disk was slow"
+                       if self.frames_dropped else "")
+            log.info("recorded %d frames in %d files%s", self.writer.frames_written,
+                     len(self.writer.files), dropped)
 
     async def _flush_until(self, finished: asyncio.Event) -> None:
         while not finished.is_set():

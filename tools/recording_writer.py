@@ -18,7 +18,7 @@ import logging
 import os
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Final
 
@@ -33,9 +33,19 @@ SUFFIX: Final = ".jsonl.gz"
 COMPRESS_LEVEL: Final = 6
 
 
+def create_new(name: str) -> IO[bytes]:
+    """The file behind each recording file: a new one, never one overwritten."""
+    return open(name, "xb")
+
+
 class RotatingWriter:
-    def __init__(self, prefix: str, url: str, *, rotate_bytes: int, rotate_s: float) -> None:
+    """``open_file(name)`` creates each file; it must refuse an existing name
+    (``FileExistsError``), as ``create_new`` does, and may wrap the file it opens."""
+
+    def __init__(self, prefix: str, url: str, *, rotate_bytes: int, rotate_s: float,
+                 open_file: Callable[[str], IO[bytes]] = create_new) -> None:
         self._prefix = prefix
+        self._open_file = open_file
         self._url = url
         self._rotate_bytes = rotate_bytes
         self._rotate_s = rotate_s
@@ -94,7 +104,7 @@ class RotatingWriter:
         while True:
             name = f"{self._prefix}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(stamp))}{SUFFIX}"
             try:
-                raw = open(name, "xb")  # noqa: SIM115 - owned until close()
+                raw = self._open_file(name)
             except FileExistsError:
                 stamp += 1
                 continue

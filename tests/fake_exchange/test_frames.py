@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
 
 from fake_exchange import Quote
 from fake_exchange.frames import (
+    HOSTILE_DEPTH,
     MALFORMED_KINDS,
     Renderer,
     StreamSpec,
@@ -145,3 +147,28 @@ def test_malformed_kinds() -> None:
     assert [e["p"] for e in json.loads(mark)].count("abc") == 1
     with pytest.raises(ValueError, match="unknown malformed kind"):
         malformed("nope", spec, "x", is_combined=False, renderer=r, sample=FRAME)
+
+
+@pytest.mark.parametrize("stream", ["!miniTicker@arr", "!markPrice@arr", "btcusdt@trade"])
+def test_hostile_kinds_change_only_the_last_entry(stream: str) -> None:
+    spec = parse_stream(stream)
+    assert spec is not None
+    r = Renderer()
+    out = {
+        k: json.loads(malformed(k, spec, stream, is_combined=True, renderer=r, sample=FRAME[:2])[0])
+        for k in ("tiny_price", "huge_event_time", "future_event_time")
+    }
+    price = "c" if spec.kind == "miniTicker" else "p"
+    entries = {k: v["data"] if isinstance(v["data"], list) else [v["data"]] for k, v in out.items()}
+    assert entries["tiny_price"][-1][price] == "1e-300"
+    assert entries["huge_event_time"][-1]["E"] == 2**64
+    day_ahead = time.time() * 1000 + 86_400_000
+    assert abs(entries["future_event_time"][-1]["E"] - day_ahead) < 60_000
+    for kind, bad in entries.items():
+        assert all(e["E"] == 1_700_000_000_123 for e in bad[:-1]), kind  # the rest untouched
+        assert all(float(e[price]) > 1e-12 for e in bad[:-1]), kind
+    deep, text = malformed("too_deep", spec, stream, is_combined=False, renderer=r, sample=FRAME)
+    assert text
+    assert deep.count(b"[") >= HOSTILE_DEPTH
+    with pytest.raises(RecursionError):
+        json.loads(deep)

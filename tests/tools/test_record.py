@@ -1,19 +1,32 @@
-"""``record`` and ``replay`` as real processes: the round trip, rotation, kills and stops."""
+"""``record`` and ``replay`` as real processes: the round trip, rotation, kills and stops;
+and the recorder in-process on a disk that stalls."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
+import io
 import json
+import logging
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
+from common.settings import IngestorSettings, load_settings
+from fake_exchange import FakeExchange, firehose
 from tests.support.recordings import CRYPTOFEED, HFT_3K, HFT_20K, CliProcess, cli, start_replay
 from tools.cli import main
+from tools.recorder import Recorder, RecordOptions
 from tools.recording_formats import Recording, UnknownFormat
+from tools.recording_writer import RotatingWriter
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 RULE = ["--window", "10", "--up", "0.02", "--down", "0.02"]
 
@@ -181,3 +194,61 @@ def test_replay_of_a_folder_says_it_is_a_folder(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("usage: binance-alerter replay ")
     assert f"argument FILE: a folder, not a file: '{tmp_path}'" in result.stderr
+class StalledDisk:
+    """Real files whose writes wait until ``resume()``: a disk that has stopped keeping up."""
+
+    def __init__(self) -> None:
+        self._going = threading.Event()
+        self.stalled_writes = threading.Event()
+
+    def open(self, name: str) -> io.FileIO:
+        disk = self
+
+        class File(io.FileIO):
+            def write(self, data: ReadableBuffer) -> int:
+                if not disk._going.is_set():
+                    disk.stalled_writes.set()
+                    assert disk._going.wait(60), "the test never resumed the disk"
+                return super().write(data)
+
+        return File(name, "x")
+
+    def resume(self) -> None:
+        self._going.set()
+
+
+async def test_pending_frames_are_bounded_while_the_disk_is_slow(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    limit_mb = 0.2
+    disk = StalledDisk()
+    async with FakeExchange(firehose(40, frames=10**6), interval_s=0.002) as ex:
+        settings = load_settings(IngestorSettings, binance_ws_url=ex.url())
+        writer = RotatingWriter(str(tmp_path / "rec"), ex.url(), rotate_bytes=10**9,
+                                rotate_s=3600, open_file=disk.open)
+        recorder = Recorder(settings, RecordOptions(ex.url(), max_pending_mb=limit_mb), writer)
+        stopping = asyncio.Event()
+        caplog.set_level(logging.INFO, logger="tools.recorder")
+        run = asyncio.create_task(recorder.run(stopping))
+        try:
+            most = 0
+            deadline = time.monotonic() + 20
+            while recorder.frames_dropped < 200:  # the disk stalled long enough to overflow
+                most = max(most, recorder.pending_bytes)
+                assert time.monotonic() < deadline, (recorder.frames_dropped, most)
+                assert not run.done()
+                await asyncio.sleep(0.005)
+            assert disk.stalled_writes.is_set()
+            assert 0 < most <= limit_mb * 1e6
+            assert recorder.pending_bytes <= limit_mb * 1e6
+        finally:
+            disk.resume()
+            stopping.set()
+            await asyncio.wait_for(run, 20)
+    dropped = recorder.frames_dropped
+    warnings = [r.getMessage() for r in caplog.records if "disk is not keeping up" in
+                r.getMessage()]
+    assert len(warnings) == 1, warnings  # rate-limited: one line for hundreds of drops
+    assert "new frames are dropped" in warnings[0]
+    [path] = writer.files
+    assert sum(1 for _ in Recording(path).frames_only()) == writer.frames_written > 0
+    assert f"; dropped {dropped} frames while the disk was slow" in caplog.text
