@@ -13,13 +13,21 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from common.bus.contract import Transport, TransportConfigError
 
-if TYPE_CHECKING:  # common.settings imports this module for the BUS_URL check
-    from common.settings import BaseServiceSettings
+
+class BusSettings(Protocol):
+    """What the registry reads of a service's settings (``BaseServiceSettings``; named
+    structurally because ``common.settings`` asks this module which schemes exist)."""
+
+    @property
+    def bus_url(self) -> str: ...
+
+
+S = TypeVar("S", bound=BusSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +56,7 @@ def schemes() -> frozenset[str]:
     return frozenset(_BACKENDS)
 
 
-def create_transport(settings: BaseServiceSettings) -> Transport:
+def create_transport(settings: S) -> Transport:
     """The transport ``settings.bus_url`` names, built from the settings (not started)."""
     scheme = urlsplit(settings.bus_url).scheme
     try:
@@ -63,5 +71,5 @@ def create_transport(settings: BaseServiceSettings) -> Transport:
         hint = (f"; install it with: pip install 'binance-alerter[{backend.extra}]'"
                 if backend.extra else "")
         raise TransportConfigError(f"BUS_URL scheme {scheme!r} needs {exc.name}{hint}") from exc
-    factory: Callable[[BaseServiceSettings], Transport] = getattr(module, backend.factory)
+    factory: Callable[[S], Transport] = getattr(module, backend.factory)
     return factory(settings)
