@@ -37,7 +37,7 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -144,12 +144,14 @@ def next_version(current: RuleSet | None, rules: list[Rule], *, by: str,
 
 class RulesView:
     """The rules stream as one reader has read it so far: the rule set in force, and the
-    entries it skipped, by kind (each logged as a warning the first time it is read)."""
+    entries it skipped, by kind (each logged as a warning the first time it is read, and
+    handed to ``on_skip``: the service's metric)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_skip: Callable[[SkipKind], None] | None = None) -> None:
         self.current: RuleSet | None = None
         self.skipped: Counter[SkipKind] = Counter()
         self.loaded = False  # the kept entries have been read
+        self.on_skip = on_skip
 
     def offer(self, rule_set: RuleSet) -> bool:
         """Hold ``rule_set`` (an entry already read) if it wins; True when it did."""
@@ -170,6 +172,8 @@ class RulesView:
         for row in judge(deliveries):
             if row.error is not None:
                 self.skipped[row.error.kind] += 1
+                if self.on_skip is not None:
+                    self.on_skip(row.error.kind)
                 log.warning("rules entry %s skipped (%s); the rules in force stay",
                             row.position, row.error)
             elif row.entry is not None and self.offer(row.entry):

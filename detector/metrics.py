@@ -49,6 +49,10 @@ class DetectorMetrics:
         self.bad_payloads = Counter(
             "detector_bad_payloads_total", "Bus entries that could not be decoded as ticks.",
             registry=registry)
+        self.rules_skipped = Counter(
+            "detector_rules_entries_skipped_total",
+            "Entries of the rules stream skipped, by kind (undecodable, invalid, unversioned); "
+            "the rules in force stay.", ["kind"], registry=registry)
         self.bus_errors = Counter(
             "detector_bus_errors_total", "Bus operations that failed and were retried.",
             registry=registry)

@@ -160,16 +160,20 @@ class Detector:
         at once, both entries carry version 1 and the first on the stream wins for everyone
         (``common.rules_stream`` decides, for every reader)."""
         self._rules_reader = reader = self._transport.broadcast_reader(RULES_STREAM)
-        self._rules = await rules_stream.load(reader)
+        self._rules = await rules_stream.load(reader, RulesView(on_skip=self._count_skipped))
         if self._rules.current is None:
             seed = rules_stream.next_version(
                 None, [rule_from_settings(self._settings)],
                 by=f"detector {self._settings.detector_consumer}",
                 change="seeded from WINDOW_S, THRESHOLD_UP_PCT, THRESHOLD_DOWN_PCT, COOLDOWN_S")
             await rules_stream.write(self._transport, seed)
-            self._rules = await rules_stream.load(reader)
+            self._rules = await rules_stream.load(reader)  # a re-read: its skips were counted
+            self._rules.on_skip = self._count_skipped
         if self._rules.current is not None:
             self._apply_rules(self._rules.current, "in force")
+
+    def _count_skipped(self, kind: str) -> None:
+        self.metrics.rules_skipped.labels(kind).inc()
 
     async def _follow_rules(self, stopping: asyncio.Event) -> None:
         """Apply every newer rule set as it lands on the stream, until shutdown."""

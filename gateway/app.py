@@ -48,7 +48,7 @@ def create_app(settings: GatewaySettings, transport: Transport,
     hub = Hub(metrics=metrics, history_size=settings.history_size,
               client_queue_size=settings.client_queue_size, max_clients=settings.max_clients,
               read_block_ms=settings.read_block_ms, seen_limit=settings.alerts_maxlen)
-    rules = RulesFollower(hub, read_block_ms=settings.read_block_ms)
+    rules = RulesFollower(hub, metrics, read_block_ms=settings.read_block_ms)
     policy = SocketPolicy(settings.origins, settings.ws_heartbeat_s)
 
     app = FastAPI(title="binance-alerter gateway", docs_url=None, redoc_url=None,

@@ -67,6 +67,10 @@ class Metrics:
         self.bad_payloads = Counter(
             "gateway_bad_payloads_total", "Bus entries that could not be decoded as an alert.",
             registry=registry)
+        self.rules_skipped = Counter(
+            "gateway_rules_entries_skipped_total",
+            "Entries of the rules stream skipped, by kind (undecodable, invalid, unversioned); "
+            "the rules shown stay.", ["kind"], registry=registry)
         self.bus_errors = Counter(
             "gateway_bus_errors_total",
             "Reads of the alerts stream that failed and were retried.", registry=registry)

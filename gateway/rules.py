@@ -24,6 +24,7 @@ from common.partitioning import RULES_STREAM
 from common.rules_stream import RulesView
 from common.schemas import Rule, RuleSet
 from gateway.hub import Hub
+from gateway.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +43,10 @@ class RulesMessage(msgspec.Struct, frozen=True, tag_field="type", tag="rules"):
 
 
 class RulesFollower:
-    def __init__(self, hub: Hub, *, read_block_ms: int) -> None:
+    def __init__(self, hub: Hub, metrics: Metrics, *, read_block_ms: int) -> None:
         self._hub = hub
         self._read_block_ms = read_block_ms
-        self.view = RulesView()
+        self.view = RulesView(on_skip=lambda kind: metrics.rules_skipped.labels(kind).inc())
         self._announced: RuleSet | None = None  # the rules the browsers were told
 
     @property

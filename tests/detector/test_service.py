@@ -197,10 +197,15 @@ async def test_the_rules_on_the_stream_win_over_the_environment(
     await put_rules(bus, 0, Rule(threshold_up_pct=9.0))  # an old unversioned announcement
     await put_rules(bus, 3, Rule(name="tight", threshold_up_pct=1.0))
     await put_rules(bus, 3, Rule(name="late", threshold_up_pct=5.0))  # lost the race for 3
+    await bus.publish([Record(RULES_STREAM, "rules", b"\xc1")])  # not msgpack at all
     detector = Detector(settings(redis_server.url), bus)
     await run_until(detector)
     assert [r.name for r in detector.engine.rules] == ["tight"]
-    assert len(await rules_on_bus(bus)) == 3
+    assert len(await bus.broadcast_reader(RULES_STREAM).backlog(100)) == 4
+    registry = detector.metrics.registry
+    for kind in ("unversioned", "undecodable"):
+        assert registry.get_sample_value("detector_rules_entries_skipped_total",
+                                         {"kind": kind}) == 1
 
 
 async def test_a_rules_change_reaches_a_running_detector_within_a_second(

@@ -14,7 +14,7 @@ from common.bus import BroadcastReader, Delivery, Record
 from common.bus.redis_streams import RedisConfig, RedisTransport
 from common.partitioning import RULES_STREAM
 from common.schemas import Rule, RuleSet, encode_rule_set
-from gateway.app import create_app
+from gateway.app import create_app, metrics_of
 from tests.support.gateway import gateway_settings, serve_until_it_fails, serving
 
 
@@ -116,3 +116,8 @@ async def test_the_page_shows_only_what_a_detector_applies(fake_bus: RedisTransp
             while (document := (await http.get("/api/rules")).json())["version"] != 4:
                 await asyncio.sleep(0.02)
         assert [r["name"] for r in document["rules"]] == ["fourth"]
+    registry = metrics_of(app).registry
+    skipped = {kind: registry.get_sample_value("gateway_rules_entries_skipped_total",
+                                               {"kind": kind})
+               for kind in ("unversioned", "undecodable", "invalid")}
+    assert skipped == {"unversioned": 2, "undecodable": None, "invalid": 1}  # the torn entry
