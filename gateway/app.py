@@ -94,7 +94,7 @@ def create_app(settings: GatewaySettings, transport: Transport,
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
-        reason = _failed_readers(app) or await _not_ready_reason(hub, transport)
+        reason = _failures_reason(app) or await _not_ready_reason(hub, transport)
         if reason:
             return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
         return JSONResponse({"status": "ready"})
@@ -132,15 +132,15 @@ def hub_of(app: FastAPI) -> Hub:
     return hub
 
 
-def reader_failed(app: FastAPI, name: str, error: Exception) -> None:
-    """Record that a reader of ``readers_of`` died, so that ``/readyz`` names it while the
-    service stops."""
-    app.state.failed_readers[name] = repr(error)
+def failed_readers(app: FastAPI) -> dict[str, Exception]:
+    """The readers of ``readers_of`` that died, by name, with their errors: ``serve``
+    records them there, ``/readyz`` names them while the service stops."""
+    failed: dict[str, Exception] = app.state.failed_readers
+    return failed
 
 
-def _failed_readers(app: FastAPI) -> str:
-    failed: dict[str, str] = app.state.failed_readers
-    return "; ".join(f"{name} failed: {error}" for name, error in failed.items())
+def _failures_reason(app: FastAPI) -> str:
+    return "; ".join(f"{name} failed: {error!r}" for name, error in failed_readers(app).items())
 
 
 def readers_of(app: FastAPI) -> dict[str, Reader]:

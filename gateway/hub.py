@@ -146,8 +146,7 @@ class Hub:
         (``primed``), so that waiting clients cannot pile up beyond the limit. False when
         the gateway is full (counted as a drop). Give the place back with ``release``,
         before ``subscribe`` (which then takes it, with no await in between)."""
-        if self.client_count >= self._max_clients:
-            self._metrics.clients_dropped.labels(SERVER_FULL.reason).inc()
+        if not self._has_room():
             return False
         self._waiting += 1
         self._count_clients()
@@ -166,8 +165,7 @@ class Hub:
         start over instead of silently missing what came in between.
         """
         history = self.recent(self._history_size) if since is None else self.after(since)
-        if self.client_count >= self._max_clients:
-            self._metrics.clients_dropped.labels(SERVER_FULL.reason).inc()
+        if not self._has_room():
             return None
         subscriber = Subscriber(self._client_queue_size)
         self._subscribers.add(subscriber)
@@ -177,6 +175,13 @@ class Hub:
     def unsubscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.discard(subscriber)
         self._count_clients()
+
+    def _has_room(self) -> bool:
+        """A place under ``MAX_CLIENTS``; a client refused for want of one counts as a drop."""
+        if self.client_count < self._max_clients:
+            return True
+        self._metrics.clients_dropped.labels(SERVER_FULL.reason).inc()
+        return False
 
     def _count_clients(self) -> None:
         self._metrics.clients_connected.set(self.client_count)

@@ -25,7 +25,7 @@ from fastapi import FastAPI
 
 from common.runner import Runtime, Service
 from common.settings import GatewaySettings, address_in_use
-from gateway.app import Reader, create_app, reader_failed, readers_of
+from gateway.app import Reader, create_app, failed_readers, readers_of
 
 log = logging.getLogger(__name__)
 
@@ -92,15 +92,14 @@ async def serve(app: FastAPI, settings: GatewaySettings, sock: socket.socket,
     """Serve until ``stopping`` is set or a bus reader fails (then raise its error, in an
     ``ExceptionGroup``, once the server has stopped)."""
     server = EmbeddedServer(server_config(app, settings))
-    failures: list[Exception] = []
+    failures = failed_readers(app)
 
     async def reading(name: str, read: Reader) -> None:
         try:
             await read()
         except Exception as exc:
             log.error("%s failed (%r): stopping the gateway", name, exc)
-            reader_failed(app, name, exc)
-            failures.append(exc)
+            failures[name] = exc
             server.should_exit = True
 
     async def stop_when_asked() -> None:
@@ -118,7 +117,7 @@ async def serve(app: FastAPI, settings: GatewaySettings, sock: socket.socket,
             for reader in readers:
                 reader.cancel()
     if failures:
-        raise ExceptionGroup("a bus reader of the gateway failed", failures)
+        raise ExceptionGroup("a bus reader of the gateway failed", list(failures.values()))
 
 
 async def main(settings: GatewaySettings, stopping: asyncio.Event, runtime: Runtime) -> None:

@@ -15,7 +15,6 @@ starts.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import importlib.util
 import logging
@@ -130,8 +129,7 @@ class Supervisor:
                 return
             delay = backoff.next_delay()
             self.emit(name, f"exited with code {code}; restarting in {delay:.1f}s")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), delay)
+            await wait_or_stop(self.stopping, delay)
 
     async def announce_when_ready(self, page: str) -> None:
         """Print where to open the page once the gateway can serve it, not when spawned."""

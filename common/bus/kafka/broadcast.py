@@ -12,7 +12,7 @@ from aiokafka import errors as kafka_errors
 from aiokafka.structs import TopicPartition
 
 from common.bus.contract import BusUnavailable, Delivery
-from common.bus.kafka.clients import stop_consumer, translated
+from common.bus.kafka.clients import start_consumer, stop_consumer, translated
 from common.bus.kafka.config import KafkaConfig
 from common.bus.kafka.tansu import log_bounds, past_the_end
 from common.bus.kafka.topics import Topics
@@ -63,12 +63,7 @@ class KafkaBroadcastReader:
                 request_timeout_ms=config.request_timeout_ms,
                 **config.client_options(),
             )
-            try:
-                async with translated("starting a reader", self._timeout_s):
-                    await consumer.start()
-            except BaseException:
-                await stop_consumer(consumer, self._timeout_s)
-                raise
+            await start_consumer(consumer, "starting a reader", self._timeout_s)
             self._consumer = consumer
             self._open_readers.append(self)
             self._partitions = []

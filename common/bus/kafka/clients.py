@@ -77,6 +77,17 @@ async def stop_consumer(consumer: AIOKafkaConsumer, timeout_s: float) -> None:
         await bounded(consumer._client.close(), timeout_s, "consumer connections close")
 
 
+async def start_consumer(consumer: AIOKafkaConsumer, what: str, timeout_s: float) -> None:
+    """``consumer.start()`` as ``BusUnavailable`` on failure, with the half-started
+    consumer stopped, so that a caller never keeps one that holds connections."""
+    try:
+        async with translated(what, timeout_s):
+            await consumer.start()
+    except BaseException:
+        await stop_consumer(consumer, timeout_s)
+        raise
+
+
 class _QuietLibrary(logging.Filter):
     """Let one record per message template through per interval: aiokafka reports each
     failed reconnect at ERROR, and the services already log an outage once, with backoff."""

@@ -15,7 +15,13 @@ from aiokafka import errors as kafka_errors
 from aiokafka.structs import TopicPartition
 
 from common.bus.contract import BusUnavailable, ConsumerLag, Delivery, TransportConfigError
-from common.bus.kafka.clients import partition_name, partition_names, stop_consumer, translated
+from common.bus.kafka.clients import (
+    partition_name,
+    partition_names,
+    start_consumer,
+    stop_consumer,
+    translated,
+)
 from common.bus.kafka.config import KafkaConfig
 from common.bus.kafka.group_state import KafkaDelivery, PartitionState, commit_targets
 from common.bus.kafka.tansu import fetched_end, offset_for_time, past_the_end
@@ -102,12 +108,7 @@ class KafkaGroupConsumer:
                                        kafka.session_timeout_ms + 5000),
                 **config.client_options(),
             )
-            try:
-                async with translated("joining the consumer group", self._timeout_s):
-                    await consumer.start()
-            except BaseException:
-                await stop_consumer(consumer, self._timeout_s)
-                raise
+            await start_consumer(consumer, "joining the consumer group", self._timeout_s)
             # Before subscribing: the assignment callback works on self._consumer.
             self._consumer = consumer
             consumer.subscribe(self._streams, listener=_Listener(self))
