@@ -147,22 +147,33 @@ async def run_on_bus(service: Service[S], settings: S, stopping: asyncio.Event) 
         await transport.close()
 
 
-def run_service(service: Service[S]) -> NoReturn:
-    """The body of ``python -m <service>``; never returns."""
-    try:
-        settings = load_settings(service.settings_type)
-    except SettingsError as exc:
-        report_config_error(service.name, [exc])
-        sys.exit(EXIT_CONFIG)
+def run_service(service: Service[S], settings: S | None = None) -> NoReturn:
+    """The body of ``python -m <service>`` (with ``settings`` when the caller has loaded
+    them already); never returns."""
+    if settings is None:
+        settings = load_or_exit(service)
     configure_logging(settings.log_level, settings.log_format, service=service.name)
     log.info("%s starting (bus %s)", service.name, redact_url(settings.bus_url))
 
     async def main(settings: S, stopping: asyncio.Event) -> None:
         await run_on_bus(service, settings, stopping)
 
+    sys.exit(run_supervised(service.name, settings, main))
+
+
+def load_or_exit(service: Service[S]) -> S:
+    """The service's settings from the environment, or exit 2 with the one line."""
+    try:
+        return load_settings(service.settings_type)
+    except SettingsError as exc:
+        report_config_error(service.name, [exc])
+        sys.exit(EXIT_CONFIG)
+
+
+def run_supervised(name: str, settings: S, main: Main[S]) -> int:
+    """``main`` on a fresh event loop under ``supervise``; the process exit code."""
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        code = runner.run(supervise(service.name, settings, main))
-    sys.exit(code)
+        return runner.run(supervise(name, settings, main))
 
 
 async def supervise(name: str, settings: S, main: Main[S]) -> int:

@@ -174,6 +174,9 @@ class GatewaySettings(BaseServiceSettings):
     ws_ping_timeout_s: PositiveSeconds = 20.0
     # Bearer token of the rules admin API (/api/admin/*); unset or empty: the API is off.
     admin_token: SecretStr | None = None
+    # workers: processes serving the one port (gateway.workers); each is a whole gateway
+    # with its own readers, hub and MAX_CLIENTS.
+    gateway_workers: Annotated[int, Field(ge=1, le=64)] = 1
 
     @property
     def origins(self) -> frozenset[str]:

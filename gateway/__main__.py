@@ -1,7 +1,6 @@
-"""``python -m gateway``."""
+"""``python -m gateway``: one process, or ``GATEWAY_WORKERS`` of them (``gateway.workers``)."""
 
-from common.runner import run_service
-from gateway.service import SERVICE
+from gateway.workers import run_gateway
 
 if __name__ == "__main__":
-    run_service(SERVICE)
+    run_gateway()

@@ -38,6 +38,7 @@ UNREAD_DATA_TIMEOUT_MS: Final = 30_000
 # nothing, so a stalled browser would hide ~3 MB of alerts in the kernel before its queue
 # (the signal that it is too slow) filled at all. Alerts are small; this is minutes of them.
 SEND_BUFFER_BYTES: Final = 256 * 1024
+WORKER_HEADER: Final = "X-Gateway-Worker"
 
 
 class EmbeddedServer(uvicorn.Server):
@@ -88,10 +89,18 @@ def server_config(app: FastAPI, settings: GatewaySettings) -> uvicorn.Config:
 
 
 async def serve(app: FastAPI, settings: GatewaySettings, sock: socket.socket,
-                stopping: asyncio.Event) -> None:
+                stopping: asyncio.Event, *, worker: int | None = None) -> None:
     """Serve until ``stopping`` is set or a bus reader fails (then raise its error, in an
-    ``ExceptionGroup``, once the server has stopped)."""
-    server = EmbeddedServer(server_config(app, settings))
+    ``ExceptionGroup``, once the server has stopped).
+
+    ``worker``: this process's number among ``GATEWAY_WORKERS``, sent on every response
+    (the WebSocket handshake included) as ``X-Gateway-Worker``, so that a client, a test or
+    an operator chasing one connection knows which process answered.
+    """
+    config = server_config(app, settings)
+    if worker is not None:
+        config.headers.append((WORKER_HEADER, str(worker)))
+    server = EmbeddedServer(config)
     failures = failed_readers(app)
 
     async def reading(name: str, read: Reader) -> None:
