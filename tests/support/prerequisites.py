@@ -52,7 +52,9 @@ PROMETHEUS: Final = SystemPackage(
     "prometheus", ("prometheus", "promtool"), "the observability tests (tests/observability)")
 DOCKER_COMPOSE: Final = SystemPackage(
     "docker-compose", ("docker-compose",), "the deploy tests (tests/deploy)")
-SYSTEM_PACKAGES: Final = (CHROMIUM, PROMETHEUS, DOCKER_COMPOSE)
+NGINX: Final = SystemPackage(
+    "nginx", ("nginx",), "the reverse proxy tests (tests/deploy/test_proxy.py)")
+SYSTEM_PACKAGES: Final = (CHROMIUM, PROMETHEUS, DOCKER_COMPOSE, NGINX)
 
 
 def require(condition: object, what: str) -> None:
