@@ -62,7 +62,7 @@ def test_production_image_is_chosen_in_env(combo: str, variable: str, tmp_path: 
 
 
 @pytest.mark.parametrize("combo", COMBOS)
-def test_only_gateway_prometheus_and_grafana_are_published(
+def test_only_the_proxy_prometheus_and_grafana_are_published(
         combo: str, configs: dict[str, dict[str, Any]]) -> None:
     services = configs[combo]["services"]
     published = {name: service["ports"] for name, service in services.items()
@@ -74,8 +74,8 @@ def test_only_gateway_prometheus_and_grafana_are_published(
         assert target == f"{PUBLISHED[name]}/tcp"
         assert host_port == str(PUBLISHED[name])
         # The page is for the LAN; the monitoring stays on this machine unless chosen.
-        assert host_ip == ("0.0.0.0" if name == "gateway" else "127.0.0.1")
-    for name in ("ingestor", "detector", "redis", "kafka"):
+        assert host_ip == ("0.0.0.0" if name == "proxy" else "127.0.0.1")
+    for name in ("ingestor", "detector", "gateway", "redis", "kafka"):
         assert not services.get(name, {}).get("ports"), name
     assert "network_mode" not in str(services)
 
@@ -87,9 +87,29 @@ def test_host_addresses_and_ports_come_from_env(tmp_path: Path) -> None:
         GRAFANA_HOST_PORT="13000")
     for combo in COMBOS:
         services = render(combo, env_file)["services"]
-        assert services["gateway"]["ports"] == ["127.0.0.1:18080:8080/tcp"]
+        assert services["proxy"]["ports"] == ["127.0.0.1:18080:8080/tcp"]
         assert services["prometheus"]["ports"] == ["0.0.0.0:19090:9090/tcp"]
         assert services["grafana"]["ports"] == ["0.0.0.0:13000:3000/tcp"]
+
+
+@pytest.mark.parametrize("combo", COMBOS)
+def test_the_proxy_fronts_several_gateway_replicas(
+        combo: str, configs: dict[str, dict[str, Any]]) -> None:
+    """nginx, on the files of infra/nginx, in front of the gateway service, whose name
+    resolves to every replica; the gateways allow the origin the page is opened at."""
+    services = configs[combo]["services"]
+    gateway, proxy = services["gateway"], services["proxy"]
+    assert gateway["deploy"]["replicas"] >= 2
+    env = environment(proxy)
+    assert env["GATEWAY_UPSTREAM"] == f"gateway:{environment(gateway)['GATEWAY_PORT']}"
+    assert env["PROXY_PORT"] == str(PUBLISHED["proxy"])
+    mounts = {target: source for source, target, _ in (v.split(":") for v in proxy["volumes"])}
+    assert Path(mounts["/etc/nginx/nginx.conf"]) == INFRA / "nginx" / "nginx.conf"
+    assert Path(mounts["/etc/nginx/templates"]) == INFRA / "nginx" / "templates"
+    assert re.fullmatch(r"nginx:\d+\.\d+(\.\d+)?-alpine", proxy["image"])
+    assert proxy["depends_on"] == {"gateway": {"condition": "service_healthy"}}
+    assert proxy["read_only"] is True
+    assert environment(gateway)["ALLOWED_ORIGINS"] == f"http://localhost:{PUBLISHED['proxy']}"
 
 
 @pytest.mark.parametrize("combo", COMBOS)
@@ -193,15 +213,17 @@ def test_development_and_production_run_the_same_stack(
         assert set(dev) == set(prod)
         for name in dev:
             d, p = dict(dev[name]), dict(prod[name])
-            limits = p.pop("deploy")["resources"]["limits"]
+            deploy = p.pop("deploy")
+            limits = deploy.pop("resources")["limits"]
             assert set(limits) == {"cpus", "memory"}, name
+            # The rest of deploy (the gateway's replicas) is the same in both.
+            assert d.pop("deploy", {}).get("replicas") == deploy.pop("replicas", None), name
+            assert not deploy, name
             if name in APP_SERVICES:
                 assert d.pop("build") == {"context": str(INFRA.parent),
                                           "dockerfile": "infra/Dockerfile"}
                 assert d.pop("image") == "binance-alerter:local"
                 assert p.pop("image") == "{IMAGE_REPOSITORY}:{IMAGE_TAG}".format(**REQUIRED)
-            elif name == "kafka":
-                d.pop("deploy")
             assert d == p, name
     for name, service in configs["prod+kafka"]["services"].items():
         assert service["restart"] == "unless-stopped", name

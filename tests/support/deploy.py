@@ -32,7 +32,8 @@ COMBOS: Final = {
     "prod+kafka": ("docker-compose.prod.yml", "docker-compose.kafka.yml"),
 }
 APP_SERVICES: Final = ("ingestor", "detector", "gateway")
-PUBLISHED: Final = {"gateway": 8080, "prometheus": 9090, "grafana": 3000}
+# The page reaches the host through the proxy in front of the gateway replicas.
+PUBLISHED: Final = {"proxy": 8080, "prometheus": 9090, "grafana": 3000}
 
 # What a test env file fills in: the values .env.example leaves for the operator to choose.
 REQUIRED: Final = {

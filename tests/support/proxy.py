@@ -55,7 +55,7 @@ def render(directory: Path, upstreams: Sequence[str], port: int) -> Path:
     temp_paths = " ".join(f"{kind}_temp_path {directory / kind};"
                           for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     replacements = {
-        "pid /var/run/nginx.pid;": f"pid {directory / 'nginx.pid'};",
+        "pid /tmp/nginx.pid;": f"pid {directory / 'nginx.pid'};",
         "include /etc/nginx/conf.d/*.conf;": f"{temp_paths} include {conf_d}/*.conf;",
         # Two cores shared by the whole suite: one nginx worker is plenty.
         "worker_processes auto;": "worker_processes 1;",
