@@ -26,6 +26,7 @@ from tests.support.deploy import (
     seconds,
     write_env_file,
 )
+from tests.support.prometheus import scrape_targets
 
 
 @pytest.fixture(scope="module")
@@ -255,8 +256,7 @@ def test_monitoring_configuration_matches_the_compose_services(
     ports = {"ingestor": "INGESTOR_METRICS_PORT", "detector": "DETECTOR_METRICS_PORT",
              "gateway": "GATEWAY_PORT"}
     prometheus_yml = yaml.safe_load((INFRA / "prometheus" / "prometheus.yml").read_text())
-    targets = {target for job in prometheus_yml["scrape_configs"]
-               for static in job["static_configs"] for target in static["targets"]}
+    targets = {target for found in scrape_targets(prometheus_yml).values() for target in found}
     assert targets == {f"{name}:{environment(services[name])[var]}"
                        for name, var in ports.items()}
     for rule_file in prometheus_yml.get("rule_files", []):

@@ -16,6 +16,7 @@ from tests.support.prometheus import (
     SHIPPED_TARGETS,
     promtool_binary,
     render_config,
+    scrape_targets,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -46,9 +47,11 @@ def test_every_alert_fires_on_its_failure_and_not_on_a_healthy_pipeline() -> Non
 
 def test_the_shipped_config_scrapes_the_three_services_by_compose_name() -> None:
     config = load(SHIPPED_CONFIG)
-    jobs = {job["job_name"]: [t for c in job["static_configs"] for t in c["targets"]]
-            for job in config["scrape_configs"]}
-    assert jobs == {job: [target] for job, target in SHIPPED_TARGETS.items()}
+    assert scrape_targets(config) == {job: [target] for job, target in SHIPPED_TARGETS.items()}
+    # Each gateway replica scraped on its own, not whichever one a name happens to reach.
+    (gateway,) = [job for job in config["scrape_configs"] if job["job_name"] == "gateway"]
+    assert "static_configs" not in gateway
+    assert gateway["dns_sd_configs"] == [{"names": ["gateway"], "type": "A", "port": 8080}]
     assert config["rule_files"] == [RULES_FILE.name]
 
 
@@ -58,9 +61,11 @@ def test_the_rendered_copy_differs_only_in_targets_and_intervals(tmp_path: Path)
     rendered = render_config(tmp_path, targets, "1s")
     promtool("check", "config", rendered)
     shipped, copy = load(SHIPPED_CONFIG), load(rendered)
+    discovery = {job["job_name"]: {k: job[k] for k in ("static_configs", "dns_sd_configs")
+                                   if k in job} for job in shipped["scrape_configs"]}
     for job in copy["scrape_configs"]:
-        assert job["static_configs"] == [{"targets": [targets[job["job_name"]]]}]
-        job["static_configs"] = [{"targets": [SHIPPED_TARGETS[job["job_name"]]]}]
+        assert job.pop("static_configs") == [{"targets": [targets[job["job_name"]]]}]
+        job.update(discovery[job["job_name"]])
     for key in INTERVAL_KEYS:
         assert copy["global"][key] == "1s"
         copy["global"][key] = shipped["global"][key]

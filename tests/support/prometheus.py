@@ -2,9 +2,9 @@
 scraping the test's services with the shipped configuration.
 
 The configuration under test is ``infra/prometheus/prometheus.yml`` itself: ``render_config``
-copies it with only the three compose targets swapped for loopback addresses and the
-intervals shortened, and copies the rules file beside it unchanged, so that a test never
-checks a configuration of its own making.
+copies it with only the three compose targets (the gateway's a DNS name for its replicas)
+swapped for static loopback addresses and the intervals shortened, and copies the rules
+file beside it unchanged, so that a test never checks a configuration of its own making.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
+
+import yaml
 
 from tests.support.prerequisites import PROMETHEUS, require_command
 from tools.redis_server import free_port
@@ -43,23 +45,38 @@ def promtool_binary() -> str:
     return require_command(PROMETHEUS, "promtool", shutil.which("promtool"))
 
 
+def scrape_targets(config: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Each job's targets (host:port): its static ones, and the names it resolves by DNS
+    (each one a target per address it resolves to, the gateway's replicas)."""
+    targets: dict[str, list[str]] = {}
+    for job in config["scrape_configs"]:
+        found = [t for static in job.get("static_configs", []) for t in static["targets"]]
+        found += [f"{name}:{dns['port']}" for dns in job.get("dns_sd_configs", [])
+                  for name in dns["names"]]
+        targets[job["job_name"]] = found
+    return targets
+
+
 def render_config(directory: Path, targets: Mapping[str, str], interval: str) -> Path:
-    """The shipped configuration with ``targets`` (job → host:port) and ``interval`` in
-    place of the compose addresses and the shipped intervals; the rules file beside it."""
-    text = SHIPPED_CONFIG.read_text()
-    replacements = {f'"{SHIPPED_TARGETS[job]}"': f'"{address}"'
-                    for job, address in targets.items()}
-    replacements |= {f"{key}: {SHIPPED_INTERVAL}": f"{key}: {interval}" for key in INTERVAL_KEYS}
-    for old, new in replacements.items():
-        # Exactly once: a shipped file that moved on must fail here, not test something else.
-        if text.count(old) != 1:
-            raise AssertionError(f"{old!r} is not in {SHIPPED_CONFIG.name} exactly once")
-        text = text.replace(old, new)
+    """The shipped configuration with ``targets`` (job → host:port, as a static target in
+    place of each job's compose address or DNS name) and ``interval`` in place of the
+    shipped intervals; the rules file beside it."""
+    config = yaml.safe_load(SHIPPED_CONFIG.read_text())
+    # Exactly these: a shipped file that moved on must fail here, not test something else.
+    if scrape_targets(config) != {job: [address] for job, address in SHIPPED_TARGETS.items()}:
+        raise AssertionError(f"{SHIPPED_CONFIG.name} no longer scrapes {SHIPPED_TARGETS}")
+    for job in config["scrape_configs"]:
+        job.pop("dns_sd_configs", None)
+        job["static_configs"] = [{"targets": [targets[job["job_name"]]]}]
+    for key in INTERVAL_KEYS:
+        if config["global"][key] != SHIPPED_INTERVAL:
+            raise AssertionError(f"{key} is not {SHIPPED_INTERVAL} in {SHIPPED_CONFIG.name}")
+        config["global"][key] = interval
     directory.mkdir(parents=True, exist_ok=True)
-    config = directory / SHIPPED_CONFIG.name
-    config.write_text(text)
+    rendered = directory / SHIPPED_CONFIG.name
+    rendered.write_text(yaml.safe_dump(config, sort_keys=False))
     shutil.copyfile(RULES_FILE, directory / RULES_FILE.name)
-    return config
+    return rendered
 
 
 class PrometheusError(RuntimeError):
