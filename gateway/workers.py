@@ -155,7 +155,9 @@ class WorkerPool:
             del self._live[place.index]
             ended = f"worker {place.index} (pid {process.pid}) {_how(code)}"
             if stopping.is_set():
-                if code != EXIT_OK:
+                # -SIGTERM: the signal came before the worker had its handlers, while it
+                # was still starting, with nothing to drain.
+                if code not in {EXIT_OK, -signal.SIGTERM}:
                     log.error("gateway %s while draining", ended)
                     self.exit_code = max(self.exit_code, EXIT_FAILED)
                 return

@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 import socket
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from websockets.exceptions import ConnectionClosed
 from common.bus.redis_streams import RedisTransport
 from tests.support.gateway import assert_silent, ids, make_alert, publish, receive, receive_alerts
 from tests.support.processes import assert_config_failure, run_to_exit, service_env
+from tests.support.prometheus import promtool_binary
 from tests.support.servers import RedisServer
 from tests.support.workers import GatewayPool, connect_to_every_worker, worker_of
 
@@ -75,6 +77,11 @@ async def test_every_worker_delivers_every_alert_exactly_once(
                     len(alerts) * len(held))
                 assert metrics[("gateway_alerts_received_total", str(worker))] == len(alerts)
             assert ("gateway_clients_connected", "") not in metrics
+        # ... in a form Prometheus accepts: each family once, all its workers' samples in it.
+        checked = await asyncio.to_thread(
+            subprocess.run, [promtool_binary(), "check", "metrics"], capture_output=True,
+            input=await asyncio.to_thread(pool.metrics_text), text=True, check=False)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
     finally:
         await close_all(clients)
     assert pool.stop() == 0
@@ -172,3 +179,21 @@ async def test_a_taken_port_exits_2_before_any_worker_starts(
         code, stderr = await run_to_exit("gateway", env, tmp_path)
     assert_config_failure(code, stderr, "gateway", "GATEWAY_PORT")
     assert "started (pid" not in stderr
+
+
+async def test_workers_stop_by_themselves_when_the_parent_is_killed(pool: GatewayPool) -> None:
+    pids = pool.pids()
+    pool.kill()  # SIGKILL: nobody forwards anything
+    async with asyncio.timeout(20):
+        while any(_alive(pid) for pid in pids.values()):
+            await asyncio.sleep(0.1)
+    log = pool.service.output()
+    assert log.count("the gateway's parent process is gone: stopping this worker") == WORKERS
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -80,10 +80,13 @@ class GatewayPool:
     def kill(self) -> None:
         self.service.kill()
 
+    def metrics_text(self) -> str:
+        return _get(self.http("/metrics"))
+
     async def metrics(self) -> dict[tuple[str, str], float]:
         """``/metrics`` of the shared port: (sample name, worker label) → value, summed
         over the other labels."""
-        text = await asyncio.to_thread(_get, self.http("/metrics"))
+        text = await asyncio.to_thread(self.metrics_text)
         values: dict[tuple[str, str], float] = defaultdict(float)
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
