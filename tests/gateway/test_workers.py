@@ -108,6 +108,22 @@ async def test_sigterm_drains_every_worker_and_browsers_see_1012(pool: GatewayPo
     assert log.rstrip().endswith("gateway stopped")
 
 
+async def test_ctrl_c_in_a_terminal_drains_every_worker_once(pool: GatewayPool) -> None:
+    """SIGINT to the whole foreground process group, as a terminal sends it: only the
+    parent gets it (the workers have groups of their own) and forwards it once, so the
+    workers drain instead of taking the forwarded signal as a second, forcing one."""
+    clients = await connect_to_every_worker(pool.ws_url, WORKERS)
+    for ws in (ws for c in clients.values() for ws in c):
+        await receive(ws)
+    process = pool.service.process
+    assert process is not None
+    os.killpg(process.pid, signal.SIGINT)
+    codes = await asyncio.gather(*(closed_code(ws) for c in clients.values() for ws in c))
+    assert set(codes) == {1012}
+    assert await asyncio.to_thread(process.wait, 15) == 0, pool.service.output()
+    assert "second signal" not in pool.service.output()
+
+
 async def test_a_killed_worker_is_restarted_and_the_others_notice_nothing(
         pool: GatewayPool, bus: RedisTransport) -> None:
     clients = await connect_to_every_worker(pool.ws_url, WORKERS)

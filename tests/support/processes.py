@@ -27,6 +27,8 @@ class Service:
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
     exit_codes: list[int] = field(default_factory=list)
+    # In a session (and process group) of its own, as a terminal's foreground job is.
+    own_session: bool = False
 
     @property
     def log_path(self) -> Path:
@@ -39,7 +41,7 @@ class Service:
         log.flush()
         self.process = subprocess.Popen(
             [sys.executable, "-m", self.name], env={**os.environ, **self.env},
-            stdout=log, stderr=subprocess.STDOUT)
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=self.own_session)
         log.close()
 
     def stop(self, signum: int = signal.SIGTERM, timeout_s: float = 20.0) -> int:

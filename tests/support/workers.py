@@ -38,7 +38,7 @@ class GatewayPool:
             "BUS_URL": self.bus_url, "GATEWAY_HOST": "127.0.0.1",
             "GATEWAY_PORT": str(self.port), "GATEWAY_WORKERS": str(self.workers),
             "SHUTDOWN_TIMEOUT_S": "5", "BUS_TIMEOUT_S": "2", "READ_BLOCK_MS": "500",
-            "LOG_LEVEL": "INFO", **self.extra_env}, self.log_dir)
+            "LOG_LEVEL": "INFO", **self.extra_env}, self.log_dir, own_session=True)
 
     @property
     def ws_url(self) -> str:
