@@ -108,19 +108,20 @@ def test_the_report_names_each_missing_package_and_its_install_command(ci: bool)
     for package in SYSTEM_PACKAGES:
         assert f"install the Debian package {package.package} " in report
         assert f"sudo apt-get install {package.package})" in report
-    assert "sudo apt-get install chromium prometheus docker-compose" in report
+    assert "sudo apt-get install chromium prometheus docker-compose nginx" in report
     assert ("will fail" if ci else "will be skipped") in report
 
 
 def test_ci_reads_the_package_names_alone() -> None:
     names = run_prerequisites("--names", ci=True).stdout.split()
-    assert names == ["chromium", "prometheus", "docker-compose"]
+    assert names == ["chromium", "prometheus", "docker-compose", "nginx"]
 
 
 @pytest.mark.parametrize(("package", "command"), [
     (prerequisites.CHROMIUM, "chromium"),
     (prerequisites.PROMETHEUS, "promtool"),
     (prerequisites.DOCKER_COMPOSE, "docker-compose"),
+    (prerequisites.NGINX, "nginx"),
 ])
 def test_a_test_that_misses_a_package_says_which_and_how_to_install_it(
         monkeypatch: pytest.MonkeyPatch, package: prerequisites.SystemPackage,
