@@ -40,12 +40,15 @@ WORKER_LABEL: Final = "worker"
 
 @dataclass(frozen=True, slots=True)
 class WorkerPlace:
-    """Where one worker sits in the pool: its number, how many there are, and the run
-    directory (made by the parent, removed when it stops) that holds their sockets."""
+    """Where one worker sits in the pool: its number, how many there are, the run
+    directory (made by the parent, removed when it stops) that holds their metrics
+    sockets, and the address they all listen on (the port resolved, never 0)."""
 
     index: int
     count: int
     run_dir: Path
+    host: str
+    port: int
 
     def metrics_socket(self, index: int) -> Path:
         return self.run_dir / f"metrics-{index}.sock"

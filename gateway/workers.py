@@ -6,23 +6,28 @@ worker reads every alert, so a browser resumes with ``since`` on whichever worke
 replica it lands on), its own hub, its own ``MAX_CLIENTS`` (the limit is per worker: the
 host serves up to ``MAX_CLIENTS × GATEWAY_WORKERS``).
 
-**One inherited listening socket, not SO_REUSEPORT.** The parent binds and listens once,
-before any worker exists, and every worker serves that same socket (as uvicorn's own
-``--workers`` does):
+**SO_REUSEPORT: one listening socket per worker, the kernel spreading connections.** The
+alternative, one socket bound by the parent and inherited by every worker (uvicorn's own
+``--workers``), was tried first and measured here: 300 WebSockets opened at once on three
+workers landed 151 / 6 / 143 (sequentially 147 / 26 / 127), because whichever worker
+wakes first on the shared socket accepts a whole batch; with SO_REUSEPORT they landed
+97 / 100 / 103. A gateway's cost is its connections (every alert is written to each), and
+they live for hours, so an even split matters more than anything else here, most of all
+when thousands of browsers reconnect at once after a replica restarted. What the shared
+socket did better, and how it is made up for:
 
-- a port another process holds still fails at once, exit 2 naming ``GATEWAY_PORT``; with
-  SO_REUSEPORT a second gateway (or anything of the same user) binding the port with the
-  option would silently share it instead;
-- the connections queued on the socket are the socket's, not a worker's: a worker that
-  dies or restarts loses none of them (a SO_REUSEPORT socket takes its accept queue
-  down with it, reset), and the parent, which keeps the socket, restarts the worker on it;
-- an idle worker is woken for each new connection and a busy one (in the middle of a
-  fan-out) is not in ``epoll_wait`` to take it, so new browsers go to the workers with
-  time to spare; SO_REUSEPORT hashes the address regardless of load;
-- the socket options (send buffer, user timeout) are set once, in one place.
+- a port another process holds must still fail at once, exit 2 naming ``GATEWAY_PORT``:
+  the parent first binds the port without SO_REUSEPORT (refused while anything listens
+  there, a second gateway included), then keeps a socket bound with SO_REUSEPORT and never
+  listening, which receives no connection but holds the port against other programs
+  while workers restart; a worker binding its own socket is told the same way;
+- the connections queued on a worker's socket when it dies are reset (a shared socket
+  would keep them for the others): those browsers reconnect, as the dying worker's own
+  browsers do; the kernel spreads new connections over the workers that listen;
+- the socket options are set in one place still, ``gateway.service.bind_socket``.
 
-The workers are spawned (a fresh interpreter, the settings and the socket passed by
-``multiprocessing``), not forked from a parent that may be running an event loop.
+The workers are spawned (a fresh interpreter, the settings passed by ``multiprocessing``),
+not forked from a parent that may be running an event loop.
 
 **Supervision.** The parent owns SIGTERM/SIGINT through the common runner: the first
 signal is forwarded to every worker, which drains as a single gateway does (stops
@@ -31,7 +36,7 @@ replica); a second signal, or the drain deadline, is forwarded too, and cuts the
 short. Workers run in a process group of their own, so a terminal's Ctrl-C reaches only
 the parent (which forwards it once), and each stops by itself if the parent disappears.
 A worker that dies while the gateway is not stopping is reported (an error log line
-naming it, its pid and how it ended) and **restarted** on the same socket, after a backoff
+naming it, its pid and how it ended) and **restarted** on the same port, after a backoff
 that grows while it keeps dying early: its browsers reconnect, the other workers' browsers
 notice nothing; exiting instead would cut every browser of every worker. A worker that
 exits 2 (a configuration error, which a restart would hit again) stops the gateway with
@@ -52,7 +57,6 @@ import multiprocessing
 import os
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -83,7 +87,6 @@ from gateway.worker_metrics import AllWorkersMetrics, PeerMetrics, WorkerPlace
 
 log = logging.getLogger(__name__)
 
-LISTEN_BACKLOG: Final = 2048  # uvicorn's default
 # A worker that ran this long before dying was not crash-looping: its restart is quick.
 STEADY_RUN_S: Final = 60.0
 RESTART_MIN_S: Final = 0.5
@@ -117,35 +120,36 @@ class WorkerPool:
     async def main(self, settings: GatewaySettings, stopping: asyncio.Event) -> None:
         # A BUS_URL or KAFKA_* setting the bus refuses exits 2 here, before any worker.
         await create_transport(settings).close()
+        host = settings.gateway_host
         try:
-            sock = bind_socket(settings.gateway_host, settings.gateway_port)
+            if settings.gateway_port:  # refused while anything listens on the port
+                bind_socket(host, settings.gateway_port).close()
+            reservation = bind_socket(host, settings.gateway_port, reuse_port=True)
         except OSError as exc:
-            raise address_in_use("GATEWAY_PORT", settings.gateway_host,
-                                 settings.gateway_port, exc) from None
+            raise address_in_use("GATEWAY_PORT", host, settings.gateway_port, exc) from None
         run_dir = Path(tempfile.mkdtemp(prefix="gateway-workers-"))
         try:
-            sock.listen(LISTEN_BACKLOG)
-            host, port = sock.getsockname()[:2]
+            port = int(reservation.getsockname()[1])
             log.info("serving the page, /ws and /api on http://%s:%d with %d workers",
                      host, port, self.count)
             async with asyncio.TaskGroup() as tasks:
                 for index in range(self.count):
-                    place = WorkerPlace(index, self.count, run_dir)
-                    tasks.create_task(self._keep(settings, sock, place, stopping),
+                    place = WorkerPlace(index, self.count, run_dir, host, port)
+                    tasks.create_task(self._keep(settings, place, stopping),
                                       name=f"gateway worker {index}")
-                tasks.create_task(self._stop_when_asked(sock, stopping), name="gateway-stop")
+                tasks.create_task(self._stop_when_asked(stopping), name="gateway-stop")
         finally:
             self._end_all()
-            sock.close()
+            reservation.close()
             shutil.rmtree(run_dir, ignore_errors=True)
 
-    async def _keep(self, settings: GatewaySettings, sock: socket.socket, place: WorkerPlace,
+    async def _keep(self, settings: GatewaySettings, place: WorkerPlace,
                     stopping: asyncio.Event) -> None:
         """Worker ``place.index``, started and restarted until the gateway stops."""
         backoff = Backoff(RESTART_MIN_S, RESTART_MAX_S)
         while not stopping.is_set():
             process = self._spawn.Process(
-                target=worker_process, args=(settings, sock, place),
+                target=worker_process, args=(settings, place),
                 name=f"gateway-worker-{place.index}")
             process.start()
             self._live[place.index] = process
@@ -173,9 +177,8 @@ class WorkerPool:
             if await wait_or_stop(stopping, delay):
                 return
 
-    async def _stop_when_asked(self, sock: socket.socket, stopping: asyncio.Event) -> None:
+    async def _stop_when_asked(self, stopping: asyncio.Event) -> None:
         await stopping.wait()
-        sock.close()  # no restart from now on; the workers' copies stay until they drain
         for process in list(self._live.values()):
             _signal(process, signal.SIGTERM)
 
@@ -194,12 +197,12 @@ class WorkerPool:
                 process.join()
 
 
-def worker_process(settings: GatewaySettings, sock: socket.socket, place: WorkerPlace) -> None:
+def worker_process(settings: GatewaySettings, place: WorkerPlace) -> None:
     """The body of one worker process (spawned by ``WorkerPool``)."""
     os.setpgid(0, 0)  # a terminal's Ctrl-C goes to the parent, which forwards it once
     name = f"gateway worker {place.index}"
     configure_logging(settings.log_level, settings.log_format, service=f"gateway[{place.index}]")
-    service = Service("gateway", GatewaySettings, _worker_main(sock, place))
+    service = Service("gateway", GatewaySettings, _worker_main(place))
 
     async def main(settings: GatewaySettings, stopping: asyncio.Event) -> None:
         await run_on_bus(service, settings, stopping)
@@ -207,9 +210,13 @@ def worker_process(settings: GatewaySettings, sock: socket.socket, place: Worker
     sys.exit(run_supervised(name, settings, main))
 
 
-def _worker_main(sock: socket.socket, place: WorkerPlace) -> ServiceMain[GatewaySettings]:
+def _worker_main(place: WorkerPlace) -> ServiceMain[GatewaySettings]:
     async def main(settings: GatewaySettings, stopping: asyncio.Event,
                    runtime: Runtime) -> None:
+        try:
+            sock = bind_socket(place.host, place.port, reuse_port=True)
+        except OSError as exc:
+            raise address_in_use("GATEWAY_PORT", place.host, place.port, exc) from None
         app = create_app(settings, runtime.transport, runtime.registry)
         peers = PeerMetrics(place, runtime.registry)
         app.add_middleware(AllWorkersMetrics, peers=peers)
@@ -219,6 +226,7 @@ def _worker_main(sock: socket.socket, place: WorkerPlace) -> ServiceMain[Gateway
             try:
                 await serve(app, settings, sock, stopping, worker=place.index)
             finally:
+                sock.close()
                 for helper in helpers:
                     helper.cancel()
     return main

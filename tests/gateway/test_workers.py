@@ -213,3 +213,15 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+async def test_a_second_gateway_on_the_same_port_exits_2_instead_of_sharing_it(
+        pool: GatewayPool, redis_server: RedisServer, tmp_path: Path) -> None:
+    """The workers' sockets share the port with each other (SO_REUSEPORT), never with a
+    gateway started by mistake on the same one."""
+    env = service_env(GATEWAY_WORKERS="2", GATEWAY_HOST="127.0.0.1",
+                      GATEWAY_PORT=str(pool.port), BUS_URL=redis_server.url)
+    code, stderr = await run_to_exit("gateway", env, tmp_path)
+    assert_config_failure(code, stderr, "gateway", "GATEWAY_PORT")
+    assert "started (pid" not in stderr
+    await pool.wait_ready()  # the first one serves on
