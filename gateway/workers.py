@@ -11,7 +11,7 @@ alternative, one socket bound by the parent and inherited by every worker (uvico
 ``--workers``), was tried first and measured here: 300 WebSockets opened at once on three
 workers landed 151 / 6 / 143 (sequentially 147 / 26 / 127), because whichever worker
 wakes first on the shared socket accepts a whole batch; with SO_REUSEPORT they landed
-97 / 100 / 103. A gateway's cost is its connections (every alert is written to each), and
+92 / 112 / 96 (sequentially 113 / 94 / 93). A gateway's cost is its connections (every alert is written to each), and
 they live for hours, so an even split matters more than anything else here, most of all
 when thousands of browsers reconnect at once after a replica restarted. What the shared
 socket did better, and how it is made up for:
@@ -20,7 +20,8 @@ socket did better, and how it is made up for:
   the parent first binds the port without SO_REUSEPORT (refused while anything listens
   there, a second gateway included), then keeps a socket bound with SO_REUSEPORT and never
   listening, which receives no connection but holds the port against other programs
-  while workers restart; a worker binding its own socket is told the same way;
+  (all but one of the same user that sets SO_REUSEPORT too) while workers restart; a
+  worker that cannot bind exits 2 the same way, and so does the gateway;
 - the connections queued on a worker's socket when it dies are reset (a shared socket
   would keep them for the others): those browsers reconnect, as the dying worker's own
   browsers do; the kernel spreads new connections over the workers that listen;
