@@ -11,9 +11,10 @@ alternative, one socket bound by the parent and inherited by every worker (uvico
 ``--workers``), was tried first and measured here: 300 WebSockets opened at once on three
 workers landed 151 / 6 / 143 (sequentially 147 / 26 / 127), because whichever worker
 wakes first on the shared socket accepts a whole batch; with SO_REUSEPORT they landed
-92 / 112 / 96 (sequentially 113 / 94 / 93). A gateway's cost is its connections (every alert is written to each), and
-they live for hours, so an even split matters more than anything else here, most of all
-when thousands of browsers reconnect at once after a replica restarted. What the shared
+92 / 112 / 96 (sequentially 113 / 94 / 93). A gateway's cost is its connections (every
+alert is written to each), and they live for hours, so an even split matters more than
+anything else here, most of all when thousands of browsers reconnect at once after a
+replica restarted. What the shared
 socket did better, and how it is made up for:
 
 - a port another process holds must still fail at once, exit 2 naming ``GATEWAY_PORT``:
