@@ -95,11 +95,11 @@ class HeadScan:
         self.lines = 0  # complete lines: the request line, then the headers
         self.done = False
 
-    def feed(self, data: bytes) -> Refusal | None:
-        """Account for ``data`` (the next bytes of the connection); a refusal as soon as a
-        limit is passed, before the parser is given any of it."""
+    def feed(self, data: bytes, start: int = 0) -> tuple[Refusal | None, int]:
+        """Account for ``data[start:]``, the next bytes of the connection: a refusal as soon
+        as a limit is passed (before the parser is given any of them), and where the bytes
+        of this head end in ``data`` (``len(data)`` while it goes on)."""
         limits = self.limits
-        start = 0
         size = len(data)
         while not self.done and start < size:
             newline = data.find(b"\n", start)
@@ -110,9 +110,9 @@ class HeadScan:
             self.head += end - start
             if self.line > limits.line_bytes:
                 return (Refusal(414, "request_line", "request line too long") if self.lines == 0
-                        else Refusal(431, "headers", "header line too long"))
+                        else Refusal(431, "headers", "header line too long")), end
             if self.head > limits.header_bytes:
-                return Refusal(431, "headers", "request headers too large")
+                return Refusal(431, "headers", "request headers too large"), end
             if newline >= 0:
                 blank = self.line == 1 or (self.line == 2 and self.first == _CR)
                 self.line = 0
@@ -121,13 +121,14 @@ class HeadScan:
                 elif not blank:
                     self.lines += 1
                     if self.lines - 1 > limits.header_count:
-                        return Refusal(431, "headers", "too many request headers")
+                        return Refusal(431, "headers", "too many request headers"), end
             start = end
-        return None
+        return None, start
 
 
 BODY_TOO_LARGE: Final = Refusal(413, "body", "request body too large")
 TIMED_OUT: Final = Refusal(408, "timeout", "request not received in time")
+MALFORMED: Final = Refusal(400, "headers", "malformed request head")
 
 
 class LimitedHttpProtocol(HttpToolsProtocol):
@@ -146,6 +147,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._deadline: TimerHandle | None = None
         self._linger: TimerHandle | None = None
         self._received = False  # any byte at all on this connection
+        self._upgraded = False  # handed to the WebSocket protocol
 
     # --- connection -----------------------------------------------------------------------
 
@@ -161,19 +163,33 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._refusal is not None:
-            return  # lingering: read and thrown away
         self._received = True
-        if self._scan is not None:
-            refusal = self._scan.feed(data)
+        start = 0
+        # Each head is scanned before the parser gets it; when one ends inside this read,
+        # the parser gets it alone, and what follows is scanned again if it is the next
+        # head (pipelined requests without a body). A body is the parser's to bound.
+        while self._refusal is None and not self._upgraded and start < len(data):
+            if self._scan is None:
+                super().data_received(data[start:] if start else data)
+                return
+            refusal, end = self._scan.feed(data, start)
             if refusal is not None:
                 self._refuse(refusal)
                 return
-        super().data_received(data)
+            super().data_received(data[start:end] if start or end < len(data) else data)
+            if self.transport.is_closing():
+                return
+            if self._scan is not None and self._scan.done:
+                # The blank line came but the parser saw no end of the head: never feed
+                # it more than the scan has bounded.
+                self._refuse(MALFORMED)
+                return
+            start = end
 
     def handle_websocket_upgrade(self) -> None:
         if self._refusal is not None:
             return
+        self._upgraded = True
         self._cancel_deadline()
         super().handle_websocket_upgrade()
 
@@ -215,7 +231,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         if self._refusal is not None:
             return
         self._cancel_deadline()
-        self._scan = HeadScan(self.limits)
+        self._scan = HeadScan(self.limits)  # the next request's head
+        self._current = None
         super().on_message_complete()
 
     # --- refusing -------------------------------------------------------------------------
