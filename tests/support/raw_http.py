@@ -47,17 +47,19 @@ class Answer:
         return self
 
 
-def request(method: str, path: str, *headers: str, body: bytes = b"") -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", "Host: gateway.test", *headers]
+def request(method: str, path: str, *headers: str, body: bytes = b"",
+            host: str = "gateway.test") -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", *headers]
     if body:
         lines.append(f"Content-Length: {len(body)}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-def upgrade(path: str = "/ws", *headers: str) -> bytes:
+def upgrade(path: str = "/ws", *headers: str, host: str = "gateway.test") -> bytes:
     """A WebSocket handshake as a browser sends it (without ``Origin`` unless given)."""
     return request("GET", path, "Upgrade: websocket", "Connection: Upgrade",
-                   "Sec-WebSocket-Version: 13", f"Sec-WebSocket-Key: {WS_KEY}", *headers)
+                   "Sec-WebSocket-Version: 13", f"Sec-WebSocket-Key: {WS_KEY}", *headers,
+                   host=host)
 
 
 def exchange(port: int, parts: Iterable[bytes], *, wait_s: float = 5.0,
