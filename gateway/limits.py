@@ -19,9 +19,9 @@ refuses at the first byte past a limit, so the parser never holds more than the 
 
 A refusal is a short plain-text answer with ``Connection: close``, counted in
 ``gateway_requests_refused_total{reason}``. The connection is then closed the way nginx
-does ("lingering close"): our side is shut for writing and what the client still sends is
-read and thrown away for up to ``LINGER_S``, so that a client still uploading its 64 MB
-reads the answer instead of a reset that would discard it.
+does ("lingering close"): our side is shut for writing, and what the client still sends is
+read and thrown away (for up to ``LINGER_S`` and ``LINGER_BYTES``), so that a client still
+uploading its 64 MB reads the answer instead of a reset that would discard it.
 
 Pipelined requests (several in one read) are scanned from the first byte of a read after
 the previous one completed: the parser may see at most one read (256 KiB) of a following
@@ -51,8 +51,11 @@ log = logging.getLogger(__name__)
 
 # Below the WebSocket handshake parser's own 128, which it enforces without an answer.
 MAX_HEADER_COUNT: Final = 100
-# How long a refused client may keep sending before its connection is reset.
+# How long, and how much, a refused client may keep sending (its answer is on its way)
+# before its connection is reset: enough for a client to read the answer, too little to
+# keep the event loop reading at line speed for someone who never stops.
 LINGER_S: Final = 2.0
+LINGER_BYTES: Final = 1024 * 1024
 REFUSAL_REASONS: Final = ("request_line", "headers", "body", "timeout")
 _CR: Final = 13
 
@@ -148,6 +151,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._linger: TimerHandle | None = None
         self._received = False  # any byte at all on this connection
         self._upgraded = False  # handed to the WebSocket protocol
+        self._discarded = 0  # bytes read and thrown away since a refusal
 
     # --- connection -----------------------------------------------------------------------
 
@@ -163,6 +167,11 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._refusal is not None:  # lingering: read and thrown away, up to a budget
+            self._discarded += len(data)
+            if self._discarded > LINGER_BYTES:
+                self.transport.close()
+            return
         self._received = True
         start = 0
         # Each head is scanned before the parser gets it; when one ends inside this read,
