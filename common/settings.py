@@ -180,7 +180,8 @@ class GatewaySettings(BaseServiceSettings):
 
     @property
     def origins(self) -> frozenset[str]:
-        """Extra browser origins allowed on ``/ws``; the page's own origin always is."""
+        """Browser origins allowed on ``/ws`` besides the ones the gateway serves the page
+        at itself (``gateway.origins``): where the page is published under a name."""
         return frozenset(o.strip().rstrip("/") for o in self.allowed_origins.split(",")
                          if o.strip())
 
@@ -212,6 +213,21 @@ class GatewaySettings(BaseServiceSettings):
     def _consistent(self) -> Self:
         if self.read_block_ms / 1000 >= self.bus_timeout_s:
             raise ValueError("READ_BLOCK_MS must stay below BUS_TIMEOUT_S")
+        return self
+
+    # Bounds on one HTTP request (gateway.limits): its longest line (the request line: 414;
+    # a header line: 431), its whole head (431), its body (413), and the time it may take
+    # to arrive (408). Lines stop at 8 KiB, the WebSocket handshake parser's own limit,
+    # beyond which an upgrade would get no answer at all.
+    max_request_line_bytes: Annotated[int, Field(ge=256, le=8192)] = 8192
+    max_header_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = 32 * 1024
+    max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 64 * 1024
+    request_read_timeout_s: PositiveSeconds = 10.0
+
+    @model_validator(mode="after")
+    def _request_limits(self) -> Self:
+        if self.max_header_bytes < self.max_request_line_bytes:
+            raise ValueError("MAX_HEADER_BYTES must be at least MAX_REQUEST_LINE_BYTES")
         return self
 
 

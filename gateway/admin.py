@@ -39,6 +39,7 @@ from typing import Any, Final
 import msgspec
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect
 
 from common import rules_stream
 from common.bus import BusUnavailable, Transport
@@ -363,10 +364,15 @@ async def _read_json(request: Request) -> Any:
     if length.isdigit() and int(length) > MAX_BODY_BYTES:
         raise HTTPException(413, f"body over {MAX_BODY_BYTES} bytes")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise HTTPException(413, f"body over {MAX_BODY_BYTES} bytes")
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY_BYTES:
+                raise HTTPException(413, f"body over {MAX_BODY_BYTES} bytes")
+    except ClientDisconnect:
+        # The client left, or the server refused the rest (gateway.limits): nobody reads
+        # this answer, but it ends the request without an "exception in ASGI application".
+        raise HTTPException(400, "the request body did not arrive") from None
     try:
         return msgspec.json.decode(bytes(body))
     except msgspec.DecodeError as exc:

@@ -26,6 +26,7 @@ from common.settings import GatewaySettings
 from gateway.admin import register_admin
 from gateway.hub import Hub, UnknownAlert, alerts_document
 from gateway.metrics import Metrics
+from gateway.origins import OriginPolicy
 from gateway.rules import RulesFollower
 from gateway.ws import SocketPolicy, serve_client
 
@@ -49,7 +50,7 @@ def create_app(settings: GatewaySettings, transport: Transport,
               client_queue_size=settings.client_queue_size, max_clients=settings.max_clients,
               read_block_ms=settings.read_block_ms, seen_limit=settings.alerts_maxlen)
     rules = RulesFollower(hub, metrics, read_block_ms=settings.read_block_ms)
-    policy = SocketPolicy(settings.origins, settings.ws_heartbeat_s)
+    policy = SocketPolicy(OriginPolicy.of(settings), settings.ws_heartbeat_s)
 
     app = FastAPI(title="binance-alerter gateway", docs_url=None, redoc_url=None,
                   openapi_url=None)

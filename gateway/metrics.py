@@ -24,6 +24,7 @@ from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator import metrics as http_metrics
 
 from common.health import new_registry
+from gateway.limits import REFUSAL_REASONS
 
 DROP_REASONS: Final = ("too_slow", "max_clients", "flood", "origin", "bad_since",
                        "unknown_since")
@@ -85,6 +86,13 @@ class Metrics:
         for reason in DROP_REASONS:
             # Pre-create the series so that rate() sees a 0 before the first drop.
             self.clients_dropped.labels(reason)
+        self.requests_refused = Counter(
+            "gateway_requests_refused_total",
+            "HTTP requests (WebSocket upgrades included) refused before the app saw them, by "
+            "reason: request_line (414), headers (431), body (413), timeout (408).",
+            ["reason"], registry=registry)
+        for reason in REFUSAL_REASONS:
+            self.requests_refused.labels(reason)
 
     def instrument(self, app: FastAPI) -> None:
         """Time every HTTP request of ``app`` except the scrape, on this registry:

@@ -25,7 +25,8 @@ from fastapi import FastAPI
 
 from common.runner import Runtime, Service
 from common.settings import GatewaySettings, address_in_use
-from gateway.app import Reader, create_app, failed_readers, readers_of
+from gateway.app import Reader, create_app, failed_readers, metrics_of, readers_of
+from gateway.limits import limited_http
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,8 @@ def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.soc
 def server_config(app: FastAPI, settings: GatewaySettings) -> uvicorn.Config:
     return uvicorn.Config(
         app,
+        # Bounded request lines, heads, bodies and read times (gateway.limits).
+        http=limited_http(settings, metrics_of(app).requests_refused),
         host=settings.gateway_host,
         port=settings.gateway_port,
         lifespan="off",  # nothing to start: the readers are tasks of serve()

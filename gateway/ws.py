@@ -25,7 +25,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
-from urllib.parse import urlsplit
 
 import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -43,6 +42,7 @@ from gateway.hub import (
     history_message,
 )
 from gateway.metrics import Metrics
+from gateway.origins import OriginPolicy
 from gateway.rules import RulesFollower
 
 log = logging.getLogger(__name__)
@@ -60,23 +60,21 @@ _json: Final = msgspec.json.Encoder()
 
 @dataclass(frozen=True, slots=True)
 class SocketPolicy:
-    allowed_origins: frozenset[str]
+    origins: OriginPolicy
     heartbeat_s: float
 
 
-def origin_allowed(websocket: WebSocket, allowed: frozenset[str]) -> bool:
-    """Cross-site WebSocket hijacking defence: a browser always sends ``Origin``; only the
-    page's own origin and the configured ones may open the feed. Non-browser clients
-    (no ``Origin``) are not a CSWSH vector and pass."""
-    origin = websocket.headers.get("origin")
-    if origin is None or "*" in allowed or origin.rstrip("/") in allowed:
-        return True
-    return urlsplit(origin).netloc == websocket.headers.get("host")
+def origin_allowed(websocket: WebSocket, origins: OriginPolicy) -> bool:
+    """Cross-site WebSocket hijacking defence (``gateway.origins``): only the page's own
+    origins and the configured ones may open the feed; never merely ``Origin == Host``."""
+    server = websocket.scope.get("server")
+    return origins.allows(websocket.headers.get("origin"),
+                          (str(server[0]), int(server[1])) if server else None)
 
 
 async def serve_client(websocket: WebSocket, hub: Hub, metrics: Metrics, rules: RulesFollower,
                        policy: SocketPolicy) -> None:
-    if not origin_allowed(websocket, policy.allowed_origins):
+    if not origin_allowed(websocket, policy.origins):
         metrics.clients_dropped.labels("origin").inc()
         log.info("refused a WebSocket from origin %r", websocket.headers.get("origin"))
         await websocket.close(1008)  # before accept: the handshake gets HTTP 403

@@ -61,6 +61,10 @@ def test_cooldown_defaults_to_the_window(monkeypatch: pytest.MonkeyPatch) -> Non
         (GatewaySettings, "LOG_LEVEL", "LOUD"),
         (GatewaySettings, "ALLOWED_ORIGINS", "desk.example.com"),
         (GatewaySettings, "WS_HEARTBEAT_S", "0"),
+        (GatewaySettings, "MAX_REQUEST_LINE_BYTES", "9000"),  # past the handshake parser's
+        (GatewaySettings, "MAX_HEADER_BYTES", "4096"),  # below MAX_REQUEST_LINE_BYTES
+        (GatewaySettings, "MAX_BODY_BYTES", "0"),
+        (GatewaySettings, "REQUEST_READ_TIMEOUT_S", "0"),
     ],
 )
 def test_each_bad_value_names_its_variable(monkeypatch: pytest.MonkeyPatch,

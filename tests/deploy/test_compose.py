@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from common.settings import GatewaySettings
 from tests.support.deploy import (
     APP_SERVICES,
     COMBOS,
@@ -93,6 +94,21 @@ def test_host_addresses_and_ports_come_from_env(tmp_path: Path) -> None:
         assert services["grafana"]["ports"] == ["0.0.0.0:13000:3000/tcp"]
 
 
+@pytest.mark.parametrize("combo", ["dev", "prod"])
+def test_the_gateway_trusts_the_page_where_the_host_publishes_it(combo: str,
+                                                                 tmp_path: Path) -> None:
+    """The container's port is not the host's: the published one is among the page's own
+    origins, and .env's ALLOWED_ORIGINS (a LAN name, a proxy's origin) come on top."""
+    for extra, wanted in (("", set()), ("https://alerts.example.com",
+                                        {"https://alerts.example.com"})):
+        env_file = write_env_file(tmp_path / ".env", GATEWAY_HOST_PORT="18080",
+                                  ALLOWED_ORIGINS=extra)
+        env = environment(render(combo, env_file)["services"]["gateway"])
+        settings = GatewaySettings.model_validate({"allowed_origins": env["ALLOWED_ORIGINS"]})
+        assert settings.origins == {"http://localhost:18080", "http://127.0.0.1:18080",
+                                    *wanted}
+
+
 @pytest.mark.parametrize("combo", COMBOS)
 def test_the_proxy_fronts_several_gateway_replicas(
         combo: str, configs: dict[str, dict[str, Any]]) -> None:
@@ -110,7 +126,9 @@ def test_the_proxy_fronts_several_gateway_replicas(
     assert re.fullmatch(r"nginx:\d+\.\d+(\.\d+)?-alpine", proxy["image"])
     assert proxy["depends_on"] == {"gateway": {"condition": "service_healthy"}}
     assert proxy["read_only"] is True
-    assert environment(gateway)["ALLOWED_ORIGINS"] == f"http://localhost:{PUBLISHED['proxy']}"
+    origins = GatewaySettings.model_validate(
+        {"allowed_origins": environment(gateway)["ALLOWED_ORIGINS"]}).origins
+    assert f"http://localhost:{PUBLISHED['proxy']}" in origins
 
 
 @pytest.mark.parametrize("combo", COMBOS)

@@ -13,6 +13,7 @@ from common.bus.redis_streams import RedisTransport
 from common.partitioning import RULES_STREAM
 from common.schemas import Rule, RuleSet, encode_rule_set
 from gateway.app import create_app
+from gateway.origins import OriginPolicy
 from gateway.service import server_config
 from tests.support.gateway import (
     ScriptedReader,
@@ -25,6 +26,7 @@ from tests.support.gateway import (
     receive_alerts,
     running_gateway,
 )
+from tests.support.raw_http import exchange_async, upgrade
 from tests.support.servers import RedisServer
 
 
@@ -76,16 +78,48 @@ async def test_a_bad_since_gets_an_error_and_a_close_code(
 async def test_foreign_origins_are_refused_unless_allowed(redis_server: RedisServer) -> None:
     async with running_gateway(redis_server.url,
                                allowed_origins="https://desk.example.com") as gw:
-        own = f"http://127.0.0.1:{gw.port}"
-        for origin in (own, "https://desk.example.com", None):
+        # The page's own origins (whatever address it was opened by on this machine), the
+        # configured one, and clients that are no browser.
+        for origin in (f"http://127.0.0.1:{gw.port}", f"http://localhost:{gw.port}",
+                       f"http://[::1]:{gw.port}", "https://desk.example.com",
+                       "https://DESK.example.com/", None):
             headers = {"Origin": origin} if origin else None
             async with connect(gw.ws_url, additional_headers=headers) as ws:
                 assert (await receive(ws))["type"] == "history"
-        with pytest.raises(InvalidStatus) as refused:
-            async with connect(gw.ws_url, additional_headers={"Origin": "https://evil.example"}):
-                pass
-        assert refused.value.response.status_code == 403
+        for origin in ("https://evil.example", f"http://localhost:{gw.port + 1}",
+                       f"https://127.0.0.1:{gw.port}"):
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect(gw.ws_url, additional_headers={"Origin": origin}):
+                    pass
+            assert refused.value.response.status_code == 403
+        assert await gw.metric("gateway_clients_dropped_total", reason="origin") == 3
+
+
+async def test_an_origin_equal_to_its_host_is_no_proof(redis_server: RedisServer) -> None:
+    """DNS rebinding: a page at http://rebound.example:PORT whose name now resolves to the
+    gateway sends Host and Origin of that name; the page is not the gateway's."""
+    async with running_gateway(redis_server.url) as gw:
+        host = f"rebound.example:{gw.port}"
+        answer = await exchange_async(gw.port, [upgrade("/ws", f"Origin: http://{host}",
+                                                        host=host)], wait_s=2)
+        assert answer.status == 403, answer.raw[:300]
+        assert answer.closed
         assert await gw.metric("gateway_clients_dropped_total", reason="origin") == 1
+        # The same handshake from the page's own origin is taken.
+        own = f"127.0.0.1:{gw.port}"
+        answer = await exchange_async(gw.port, [upgrade("/ws", f"Origin: http://{own}",
+                                                        host=own)], wait_s=0.5)
+        assert answer.status == 101, answer.raw[:300]
+
+
+def test_a_bound_host_is_a_served_origin() -> None:
+    policy = OriginPolicy.of(gateway_settings("redis://x", gateway_host="alerts.lan"))
+    assert policy.allows("http://alerts.lan:8080", ("10.0.0.5", 8080))
+    assert policy.allows("http://10.0.0.5:8080", ("10.0.0.5", 8080))
+    assert policy.allows("http://192.0.2.7:8080", ("::ffff:192.0.2.7", 8080))
+    assert not policy.allows("http://alerts.lan:8080", ("10.0.0.5", 9090))
+    wildcard = OriginPolicy.of(gateway_settings("redis://x", gateway_host="0.0.0.0"))
+    assert not wildcard.allows("http://0.0.0.0:8080", ("10.0.0.5", 8080))
 
 
 def test_allowed_origins_are_parsed() -> None:
