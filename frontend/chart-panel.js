@@ -71,6 +71,9 @@ export class ChartPanel {
       frame.allow = "fullscreen";
       this.frameBox.replaceChildren(frame);
     }
+    // Below the header, which stays in view: the connection and pipeline status with it.
+    const header = document.querySelector("header");
+    this.panel.style.top = header && window.innerWidth > 820 ? header.offsetHeight + "px" : "";
     this.panel.hidden = false;
     document.body.classList.add("chart-open");
   }
