@@ -2,7 +2,9 @@
 //
 // Rows are built with DOM calls and textContent only: nothing the server sends is parsed
 // as HTML. New alerts are queued and inserted once per animation frame, so a burst costs
-// one layout; ages are refreshed in place every second, without rebuilding rows.
+// one layout; ages are refreshed in place every second, without rebuilding rows. A plain
+// click on a row or its symbol asks for the chart panel (`onOpenChart`); a modifier- or
+// middle-click on the symbol is left to the browser, which opens TradingView in a new tab.
 
 import {
   age, formatPrice, levelBadge, localDateTime, localTime, signedPct,
@@ -23,7 +25,8 @@ export function isAlert(value) {
 }
 
 export class AlertList {
-  constructor({ tbody, empty, summary, chartUrl, maxRows, onMuteSymbol, onChange }) {
+  constructor({ tbody, empty, summary, chartUrl, maxRows, onMuteSymbol, onChange,
+    onOpenChart }) {
     this.tbody = tbody;
     this.empty = empty;
     this.summary = summary;
@@ -31,6 +34,7 @@ export class AlertList {
     this.maxRows = maxRows;
     this.onMuteSymbol = onMuteSymbol;
     this.onChange = onChange;
+    this.onOpenChart = onOpenChart;
     this.rows = new Map(); // id -> {alert, tr, ageCell}
     this.known = new Set(); // every id shown or queued (bounded, oldest forgotten first)
     this.pending = [];
@@ -217,7 +221,13 @@ export class AlertList {
     link.target = "_blank";
     link.rel = "noopener";
     link.textContent = alert.symbol;
-    link.title = "Open the " + alert.symbol + " chart on TradingView (new tab)";
+    link.className = "symbol-link";
+    link.title = "Show the " + alert.symbol + " chart (Ctrl/⌘-click: TradingView in a new tab)";
+    link.addEventListener("click", (event) => {
+      if (opensElsewhere(event)) return; // the browser's new tab, not the panel
+      event.preventDefault();
+      this.onOpenChart(alert, link);
+    });
     symbolCell.append(link);
 
     // Arrow and word as well as colour: the direction never depends on seeing red or green.
@@ -259,6 +269,10 @@ export class AlertList {
       Number.isFinite(alert.window_s) ? alert.window_s + " s" : "");
     if (typeof alert.rule === "string") windowCell.title = "Rule " + alert.rule;
     const ageCell = cell("num col-age", age(alert.event_time_ms, now));
+    // Two rules can fire on one tick: the rule's name tells their rows apart.
+    const ruleCell = cell("col-rule", typeof alert.rule === "string" && alert.rule !== ""
+      ? alert.rule : "–");
+    ruleCell.title = "The rule that fired";
 
     const actionsCell = cell("col-actions");
     const mute = document.createElement("button");
@@ -271,9 +285,19 @@ export class AlertList {
     actionsCell.append(mute);
 
     tr.append(timeCell, symbolCell, moveCell, changeCell, shapeCell, priceCell, baseCell,
-      windowCell, ageCell, actionsCell);
+      ruleCell, windowCell, ageCell, actionsCell);
+    tr.addEventListener("click", (event) => {
+      if (event.target.closest("button, a") || !window.getSelection().isCollapsed) return;
+      this.onOpenChart(alert, link);
+    });
     return { alert, tr, ageCell };
   }
+}
+
+/** A click the browser should handle itself: a new tab or window, a download. */
+function opensElsewhere(event) {
+  return event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey
+    || event.altKey;
 }
 
 function cell(className, text) {

@@ -6,6 +6,7 @@
 // hides it. Settings live in localStorage.
 
 import { AlertList, isAlert } from "./alert-list.js";
+import { ChartPanel } from "./chart-panel.js";
 import { Connection } from "./connection.js";
 import { describeRules, spokenAlert } from "./format.js";
 import { Notifier } from "./notify.js";
@@ -63,6 +64,7 @@ const chime = new Chime(renderSound);
 renderSound(chime);
 soundToggle.addEventListener("click", () => chime.setMuted(!chime.muted));
 $("audio-enable").addEventListener("click", () => chime.unlock());
+$("sound-test").addEventListener("click", () => chime.playTest());
 
 const notifier = new Notifier($("notify-toggle"), $("notify-note"));
 
@@ -91,6 +93,21 @@ const list = new AlertList({
   maxRows,
   onMuteSymbol: (symbol) => setMutedSymbols([...mutedSymbols, symbol]),
   onChange: () => updateOlderButton(),
+  onOpenChart: (alert, trigger) => chartPanel.open(alert, trigger),
+});
+
+// -- the chart panel ------------------------------------------------------------------------
+
+const alertRows = $("alert-rows");
+const chartPanel = new ChartPanel({
+  panel: $("chart-panel"),
+  embedUrl: config.embedUrl,
+  chartUrl,
+  onSelect: (id) => {
+    for (const row of alertRows.querySelectorAll("tr.selected")) row.classList.remove("selected");
+    const row = id && alertRows.querySelector('tr[data-id="' + CSS.escape(id) + '"]');
+    if (row) row.classList.add("selected");
+  },
 });
 
 function setMutedSymbols(symbols) {

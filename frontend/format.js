@@ -33,16 +33,17 @@ export function localDateTime(ms) {
   return fullFormat.format(new Date(ms));
 }
 
-/** "just now", "12 s ago", "4 min ago", "3 h ago", "2 d ago". */
+/** "just now", "12 s ago", "1 min 20 s ago", "3 h 5 min ago", "2 d 4 h ago": precise to
+ * the second for the first hour, then to the minute, then to the hour. */
 export function age(ms, now) {
   const seconds = Math.floor((now - ms) / 1000);
   if (seconds < 1) return "just now";
   if (seconds < 60) return seconds + " s ago";
   const minutes = Math.floor(seconds / 60);
-  if (minutes < 60) return minutes + " min ago";
+  if (minutes < 60) return minutes + " min " + (seconds % 60) + " s ago";
   const hours = Math.floor(minutes / 60);
-  if (hours < 48) return hours + " h ago";
-  return Math.floor(hours / 24) + " d ago";
+  if (hours < 48) return hours + " h " + (minutes % 60) + " min ago";
+  return Math.floor(hours / 24) + " d " + (hours % 24) + " h ago";
 }
 
 /** "60 s", "90 s", "5 min", "1 h 30 min". */

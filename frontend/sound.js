@@ -82,6 +82,29 @@ export class Chime {
     return true;
   }
 
+  /**
+   * The test button: both chimes, up then down, even while muted (the viewer asked for it,
+   * to check the speakers). The click is a user gesture, so a held-back context may start.
+   */
+  async playTest() {
+    const context = this.ensureContext();
+    if (!context) return false;
+    if (context.state === "suspended") {
+      try {
+        await context.resume();
+      } catch (error) {
+        console.warn("the browser would not start audio", error);
+      }
+    }
+    this.onStateChange(this);
+    if (context.state !== "running") return false;
+    const start = context.currentTime + 0.01;
+    [...NOTES.up, ...NOTES.down].forEach((frequency, index) => {
+      this.note(context, frequency, start + index * NOTE_GAP_S + (index >= 2 ? 0.25 : 0));
+    });
+    return true;
+  }
+
   note(context, frequency, at) {
     const oscillator = context.createOscillator();
     const gain = context.createGain();

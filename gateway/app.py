@@ -16,7 +16,6 @@ from typing import Annotated, Any, Final
 
 from fastapi import FastAPI, HTTPException, Query, WebSocket
 from fastapi.responses import JSONResponse, Response
-from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 
 import gateway
@@ -27,6 +26,7 @@ from gateway.admin import register_admin
 from gateway.hub import Hub, UnknownAlert, alerts_document
 from gateway.metrics import Metrics
 from gateway.origins import OriginPolicy
+from gateway.page import PageFiles
 from gateway.rules import RulesFollower
 from gateway.ws import SocketPolicy, serve_client
 
@@ -104,8 +104,9 @@ def create_app(settings: GatewaySettings, transport: Transport,
     async def metrics_endpoint() -> Response:
         return Response(metrics.render(), media_type=metrics.content_type)
 
-    # Last, so that the routes above win; html=True serves index.html for "/".
-    app.mount("/", StaticFiles(directory=FRONTEND_DIR, html=True), name="frontend")
+    # Last, so that the routes above win; html=True serves index.html for "/". Every file
+    # carries the page's Content-Security-Policy (gateway.page).
+    app.mount("/", PageFiles(directory=FRONTEND_DIR, html=True), name="frontend")
     return app
 
 

@@ -271,7 +271,7 @@ async def test_everything_is_reachable_and_usable_by_keyboard(
         page = probe.page
         await row_count_is(page, 1)
         order = []
-        for _ in range(8):
+        for _ in range(9):
             await page.keyboard.press("Tab")
             order.append(await page.evaluate(
                 "(() => { const e = document.activeElement;"
@@ -282,8 +282,8 @@ async def test_everything_is_reachable_and_usable_by_keyboard(
         # The first key press also let the browser start audio: the hint is gone.
         await expect(page.locator("#audio-hint")).to_be_hidden()
         assert order == ["filter-direction", "filter-min-change", "filter-symbol",
-                         "sound-toggle", "notify-toggle", "max-rows", "BTCUSDT",
-                         "Mute BTCUSDT"]
+                         "sound-toggle", "sound-test", "notify-toggle", "max-rows",
+                         "BTCUSDT", "Mute BTCUSDT"]
 
         await page.focus("#sound-toggle")
         await page.keyboard.press("Space")
@@ -306,7 +306,7 @@ async def test_screenshots_in_light_and_dark_and_at_phone_width(
              ("1000PEPEUSDT", -5.6, 0.0123), ("DOGEUSDT", 2.05, 0.162), ("ARBUSDT", -2.4, 0.74),
              ("SUIUSDT", 3.3, 3.9), ("XRPUSDT", 2.2, 0.52), ("INJUSDT", -3.05, 21.4),
              ("OPUSDT", 2.7, 1.62)]
-    alerts = [live_alert(symbol, pct, ago_s=600 - 55 * i, base_price=price)
+    alerts = [live_alert(symbol, pct, ago_s=600 - 55 * i, base_price=price, rule="default")
               for i, (symbol, pct, price) in enumerate(board)]
     await publish(bus, *alerts)
     await announce_rules(bus, Rule(window_s=60, threshold_up_pct=2.0, threshold_down_pct=2.0,
@@ -321,6 +321,9 @@ async def test_screenshots_in_light_and_dark_and_at_phone_width(
         "page-phone-dark.png": {"color_scheme": "dark", "viewport": {"width": 390,
                                 "height": 844}, "device_scale_factor": 2, "is_mobile": True,
                                 "has_touch": True},
+        # The chart panel open on the first alert, TradingView unreachable (as offline).
+        "page-chart-dark.png": {"color_scheme": "dark", "viewport": {"width": 1280,
+                                "height": 720}},
     }
     async with running_gateway(redis_server.url) as gw, async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=chromium_path(),
@@ -328,6 +331,8 @@ async def test_screenshots_in_light_and_dark_and_at_phone_width(
         for name, options in shots.items():
             context = await browser.new_context(**options)  # type: ignore[arg-type]
             await context.add_init_script(INSTRUMENT_JS)
+            await context.route("https://s.tradingview.com/**",
+                                lambda route: route.abort("internetdisconnected"))
             page = await context.new_page()
             await page.goto(f"http://127.0.0.1:{gw.port}/")
             await row_count_is(page, len(board))
@@ -348,7 +353,11 @@ async def test_screenshots_in_light_and_dark_and_at_phone_width(
                 if "light" in name:
                     await page.get_by_role("button", name="Filters and settings").click()
                     await expect(page.locator("#filter-symbol")).to_be_visible()
-            await page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+            if "chart" in name:
+                await page.locator(ROWS).first.click()
+                await expect(page.locator("#chart-panel iframe")).to_have_count(1)
+                await page.wait_for_timeout(500)  # the frame's (error) page paints
+            await page.screenshot(path=str(ARTIFACTS / name), full_page="chart" not in name)
             await context.close()
         await browser.close()
     for name in shots:

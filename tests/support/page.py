@@ -28,7 +28,11 @@ ROWS: Final = "#alert-rows tr"
 INSTRUMENT_JS: Final = """
 (() => {
   const probe = window.__probe = { oscillators: 0, rowsSeenAt: {}, notifications: [],
-                                   permissionRequests: 0 };
+                                   permissionRequests: 0, cspViolations: [] };
+  document.addEventListener("securitypolicyviolation", (event) => {
+    probe.cspViolations.push({ directive: event.effectiveDirective,
+                               blocked: event.blockedURI });
+  });
   const Context = window.AudioContext;
   if (Context) {
     const create = Context.prototype.createOscillator;
@@ -120,6 +124,12 @@ class PageProbe:
             "rows => rows.filter(r => !r.hidden).map(r => r.dataset.symbol)")
         return symbols
 
+    async def csp_violations(self) -> list[dict[str, str]]:
+        """What the page's Content-Security-Policy refused (securitypolicyviolation events)."""
+        violations: list[dict[str, str]] = await self.page.evaluate(
+            "window.__probe.cspViolations")
+        return violations
+
     async def seen_at_ms(self, alert_id: str) -> float:
         value = await self.page.evaluate("id => window.__probe.rowsSeenAt[id]", alert_id)
         assert value is not None, f"row {alert_id} never appeared"
@@ -155,7 +165,7 @@ def now_ms() -> int:
 
 def live_alert(symbol: str, change_pct: float, *, ago_s: float = 0.0, window_s: int = 60,
                base_price: float = 100.0, points: int = 40, event_time_ms: int | None = None,
-               ) -> Alert:
+               rule: str | None = None) -> Alert:
     """An alert as the detector writes it, with a plausible path: flat, then the move."""
     event_time = event_time_ms if event_time_ms is not None else now_ms() - int(ago_s * 1000)
     price = base_price * (1 + change_pct / 100)
@@ -172,7 +182,7 @@ def live_alert(symbol: str, change_pct: float, *, ago_s: float = 0.0, window_s: 
                  direction="up" if change_pct >= 0 else "down", change_pct=change_pct,
                  price=price, base_price=base_price, window_s=window_s, threshold_pct=2.0,
                  event_time_ms=event_time, detected_at_ms=event_time + 4,
-                 source="mini_ticker", path=path if points >= 2 else None)
+                 source="mini_ticker", path=path if points >= 2 else None, rule=rule)
 
 
 def alert_document(alert: Alert) -> dict[str, Any]:
@@ -184,6 +194,7 @@ def alert_document(alert: Alert) -> dict[str, Any]:
         "event_time_ms": alert.event_time_ms, "detected_at_ms": alert.detected_at_ms,
         "source": alert.source,
         "path": [list(point) for point in alert.path] if alert.path is not None else None,
+        "rule": alert.rule, "level": alert.level,
     }
 
 

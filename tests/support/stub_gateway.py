@@ -22,8 +22,9 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
-from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from gateway.page import PageFiles
 
 FRONTEND_DIR: Final = Path(__file__).resolve().parents[2] / "frontend"
 ID_PATTERN: Final = re.compile(r"^[A-Z0-9_]+:\d+:\d+$")
@@ -135,7 +136,7 @@ class StubGateway:
             Route("/index.html", self._page),
             Route("/api/rules", self._rules),
             WebSocketRoute("/ws", self._ws),
-            Mount("/", StaticFiles(directory=FRONTEND_DIR)),
+            Mount("/", PageFiles(directory=FRONTEND_DIR)),
         ])
 
 
