@@ -11,6 +11,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
+from fake_exchange.demo_board import DEMO_BOARD
 from fake_exchange.recordings import recording_quotes
 from fake_exchange.scenarios import demo_scenario, drifting_market, firehose, jump_scenario
 from fake_exchange.server import FakeExchange
@@ -46,13 +47,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--scenario recording needs --file")
     if args.interval < 0:
         p.error("--interval must be >= 0")
+    if args.scenario == "demo" and args.symbols and not 1 <= args.symbols <= len(DEMO_BOARD):
+        p.error(f"--symbols: the demo board has 1 to {len(DEMO_BOARD)} symbols")
     return args
 
 
 def build_scenario(args: argparse.Namespace) -> Iterable[list[Quote]]:
     n = args.symbols
     if args.scenario == "demo":
-        return demo_scenario(n or 200, seed=args.seed)
+        return demo_scenario(n or len(DEMO_BOARD), seed=args.seed)
     if args.scenario == "drift":
         return drifting_market(n or 700, seed=args.seed)
     if args.scenario == "jump":

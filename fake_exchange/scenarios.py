@@ -15,18 +15,12 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 
+from fake_exchange.demo_board import DEMO_BOARD
+
 logger = logging.getLogger(__name__)
 
 USDM = 1
 COINM = 2
-
-# The first few demo symbols are real, so links to charts on the demo page work.
-_REAL_NAMES = (
-    "BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT", "DOGEUSDT", "ADAUSDT", "AVAXUSDT",
-    "LINKUSDT", "DOTUSDT", "LTCUSDT", "TRXUSDT", "NEARUSDT", "APTUSDT", "ARBUSDT", "OPUSDT",
-    "SUIUSDT", "FILUSDT", "ATOMUSDT", "INJUSDT",
-)  # fmt: skip
-
 
 @dataclass(frozen=True, slots=True)
 class Quote:
@@ -66,12 +60,13 @@ def _drift(
     max_drift_pct: float,
     change_ratio: float,
     coin_m_symbols: int,
+    start_prices: list[float] | None = None,
 ) -> Iterator[list[Quote]]:
     if max_drift_pct < 0 or not 0.0 <= change_ratio <= 1.0 or step_ms < 0:
         raise ValueError("max_drift_pct >= 0, 0 <= change_ratio <= 1 and step_ms >= 0 required")
     rng = random.Random(seed)
     n = len(names)
-    start = _start_prices(n, rng)
+    start = _start_prices(n, rng) if start_prices is None else start_prices
     offsets = [0.0] * n  # percent away from the start price
     # Clamp a little inside the bound: the rendered decimal string rounds the float.
     bound = max_drift_pct * 0.99
@@ -193,23 +188,20 @@ def jump_scenario(
     return with_jump(base, symbol=jump_symbol, at_frame=at_frame, pct=pct, over_frames=over_frames)
 
 
-def demo_names(n: int) -> list[str]:
-    """Real names first (so chart links work in the demo), synthetic ones after."""
-    return list(_REAL_NAMES[:n]) + [f"SYM{i:03d}USDT" for i in range(len(_REAL_NAMES), n)]
-
-
 def demo_scenario(
-    n_symbols: int = 200, *, seed: int = 0, every_frames: int = 8, pct: float = 3.0
+    n_symbols: int = len(DEMO_BOARD), *, seed: int = 0, every_frames: int = 8, pct: float = 3.0
 ) -> Iterator[list[Quote]]:
-    """A board lively enough to watch: a pct % move every `every_frames` frames.
+    """A board lively enough to watch: a pct % move every `every_frames` frames, over the
+    first ``n_symbols`` real perpetuals of ``DEMO_BOARD`` at their usual price levels.
 
     Each move ramps within 2-4 frames (fires a 2 % / 60 s detector), holds, then unwinds
     slowly enough (at most 1.2 % per 60 frames) that the unwinding itself fires nothing, so
     prices stay near where they started however long the demo runs.
     """
-    if n_symbols < 1 or every_frames < 1:
-        raise ValueError("n_symbols >= 1 and every_frames >= 1 required")
-    names = demo_names(n_symbols)
+    if not 1 <= n_symbols <= len(DEMO_BOARD) or every_frames < 1:
+        raise ValueError(f"1 <= n_symbols <= {len(DEMO_BOARD)} (the demo board) and "
+                         "every_frames >= 1 required")
+    names = [name for name, _ in DEMO_BOARD[:n_symbols]]
     base = _drift(
         names,
         seed=seed,
@@ -219,6 +211,7 @@ def demo_scenario(
         max_drift_pct=0.25,
         change_ratio=0.5,
         coin_m_symbols=0,
+        start_prices=[price for _, price in DEMO_BOARD[:n_symbols]],
     )
     rng = random.Random(seed + 1)
     hold = 70

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import time
 
 import pytest
@@ -15,6 +16,8 @@ from fake_exchange import (
     jump_scenario,
     with_jump,
 )
+from fake_exchange.demo_board import DEMO_BOARD
+from tests.support.recordings import CRYPTOFEED, HFT_3K, reference_ticks
 
 
 def _prices(frames: list[list[Quote]]) -> list[dict[str, float]]:
@@ -152,3 +155,29 @@ def test_firehose_carries_every_symbol_every_frame() -> None:
     a, b = frames[0][0].price, frames[1][0].price
     assert a != b
     assert abs(b / a - 1) < 0.005
+
+
+def test_the_demo_board_is_real_perpetuals_at_the_recorded_levels() -> None:
+    """Real names (chart links work, no SYM024USDT), and where a recording holds the
+    symbol, a price level within its recorded range."""
+    frames = list(itertools.islice(demo_scenario(seed=0), 3))
+    names = [q.symbol for q in frames[0]]
+    assert names == [name for name, _ in DEMO_BOARD]
+    assert len(set(names)) == len(names) >= 30
+    assert all(re.fullmatch(r"(1000)?[A-Z0-9]{2,12}USDT", n) and not n.startswith("SYM")
+               for n in names)
+    recorded: dict[str, list[float]] = {}
+    for tick in reference_ticks([HFT_3K, CRYPTOFEED]):
+        recorded.setdefault(tick.symbol, []).append(tick.price)
+    level = dict(DEMO_BOARD)
+    on_board = sorted(set(recorded) & set(level))
+    assert on_board == ["BTCUSDT", "SUSHIUSDT"]
+    for symbol in on_board:
+        assert min(recorded[symbol]) * 0.99 <= level[symbol] <= max(recorded[symbol]) * 1.01
+    start = {q.symbol: q.price for q in frames[0]}
+    assert all(start[s] == pytest.approx(level[s], rel=0.01) for s in names)
+
+
+def test_the_demo_board_bounds_its_size() -> None:
+    with pytest.raises(ValueError, match="demo board"):
+        next(demo_scenario(len(DEMO_BOARD) + 1))
