@@ -19,6 +19,7 @@ from tests.support.gateway import (
     assert_silent,
     gateway_settings,
     ids,
+    live_alerts,
     make_alert,
     publish,
     receive,
@@ -68,7 +69,7 @@ async def test_alerts_racing_the_connect_arrive_exactly_once(
         async with connect(gw.ws_url) as ws:
             seen = ids((await receive(ws))["alerts"])
             while alerts[-1].id not in seen:
-                seen.append((await receive(ws))["alert"]["id"])
+                seen.extend(ids(live_alerts(await receive(ws))))
             return seen
 
     async def produce() -> None:
