@@ -130,26 +130,25 @@ async def test_clients_that_leave_mid_fan_out_cost_nothing(
     """Connections reset (no close handshake) while alerts stream in: the others get
     every alert, nothing is logged as an error or a warning, and the reader keeps going."""
     caplog.set_level(logging.DEBUG)
-    async with running_gateway(redis_server.url) as gw:
-        async with connect(gw.ws_url) as stayer:
-            await receive(stayer)
-            leavers = [await connect(gw.ws_url) for _ in range(20)]
-            for ws in leavers:
-                await receive(ws)
-            await gw.wait_metric("gateway_clients_connected", 21)
-            alerts = [make_alert(f"L{i}USDT", path_points=60) for i in range(60)]
-            for i, alert in enumerate(alerts):
-                await publish(bus, alert)
-                if i % 3 == 0 and leavers:
-                    leaver = leavers.pop()
-                    # RST instead of FIN: the peer vanishes with data in flight.
-                    sock = leaver.transport.get_extra_info("socket")
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
-                    leaver.transport.abort()
-            assert ids(await receive_alerts(stayer, len(alerts))) == [a.id for a in alerts]
-            for ws in leavers:
-                assert ids(await receive_alerts(ws, len(alerts))) == [a.id for a in alerts]
-                await ws.close()
-            await gw.wait_metric("gateway_clients_connected", 1)
-            assert (await gw.http.get("/readyz")).status_code == 200
+    async with running_gateway(redis_server.url) as gw, connect(gw.ws_url) as stayer:
+        await receive(stayer)
+        leavers = [await connect(gw.ws_url) for _ in range(20)]
+        for ws in leavers:
+            await receive(ws)
+        await gw.wait_metric("gateway_clients_connected", 21)
+        alerts = [make_alert(f"L{i}USDT", path_points=60) for i in range(60)]
+        for i, alert in enumerate(alerts):
+            await publish(bus, alert)
+            if i % 3 == 0 and leavers:
+                leaver = leavers.pop()
+                # RST instead of FIN: the peer vanishes with data in flight.
+                sock = leaver.transport.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+                leaver.transport.abort()
+        assert ids(await receive_alerts(stayer, len(alerts))) == [a.id for a in alerts]
+        for ws in leavers:
+            assert ids(await receive_alerts(ws, len(alerts))) == [a.id for a in alerts]
+            await ws.close()
+        await gw.wait_metric("gateway_clients_connected", 1)
+        assert (await gw.http.get("/readyz")).status_code == 200
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
