@@ -36,11 +36,12 @@ from common.bus import BusUnavailable, Delivery, Transport
 from common.partitioning import ALERTS_STREAM
 from common.schemas import alert_json_encoder, decode_alert
 from gateway.metrics import Metrics
-from gateway.wire import text_frame
+from gateway.wire import BEHIND, WRITTEN, text_frame
 
 log = logging.getLogger(__name__)
 
 READ_COUNT: Final = 256
+UNBOUNDED: Final = 1 << 62
 MIN_RING_SIZE: Final = 1000
 # Reconnects are jittered by Backoff; the ceiling is short because a gateway that is down
 # for a trader's whole move is useless, and one XREAD per attempt costs Redis nothing.
@@ -87,11 +88,10 @@ FLOOD: Final = Drop("flood", 1008, "too many messages")
 
 
 class Sink(Protocol):
-    """Where a subscriber's frames go (``gateway.wire.Wire`` on a real connection)."""
+    """Where a subscriber's frames go (``gateway.wire.Wire`` on a real connection):
+    ``offer`` returns ``WRITTEN``, ``BEHIND`` or ``GONE``."""
 
-    def write(self, frame: bytes) -> bool: ...
-
-    def buffered(self) -> int: ...
+    def offer(self, frame: bytes, max_buffered: int) -> int: ...
 
 
 class Subscriber:
@@ -198,8 +198,9 @@ class Hub:
         if not self._has_room():
             return None
         subscriber = Subscriber(sink, time.monotonic())
+        # The greeting is written whatever its size: the bound applies to what follows.
         for message in (history_message(history, resumed=since is not None), *then):
-            sink.write(text_frame(message.encode()))
+            sink.offer(text_frame(message.encode()), UNBOUNDED)
         self._subscribers.add(subscriber)
         self._count_clients()
         return subscriber, history
@@ -320,11 +321,11 @@ class Hub:
         written = 0
         limit = self._max_buffered
         for subscriber in list(subscribers):
-            sink = subscriber.sink
-            if sink.buffered() > limit:
-                self.drop(subscriber, TOO_SLOW)
-            elif sink.write(frame):
+            outcome = subscriber.sink.offer(frame, limit)
+            if outcome == WRITTEN:
                 written += 1
+            elif outcome == BEHIND:
+                self.drop(subscriber, TOO_SLOW)
             else:  # closing or gone: its handler is about to hear the disconnect
                 self.unsubscribe(subscriber)
         return written

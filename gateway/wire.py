@@ -4,8 +4,8 @@ Through ASGI, every message to every client costs a task wake-up and an ``await 
 (starlette, then uvicorn's protocol, which frames the text again for each client). For a
 fan-out that is the whole cost. ``FanoutProtocol`` is uvicorn's own WebSocket protocol
 (the sans-I/O one, on the ``websockets`` library) that also hands the app, in the scope's
-extensions, a ``Wire``: a synchronous "write this complete frame now" and the size of the
-connection's write buffer. The hub encodes a message once, as a server frame, and writes
+extensions, a ``Wire``: a synchronous "write this complete frame now, unless this connection is
+already too far behind". The hub encodes a message once, as a server frame, and writes
 the same bytes to every client's transport from its reader (the pattern of
 ``websockets.broadcast``); the ASGI path stays for the handshake and the close.
 
@@ -24,7 +24,6 @@ from typing import Any, Final
 from starlette.websockets import WebSocket
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
-from websockets.protocol import State
 
 log = logging.getLogger(__name__)
 
@@ -42,32 +41,41 @@ def text_frame(payload: bytes) -> bytes:
     return struct.pack("!BBQ", _TEXT_FIN, 127, size) + payload
 
 
+# What ``Wire.offer`` did with a frame.
+WRITTEN: Final = 0
+BEHIND: Final = 1  # not written: more than the limit is still unsent
+GONE: Final = 2  # not written: the connection is closing or closed
+
+
 class Wire:
     """The write side of one client connection, for frames encoded once for everybody."""
 
-    __slots__ = ("_protocol",)
+    __slots__ = ("_protocol", "_transport")
 
     def __init__(self, protocol: WebSocketsSansIOProtocol) -> None:
         self._protocol = protocol
+        self._transport = protocol.transport
 
-    def write(self, frame: bytes) -> bool:
-        """Queue ``frame`` on the connection now; False (and nothing written) when the
-        connection is closing or gone."""
+    def offer(self, frame: bytes, max_buffered: int) -> int:
+        """Queue ``frame`` on the connection now, unless the connection is going
+        (``GONE``) or already holds more than ``max_buffered`` bytes unsent (``BEHIND``).
+
+        One call per client per fan-out, so the checks are plain attributes: every way a
+        close frame gets queued (the app's close, a keepalive timeout, a parse error, the
+        peer's close, the server's shutdown) sets ``close_sent`` or closes the transport.
+        """
         protocol = self._protocol
-        transport = protocol.transport
-        if (protocol.close_sent or protocol.disconnected or transport.is_closing()
-                or protocol.conn.state is not State.OPEN):
-            return False
+        transport = self._transport
+        if protocol.close_sent or protocol.disconnected or transport.is_closing():
+            return GONE
+        if transport.get_write_buffer_size() > max_buffered:
+            return BEHIND
         try:
             transport.write(frame)
         except (OSError, RuntimeError) as exc:  # a transport torn down under us
             log.debug("write to a closing connection: %r", exc)
-            return False
-        return True
-
-    def buffered(self) -> int:
-        """Bytes written but not yet taken by the kernel: how far this client is behind."""
-        return int(self._protocol.transport.get_write_buffer_size())
+            return GONE
+        return WRITTEN
 
 
 class FanoutProtocol(WebSocketsSansIOProtocol):

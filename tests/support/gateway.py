@@ -23,6 +23,7 @@ from common.schemas import Alert, alert_id, encode_alert
 from common.settings import GatewaySettings
 from gateway.app import create_app
 from gateway.service import bind_socket, serve
+from gateway.wire import BEHIND, GONE, WRITTEN
 
 ALERT_FIELDS: Final = {"id", "symbol", "direction", "change_pct", "price", "base_price",
                        "window_s", "threshold_pct", "event_time_ms", "detected_at_ms",
@@ -230,9 +231,11 @@ class RecordingSink:
         self.behind = behind
         self.open = True
 
-    def write(self, frame: bytes) -> bool:
+    def offer(self, frame: bytes, max_buffered: int) -> int:
         if not self.open:
-            return False
+            return GONE
+        if self.behind > max_buffered:
+            return BEHIND
         assert frame[0] == 0x81, "a final text frame"
         length, start = frame[1], 2
         if length == 126:
@@ -241,10 +244,7 @@ class RecordingSink:
             length, start = int.from_bytes(frame[2:10], "big"), 10
         assert len(frame) == start + length
         self.messages.append(json.loads(frame[start:]))
-        return True
-
-    def buffered(self) -> int:
-        return self.behind
+        return WRITTEN
 
     def alert_ids(self) -> list[str]:
         """The ids of the live alerts received, across ``alert`` and ``alerts`` messages."""
