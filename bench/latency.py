@@ -19,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from websockets.asyncio.client import connect
 
@@ -39,6 +40,13 @@ def movers_market(frames: int) -> Iterator[list[Quote]]:
             i = (frame * MOVERS_PER_FRAME + k) % SYMBOLS
             prices[i] *= 1.03 if frame % 2 else 0.97
         yield [Quote(name, price, 0) for name, price in zip(names, prices, strict=True)]
+
+
+def _live_alerts(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """The alerts of an ``alert`` message, or of an ``alerts`` one (several of one read)."""
+    if message["type"] == "alert":
+        return [message["alert"]]
+    return list(message["alerts"]) if message["type"] == "alerts" else []
 
 
 WARMUP_S = 5.0  # alerts of the first seconds are left out: start-up, not latency
@@ -64,8 +72,9 @@ async def measure(bus: LocalBus, log_dir: Path, seconds: int) -> list[float]:
                         continue
                     received = time.time() * 1000
                     message = json.loads(raw)
-                    if message["type"] == "alert" and time.monotonic() > warm_at:
-                        latencies.append(received - message["alert"]["event_time_ms"])
+                    if time.monotonic() > warm_at:
+                        latencies.extend(received - a["event_time_ms"]
+                                         for a in _live_alerts(message))
         finally:
             await asyncio.to_thread(pipeline.stop)
     return latencies

@@ -165,7 +165,6 @@ class GatewaySettings(BaseServiceSettings):
     gateway_host: str = "0.0.0.0"
     gateway_port: Port = 8080
     history_size: Annotated[int, Field(ge=0, le=10_000)] = 50
-    client_queue_size: Annotated[int, Field(ge=1, le=100_000)] = 256
     max_clients: Annotated[int, Field(ge=1)] = 1000
     read_block_ms: Annotated[int, Field(ge=1)] = 1000
     allowed_origins: str = ""
@@ -177,6 +176,9 @@ class GatewaySettings(BaseServiceSettings):
     # workers: processes serving the one port (gateway.workers); each is a whole gateway
     # with its own readers, hub and MAX_CLIENTS.
     gateway_workers: Annotated[int, Field(ge=1, le=64)] = 1
+    # fanout: bytes a browser's connection may hold unsent (beyond the kernel's buffer)
+    # before it is dropped as too slow; alerts are ~1-2 kB, so this is ~100-250 of them.
+    ws_max_buffered_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 256 * 1024
 
     @property
     def origins(self) -> frozenset[str]:

@@ -311,6 +311,8 @@ function onMessage(message) {
   switch (message.type) {
     case "history": onHistory(message); break;
     case "alert": onAlert(message.alert); break;
+    // Several alerts that reached the gateway together, oldest first.
+    case "alerts": if (Array.isArray(message.alerts)) message.alerts.forEach(onAlert); break;
     case "rules": if (Array.isArray(message.rules)) showRules(message.rules); break;
     default: break; // "ping" and types a later gateway may add
   }

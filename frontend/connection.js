@@ -2,7 +2,8 @@
 //
 // Server to client (JSON text):
 //   {"type":"history","alerts":[...],"resumed":true?}  first, oldest first
-//   {"type":"alert","alert":{...}}                    each live alert
+//   {"type":"alert","alert":{...}}                    a live alert
+//   {"type":"alerts","alerts":[...]}                  several live alerts, oldest first
 //   {"type":"rules","rules":[...]}                    after the history and on every change
 //   {"type":"ping","t":ms}                            heartbeat, about every 15 s
 //   {"type":"error","code":"bad_since"|"unknown_since",...} then close 4400 / 4404

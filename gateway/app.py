@@ -47,10 +47,11 @@ def create_app(settings: GatewaySettings, transport: Transport,
     ``registry`` (by default one of its own)."""
     metrics = Metrics(registry)
     hub = Hub(metrics=metrics, history_size=settings.history_size,
-              client_queue_size=settings.client_queue_size, max_clients=settings.max_clients,
+              max_buffered_bytes=settings.ws_max_buffered_bytes,
+              max_clients=settings.max_clients,
               read_block_ms=settings.read_block_ms, seen_limit=settings.alerts_maxlen)
     rules = RulesFollower(hub, metrics, read_block_ms=settings.read_block_ms)
-    policy = SocketPolicy(OriginPolicy.of(settings), settings.ws_heartbeat_s)
+    policy = SocketPolicy(OriginPolicy.of(settings))
 
     app = FastAPI(title="binance-alerter gateway", docs_url=None, redoc_url=None,
                   openapi_url=None)
@@ -58,7 +59,8 @@ def create_app(settings: GatewaySettings, transport: Transport,
     app.state.rules = rules
     app.state.metrics = metrics
     app.state.readers = {"alerts reader": lambda: hub.run(transport),
-                         "rules follower": lambda: rules.run(transport)}
+                         "rules follower": lambda: rules.run(transport),
+                         "heartbeat": lambda: hub.heartbeat(settings.ws_heartbeat_s)}
     app.state.failed_readers = {}
     metrics.instrument(app)
 
@@ -146,7 +148,8 @@ def _failures_reason(app: FastAPI) -> str:
 
 
 def readers_of(app: FastAPI) -> dict[str, Reader]:
-    """The bus readers that keep the app's state current (alerts, rules), by task name."""
+    """The tasks that keep the app's state current (the alerts and rules readers, the
+    clients' heartbeat), by task name."""
     readers: dict[str, Reader] = app.state.readers
     return readers
 

@@ -1,14 +1,19 @@
 """Fan-out of the ``alerts`` stream to every connected browser.
 
 One reader per gateway process reads the stream (a broadcast reader: every gateway sees
-every alert) and hands each alert to every subscriber's bounded queue. The alert is turned
-into JSON once, not once per client, and a subscriber whose queue is full is dropped on the
-spot: a slow browser must never delay the alert for the others, nor grow memory without
-bound.
+every alert). The alerts of one read are encoded once, as one complete WebSocket frame
+(``{"type":"alert",...}`` for one, ``{"type":"alerts","alerts":[...]}`` oldest first for
+several), and the reader writes those same bytes to every subscriber's connection itself,
+synchronously (``gateway.wire``): no task wakes up and no ASGI ``send`` runs per client. A
+subscriber whose connection holds more than ``max_buffered_bytes`` unsent is dropped on
+the spot: a slow browser must never delay the alert for the others, nor grow memory
+without bound. One timer, not one per client, pings the clients that heard nothing for
+``WS_HEARTBEAT_S``.
 
 Everything that touches the ring and the subscriber set is synchronous, so on one event loop
-"subscribe and snapshot the history" is atomic with respect to "append and fan out": an
-alert is either in a new subscriber's history or in its queue, never both and never neither.
+"subscribe, write the history and register" is atomic with respect to "append and fan out":
+an alert is either in a new subscriber's history or written after it, never both and never
+neither, and never before the history.
 
 Where this sits in a tick's path: docs/architecture.md#a-tick-from-socket-to-browser.
 """
@@ -20,9 +25,9 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 import msgspec
 
@@ -31,10 +36,12 @@ from common.bus import BusUnavailable, Delivery, Transport
 from common.partitioning import ALERTS_STREAM
 from common.schemas import alert_json_encoder, decode_alert
 from gateway.metrics import Metrics
+from gateway.wire import BEHIND, WRITTEN, text_frame
 
 log = logging.getLogger(__name__)
 
 READ_COUNT: Final = 256
+UNBOUNDED: Final = 1 << 62
 MIN_RING_SIZE: Final = 1000
 # Reconnects are jittered by Backoff; the ceiling is short because a gateway that is down
 # for a trader's whole move is useless, and one XREAD per attempt costs Redis nothing.
@@ -80,13 +87,22 @@ SERVER_FULL: Final = Drop("max_clients", 1013, "too many clients")
 FLOOD: Final = Drop("flood", 1008, "too many messages")
 
 
+class Sink(Protocol):
+    """Where a subscriber's frames go (``gateway.wire.Wire`` on a real connection):
+    ``offer`` returns ``WRITTEN``, ``BEHIND`` or ``GONE``."""
+
+    def offer(self, frame: bytes, max_buffered: int) -> int: ...
+
+
 class Subscriber:
-    """One connected client: its bounded queue, and why the hub dropped it, if it did."""
+    """One connected client: its connection, when it last heard from the hub (for the
+    heartbeat), and why the hub dropped it, if it did."""
 
-    __slots__ = ("drop", "dropped", "queue")
+    __slots__ = ("drop", "dropped", "heard_at", "sink")
 
-    def __init__(self, queue_size: int) -> None:
-        self.queue: asyncio.Queue[Entry] = asyncio.Queue(maxsize=queue_size)
+    def __init__(self, sink: Sink, now: float) -> None:
+        self.sink = sink
+        self.heard_at = now
         self.dropped = asyncio.Event()
         self.drop: Drop | None = None
 
@@ -97,13 +113,24 @@ def history_message(entries: Sequence[Entry], *, resumed: bool = False) -> str:
     return '{"type":"history","alerts":[' + alerts + "]" + flag + "}"
 
 
+def alerts_message(entries: Sequence[Entry]) -> str:
+    """The live message for the alerts of one read: one ``alert``, or ``alerts``."""
+    if len(entries) == 1:
+        return entries[0].message
+    return '{"type":"alerts","alerts":[' + ",".join(e.json for e in entries) + "]}"
+
+
+def ping_message(now_s: float) -> str:
+    return f'{{"type":"ping","t":{int(now_s * 1000)}}}'
+
+
 def alerts_document(entries: Sequence[Entry], next_cursor: str | None = None) -> str:
     cursor = "null" if next_cursor is None else f'"{next_cursor}"'
     return '{"alerts":[' + ",".join(e.json for e in entries) + '],"next":' + cursor + "}"
 
 
 class Hub:
-    def __init__(self, *, metrics: Metrics, history_size: int, client_queue_size: int,
+    def __init__(self, *, metrics: Metrics, history_size: int, max_buffered_bytes: int,
                  max_clients: int, read_block_ms: int, seen_limit: int = 10_000) -> None:
         self._metrics = metrics
         self._history_size = history_size
@@ -116,7 +143,8 @@ class Hub:
         self._seen_limit = max(seen_limit, self._ring_size)
         self._subscribers: set[Subscriber] = set()
         self._waiting = 0  # clients holding a place while the startup backlog loads
-        self._client_queue_size = client_queue_size
+        self._max_buffered = max_buffered_bytes
+        self._fanned_out_at = 0.0  # monotonic time of the last frame written to everybody
         self._max_clients = max_clients
         self._read_block_ms = read_block_ms
         self._reading = False
@@ -156,9 +184,11 @@ class Hub:
         self._waiting -= 1
         self._count_clients()
 
-    def subscribe(self, since: str | None = None) -> tuple[Subscriber, list[Entry]] | None:
-        """Register a client and return it with the history it must be sent first: the
-        last ``HISTORY_SIZE`` alerts, or with ``since`` every alert received after that one.
+    def subscribe(self, sink: Sink, since: str | None = None,
+                  then: Iterable[str] = ()) -> tuple[Subscriber, list[Entry]] | None:
+        """Register a client, write it the history (the last ``HISTORY_SIZE`` alerts, or
+        with ``since`` every alert received after that one) and the ``then`` messages,
+        and return it with that history; every alert after it is written by the fan-out.
 
         ``None`` when the gateway already serves ``MAX_CLIENTS`` (counted as a drop);
         ``UnknownAlert`` when ``since`` is not in memory, so that the client is told to
@@ -167,7 +197,10 @@ class Hub:
         history = self.recent(self._history_size) if since is None else self.after(since)
         if not self._has_room():
             return None
-        subscriber = Subscriber(self._client_queue_size)
+        subscriber = Subscriber(sink, time.monotonic())
+        # The greeting is written whatever its size: the bound applies to what follows.
+        for message in (history_message(history, resumed=since is not None), *then):
+            sink.offer(text_frame(message.encode()), UNBOUNDED)
         self._subscribers.add(subscriber)
         self._count_clients()
         return subscriber, history
@@ -232,12 +265,13 @@ class Hub:
     async def ingest(self, deliveries: Sequence[Delivery], *, live: bool = True) -> int:
         """Decode, deduplicate and fan out a batch; returns how many alerts were new.
 
-        The loop yields after each alert so that every sender takes it off its queue before
-        the next one comes: a client's queue then measures how far its socket is behind, not
-        how many alerts one read of the bus happened to return. The startup backlog
-        (``live=False``) only fills the ring: those alerts are history, not news.
+        The new alerts of one read go out together, in one frame per client (oldest
+        first): a crash that fires dozens of alerts costs one write per client, not
+        dozens. The startup backlog (``live=False``) only fills the ring: those alerts are
+        history, not news.
         """
-        fresh = 0
+        fresh: list[Entry] = []
+        event_times: list[int] = []
         for delivery in deliveries:
             try:
                 alert = decode_alert(delivery.payload)
@@ -254,32 +288,63 @@ class Hub:
             self._remember(alert.id, seq)
             entry = Entry.from_json(alert.id, alert_json_encoder.encode(alert).decode(), seq)
             self._ring.append(entry)
-            fresh += 1
-            if live:
-                self._metrics.alerts_received.inc()
-                self._fan_out(entry)
-                await asyncio.sleep(0)
-                # After the senders' turn: what a browser waited, from the exchange's event
-                # time to its socket (clamped: a clock behind the exchange's reads negative).
-                self._metrics.end_to_end.observe(
-                    max(0.0, time.time() - alert.event_time_ms / 1000))
-        return fresh
+            fresh.append(entry)
+            event_times.append(alert.event_time_ms)
+        if live and fresh:
+            self._metrics.alerts_received.inc(len(fresh))
+            delivered = self._fan_out(alerts_message(fresh))
+            self._metrics.deliveries.inc(delivered * len(fresh))
+            # What a browser waited, from the exchange's event time to its connection
+            # (clamped: a clock behind the exchange's reads negative).
+            now = time.time()
+            for event_time_ms in event_times:
+                self._metrics.end_to_end.observe(max(0.0, now - event_time_ms / 1000))
+        # One turn for the rest of the loop (handshakes, the API) between two reads.
+        await asyncio.sleep(0)
+        return len(fresh)
 
     def broadcast(self, message: str) -> None:
-        """A non-alert message for every client (rule changes), through the same queues."""
-        self._fan_out(Entry.notice(message))
+        """A non-alert message for every client (rule changes), through the same path."""
+        self._fan_out(message)
 
     def _remember(self, alert_id: str, seq: int) -> None:
         self._seen[alert_id] = seq
         if len(self._seen) > self._seen_limit:
             del self._seen[next(iter(self._seen))]
 
-    def _fan_out(self, entry: Entry) -> None:
-        for subscriber in list(self._subscribers):
-            try:
-                subscriber.queue.put_nowait(entry)
-            except asyncio.QueueFull:
+    def _fan_out(self, message: str) -> int:
+        """Write ``message`` to every subscriber; returns to how many it was written."""
+        self._fanned_out_at = time.monotonic()
+        return self._write(self._subscribers, text_frame(message.encode()))
+
+    def _write(self, subscribers: Iterable[Subscriber], frame: bytes) -> int:
+        written = 0
+        limit = self._max_buffered
+        for subscriber in list(subscribers):
+            outcome = subscriber.sink.offer(frame, limit)
+            if outcome == WRITTEN:
+                written += 1
+            elif outcome == BEHIND:
                 self.drop(subscriber, TOO_SLOW)
+            else:  # closing or gone: its handler is about to hear the disconnect
+                self.unsubscribe(subscriber)
+        return written
+
+    async def heartbeat(self, heartbeat_s: float) -> None:
+        """Until cancelled, ping every client that heard nothing for ``heartbeat_s``, so
+        that a browser can tell a quiet market from a dead connection (it cannot see
+        protocol pings). One timer for all clients, waking four times per period: a ping
+        comes after 1 to 1.25 periods of silence."""
+        while True:
+            await asyncio.sleep(heartbeat_s / 4)
+            now = time.monotonic()
+            if now - self._fanned_out_at < heartbeat_s:
+                continue
+            idle = [s for s in self._subscribers if now - s.heard_at >= heartbeat_s]
+            if idle:
+                for subscriber in idle:
+                    subscriber.heard_at = now
+                self._write(idle, text_frame(ping_message(time.time()).encode()))
 
     # -- reader ------------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from common.runner import Runtime, Service
 from common.settings import GatewaySettings, address_in_use
 from gateway.app import Reader, create_app, failed_readers, metrics_of, readers_of
 from gateway.limits import limited_http
+from gateway.wire import FanoutProtocol
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,8 @@ def server_config(app: FastAPI, settings: GatewaySettings) -> uvicorn.Config:
         port=settings.gateway_port,
         lifespan="off",  # nothing to start: the readers are tasks of serve()
         log_config=None,
+        # uvicorn's own WebSocket protocol, plus the direct write path of the fan-out.
+        ws=FanoutProtocol,
         ws_max_size=WS_MAX_SIZE,
         # Compression would be done once per client per message: the opposite of encoding
         # an alert once for everybody. Alerts are small.

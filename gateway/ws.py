@@ -5,11 +5,17 @@ Messages (JSON text frames, server to client only):
 - ``{"type":"history","alerts":[<alert>, ...]}`` once on connect, oldest first; with
   ``?since=<alert id>`` it holds every alert after that one and ``"resumed":true``;
 - ``{"type":"rules","rules":[<rule>, ...]}`` after the history and on every rule change;
-- ``{"type":"alert","alert":<alert>}`` per live alert;
-- ``{"type":"ping","t":<ms>}`` after ``WS_HEARTBEAT_S`` of silence, so that a browser can
-  tell a quiet market from a dead connection (it cannot see protocol pings);
+- ``{"type":"alert","alert":<alert>}`` for a live alert, or
+  ``{"type":"alerts","alerts":[<alert>, ...]}`` (oldest first) for several that arrived
+  together;
+- ``{"type":"ping","t":<ms>}`` after ``WS_HEARTBEAT_S`` of silence (at most a quarter
+  more), so that a browser can tell a quiet market from a dead connection (it cannot see
+  protocol pings);
 - ``{"type":"error","code":...,"message":...}`` before closing with 4400 (malformed
   ``since``) or 4404 (``since`` no longer in memory: reconnect without it).
+
+Everything after the handshake is written by the hub, straight to the connection
+(``gateway.wire``); this handler only admits the client, listens to it and closes it.
 
 The client is not expected to say anything. What it does send is read (that is how a
 disconnect is noticed) and thrown away, within a rate limit so that a chatty or hostile
@@ -22,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -35,15 +40,14 @@ from gateway.hub import (
     FLOOD,
     SERVER_FULL,
     Drop,
-    Entry,
     Hub,
     Subscriber,
     UnknownAlert,
-    history_message,
 )
 from gateway.metrics import Metrics
 from gateway.origins import OriginPolicy
 from gateway.rules import RulesFollower
+from gateway.wire import wire_of
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +59,13 @@ CLIENT_MESSAGES_PER_S: Final = 5.0
 CLIENT_MESSAGES_BURST: Final = 20.0
 BAD_SINCE: Final = Drop("bad_since", 4400, "malformed since")
 UNKNOWN_SINCE: Final = Drop("unknown_since", 4404, "unknown since")
+NO_WIRE: Final = Drop("no_wire", 1011, "server misconfigured")
 _json: Final = msgspec.json.Encoder()
 
 
 @dataclass(frozen=True, slots=True)
 class SocketPolicy:
     origins: OriginPolicy
-    heartbeat_s: float
 
 
 def origin_allowed(websocket: WebSocket, origins: OriginPolicy) -> bool:
@@ -82,6 +86,11 @@ async def serve_client(websocket: WebSocket, hub: Hub, metrics: Metrics, rules: 
     # Accept before refusing so that the browser sees a close code and a reason (an HTTP
     # 403 on the handshake reaches JavaScript as an anonymous 1006).
     await websocket.accept()
+    wire = wire_of(websocket)
+    if wire is None:
+        log.error("the server does not run gateway.wire.FanoutProtocol: no live alerts")
+        await _close(websocket, NO_WIRE)
+        return
     since = websocket.query_params.get("since")
     if since is not None and not is_alert_id(since):
         await _refuse(websocket, metrics, BAD_SINCE, "since must be an alert id "
@@ -90,7 +99,7 @@ async def serve_client(websocket: WebSocket, hub: Hub, metrics: Metrics, rules: 
     if not hub.primed.is_set() and not await _wait_for_history(websocket, hub, metrics):
         return
     try:
-        subscription = hub.subscribe(since)
+        subscription = hub.subscribe(wire, since, then=(rules.message(),))
     except UnknownAlert:
         await _refuse(websocket, metrics, UNKNOWN_SINCE, "this gateway no longer holds that "
                       "alert; reconnect without since to receive the recent history")
@@ -98,14 +107,9 @@ async def serve_client(websocket: WebSocket, hub: Hub, metrics: Metrics, rules: 
     if subscription is None:
         await _close(websocket, SERVER_FULL)
         return
-    subscriber, history = subscription
+    subscriber, _ = subscription
     try:
-        await race(
-            _send(websocket, subscriber, history, since is not None, rules, metrics,
-                  policy.heartbeat_s),
-            _receive(websocket, hub, subscriber),
-            subscriber.dropped.wait(),
-        )
+        await race(_receive(websocket, hub, subscriber), subscriber.dropped.wait())
     finally:
         hub.unsubscribe(subscriber)
     if subscriber.drop is not None:
@@ -137,32 +141,6 @@ async def _wait_for_history(websocket: WebSocket, hub: Hub, metrics: Metrics) ->
         metrics.clients_dropped.labels(heard[0].reason).inc()
         await _close(websocket, heard[0])
     return False
-
-
-async def _send(websocket: WebSocket, subscriber: Subscriber, history: Sequence[Entry],
-                resumed: bool, rules: RulesFollower, metrics: Metrics,
-                heartbeat_s: float) -> None:
-    # The hub snapshots the history and registers the queue atomically, so no queued alert
-    # can also be in the history; checking anyway keeps "exactly once" from depending on it.
-    in_history = {entry.id for entry in history}
-    try:
-        await websocket.send_text(history_message(history, resumed=resumed))
-        await websocket.send_text(rules.message())
-        while True:
-            try:
-                # asyncio.timeout, not wait_for: no task per message on the hot path.
-                async with asyncio.timeout(heartbeat_s):
-                    entry = await subscriber.queue.get()
-            except TimeoutError:
-                await websocket.send_text(f'{{"type":"ping","t":{int(time.time() * 1000)}}}')
-                continue
-            if entry.id and entry.id in in_history:
-                continue
-            await websocket.send_text(entry.message)
-            if entry.id:
-                metrics.deliveries.inc()
-    except WebSocketDisconnect:
-        return
 
 
 async def _receive(websocket: WebSocket, hub: Hub, subscriber: Subscriber) -> None:

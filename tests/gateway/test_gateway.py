@@ -19,6 +19,7 @@ from tests.support.gateway import (
     assert_silent,
     gateway_settings,
     ids,
+    live_alerts,
     make_alert,
     publish,
     receive,
@@ -68,7 +69,7 @@ async def test_alerts_racing_the_connect_arrive_exactly_once(
         async with connect(gw.ws_url) as ws:
             seen = ids((await receive(ws))["alerts"])
             while alerts[-1].id not in seen:
-                seen.append((await receive(ws))["alert"]["id"])
+                seen.extend(ids(live_alerts(await receive(ws))))
             return seen
 
     async def produce() -> None:
@@ -124,7 +125,7 @@ def _stalled_client(port: int) -> socket.socket:
 async def test_a_client_that_stops_reading_is_dropped_and_others_keep_up(
         redis_server: RedisServer, bus: RedisTransport) -> None:
     alerts = [make_alert(f"P{i}USDT", path_points=60) for i in range(800)]
-    async with running_gateway(redis_server.url, client_queue_size=8) as gw, \
+    async with running_gateway(redis_server.url, ws_max_buffered_bytes=16 * 1024) as gw, \
             connect(gw.ws_url) as good:
         await receive(good)
         stalled = await asyncio.to_thread(_stalled_client, gw.port)

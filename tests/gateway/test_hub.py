@@ -20,6 +20,7 @@ from gateway.metrics import Metrics
 from gateway.service import SERVICE as GATEWAY
 from gateway.service import bind_socket, serve
 from tests.support.gateway import (
+    RecordingSink,
     ScriptedReader,
     ScriptedTransport,
     gateway_settings,
@@ -30,7 +31,7 @@ from tests.support.gateway import (
 
 def new_hub(**overrides: int) -> tuple[Hub, Metrics]:
     metrics = Metrics()
-    options = {"history_size": 3, "client_queue_size": 4, "max_clients": 10,
+    options = {"history_size": 3, "max_buffered_bytes": 4096, "max_clients": 10,
                "read_block_ms": 20} | overrides
     return Hub(metrics=metrics, **options), metrics
 
@@ -61,17 +62,20 @@ async def test_reader_takes_the_backlog_then_live_entries_and_skips_bad_ones(
     reader = asyncio.create_task(hub.run(fake_bus))
     try:
         await asyncio.wait_for(hub.primed.wait(), 2)
-        subscription = hub.subscribe()
+        sink = RecordingSink()
+        subscription = hub.subscribe(sink)
         assert subscription is not None
-        subscriber, history = subscription
+        _, history = subscription
         assert [e.id for e in history] == [a.id for a in old]
         live = make_alert("CUSDT")
         await publish(fake_bus, live, old[0])  # a repeat of an old id is not news
-        entry = await asyncio.wait_for(subscriber.queue.get(), 2)
-        assert entry.id == live.id
-        assert entry.message.startswith('{"type":"alert","alert":{"id":"CUSDT:60:')
+        async with asyncio.timeout(2):
+            while len(sink.messages) < 2:
+                await asyncio.sleep(0.01)
+        assert sink.messages[1]["type"] == "alert"
+        assert sink.messages[1]["alert"]["id"] == live.id
         await asyncio.sleep(0.1)
-        assert subscriber.queue.empty()
+        assert len(sink.messages) == 2
         assert value(metrics, "gateway_bad_payloads_total") == 1
         # The startup backlog is history, not news: only the live alert counts.
         assert value(metrics, "gateway_alerts_received_total") == 1
@@ -84,57 +88,95 @@ async def test_reader_takes_the_backlog_then_live_entries_and_skips_bad_ones(
 
 
 async def test_subscribing_is_atomic_with_the_fan_out() -> None:
-    """What is in the snapshot is never queued; what comes after is always queued."""
-    hub, _ = new_hub(history_size=2)
+    """The history, then the messages given, then every later alert: nothing twice,
+    nothing missing, nothing before the history."""
+    hub, metrics = new_hub(history_size=2)
     first, second, third = make_alert(), make_alert(), make_alert()
     await hub.ingest([delivery(encode_alert(first)), delivery(encode_alert(second))])
-    subscription = hub.subscribe()
+    sink = RecordingSink()
+    subscription = hub.subscribe(sink, then=['{"type":"rules","rules":[]}'])
     assert subscription is not None
-    subscriber, history = subscription
+    _, history = subscription
     await hub.ingest([delivery(encode_alert(third))])
     assert [e.id for e in history] == [first.id, second.id]
-    assert subscriber.queue.get_nowait().id == third.id
-    assert subscriber.queue.empty()
+    assert [m["type"] for m in sink.messages] == ["history", "rules", "alert"]
+    assert [a["id"] for a in sink.messages[0]["alerts"]] == [first.id, second.id]
+    assert sink.alert_ids() == [third.id]
     assert history_message(history).startswith('{"type":"history","alerts":[{"id":')
+    assert value(metrics, "gateway_deliveries_total") == 1
 
 
-async def test_a_full_queue_drops_that_client_only() -> None:
-    hub, metrics = new_hub(client_queue_size=2)
-    slow = hub.subscribe()
-    fast = hub.subscribe()
-    assert slow is not None
-    assert fast is not None
-    got: list[str] = []
+async def test_the_alerts_of_one_read_go_out_in_one_message_oldest_first() -> None:
+    hub, metrics = new_hub()
+    sinks = [RecordingSink() for _ in range(3)]
+    for sink in sinks:
+        assert hub.subscribe(sink) is not None
+    batch = [make_alert(f"C{i}USDT") for i in range(5)]
+    await hub.ingest([delivery(encode_alert(a)) for a in [*batch, batch[1]]])  # + a repeat
+    single = make_alert("DUSDT")
+    await hub.ingest([delivery(encode_alert(single))])
+    for sink in sinks:
+        assert [m["type"] for m in sink.messages] == ["history", "alerts", "alert"]
+        assert sink.alert_ids() == [a.id for a in [*batch, single]]
+    assert value(metrics, "gateway_deliveries_total") == 3 * 6
+    assert value(metrics, "gateway_alerts_received_total") == 6
 
-    async def drain() -> None:
-        while True:
-            got.append((await fast[0].queue.get()).id)
 
-    draining = asyncio.create_task(drain())
+async def test_a_client_behind_by_more_than_the_bound_is_dropped_alone() -> None:
+    hub, metrics = new_hub(max_buffered_bytes=4096)
+    slow, fast = RecordingSink(behind=4097), RecordingSink(behind=4096)
+    gone = RecordingSink()
+    slow_subscription = hub.subscribe(slow)
+    assert hub.subscribe(fast) is not None
+    assert hub.subscribe(gone) is not None
+    assert slow_subscription is not None
+    gone.open = False  # left between two writes: skipped, not dropped as slow
     alerts = [make_alert() for _ in range(10)]
-    await hub.ingest([delivery(encode_alert(a)) for a in alerts])
-    await asyncio.sleep(0)
-    draining.cancel()
-    assert got == [a.id for a in alerts]
-    assert slow[0].dropped.is_set()
-    assert slow[0].drop is not None
-    assert slow[0].drop.code == 1013
-    assert not fast[0].dropped.is_set()
+    for alert in alerts:
+        await hub.ingest([delivery(encode_alert(alert))])
+    assert fast.alert_ids() == [a.id for a in alerts]
+    assert slow.alert_ids() == []
+    slow_subscriber = slow_subscription[0]
+    assert slow_subscriber.dropped.is_set()
+    assert slow_subscriber.drop is not None
+    assert slow_subscriber.drop.code == 1013
     assert hub.client_count == 1
     assert value(metrics, "gateway_clients_dropped_total", reason="too_slow") == 1
     assert value(metrics, "gateway_clients_connected") == 1
 
 
+async def test_one_timer_pings_the_clients_that_heard_nothing() -> None:
+    hub, _ = new_hub()
+    quiet, late = RecordingSink(), RecordingSink()
+    assert hub.subscribe(quiet) is not None
+    heartbeat = asyncio.create_task(hub.heartbeat(0.2))
+    try:
+        await asyncio.sleep(0.1)
+        assert hub.subscribe(late) is not None  # joined later: its silence starts later
+        await asyncio.sleep(0.18)
+        assert [m["type"] for m in quiet.messages] == ["history", "ping"]
+        assert [m["type"] for m in late.messages] == ["history"]
+        await hub.ingest([delivery(encode_alert(make_alert()))])  # news resets the silence
+        await asyncio.sleep(0.15)
+        assert [m["type"] for m in quiet.messages] == ["history", "ping", "alert"]
+        await asyncio.sleep(0.2)
+        assert [m["type"] for m in quiet.messages][-1] == "ping"
+        assert [m["type"] for m in late.messages] == ["history", "alert", "ping"]
+    finally:
+        heartbeat.cancel()
+        await asyncio.wait([heartbeat])
+
+
 async def test_max_clients_and_history_size_zero() -> None:
     hub, metrics = new_hub(max_clients=1, history_size=0)
     await hub.ingest([delivery(encode_alert(make_alert()))])
-    first = hub.subscribe()
+    first = hub.subscribe(RecordingSink())
     assert first is not None
     assert first[1] == []
-    assert hub.subscribe() is None
+    assert hub.subscribe(RecordingSink()) is None
     assert value(metrics, "gateway_clients_dropped_total", reason="max_clients") == 1
     hub.unsubscribe(first[0])
-    assert hub.subscribe() is not None
+    assert hub.subscribe(RecordingSink()) is not None
 
 
 async def test_ring_keeps_the_newest_and_ids_stay_known_after_leaving_it() -> None:
@@ -198,14 +240,15 @@ async def test_the_startup_backlog_is_history_not_live_news(bus: RedisTransport)
     hub, metrics = new_hub(history_size=50)
     backlog = [make_alert(f"B{i}USDT") for i in range(300)]
     await publish(bus, *backlog)
-    early = hub.subscribe()  # a client that got in before the backlog was loaded
+    sink = RecordingSink()
+    early = hub.subscribe(sink)  # a client that got in before the backlog was loaded
     assert early is not None
     reader = asyncio.create_task(hub.run(bus))
     try:
         await asyncio.wait_for(hub.primed.wait(), 2)
-        assert early[0].queue.empty()
+        assert [m["type"] for m in sink.messages] == ["history"]
         assert early[0].drop is None
-        late = hub.subscribe()
+        late = hub.subscribe(RecordingSink())
         assert late is not None
         assert [e.id for e in late[1]] == [a.id for a in backlog[-50:]]
         assert value(metrics, "gateway_alerts_received_total") == 0

@@ -76,7 +76,7 @@ async def test_sigterm_drains_and_exits_zero(redis_server: RedisServer, tmp_path
 
 
 @pytest.mark.parametrize(("name", "value"), [("GATEWAY_PORT", "notaport"),
-                                             ("CLIENT_QUEUE_SIZE", "0")])
+                                             ("WS_MAX_BUFFERED_BYTES", "0")])
 async def test_a_bad_setting_exits_2_naming_the_variable(
         tmp_path: Path, name: str, value: str) -> None:
     process = start_gateway(tmp_path, **{name: value})

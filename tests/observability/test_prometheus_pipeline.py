@@ -21,6 +21,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from fake_exchange import FakeExchange, Quote, drifting_market, with_jump
 from tests.support.dashboard import panel_exprs
+from tests.support.gateway import live_alerts
 from tests.support.processes import Pipeline, metric
 from tests.support.prometheus import PrometheusServer, prometheus_binary, render_config
 from tests.support.servers import RedisServer
@@ -52,8 +53,7 @@ class Watcher:
     async def read(self) -> None:
         async for raw in self.ws:
             message = json.loads(raw)
-            if message["type"] == "alert":
-                self.alerts.append(message["alert"])
+            self.alerts.extend(live_alerts(message))
 
 
 @contextlib.asynccontextmanager

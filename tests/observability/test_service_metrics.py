@@ -22,7 +22,7 @@ from detector.metrics import DetectorMetrics
 from detector.service import Detector
 from gateway.hub import Hub
 from gateway.metrics import Metrics
-from tests.support.gateway import make_alert, running_gateway
+from tests.support.gateway import RecordingSink, make_alert, running_gateway
 from tests.support.servers import RedisServer
 
 
@@ -87,11 +87,11 @@ def test_set_lag_reports_both_kinds_per_stream() -> None:
 async def test_end_to_end_latency_is_observed_once_per_live_alert_and_not_for_history(
 ) -> None:
     metrics = Metrics()
-    hub = Hub(metrics=metrics, history_size=10, client_queue_size=4, max_clients=10,
+    hub = Hub(metrics=metrics, history_size=10, max_buffered_bytes=4096, max_clients=10,
               read_block_ms=20)
     old = make_alert("AUSDT", event_time_ms=int(time.time() * 1000) - 3_600_000)
     await hub.ingest([Delivery(ALERTS_STREAM, "1-0", encode_alert(old), 1)], live=False)
-    subscriptions = [hub.subscribe(), hub.subscribe()]
+    subscriptions = [hub.subscribe(RecordingSink()), hub.subscribe(RecordingSink())]
     assert all(subscriptions)
     fresh = make_alert("BUSDT", event_time_ms=int(time.time() * 1000) - 40)
     await hub.ingest([Delivery(ALERTS_STREAM, "2-0", encode_alert(fresh), 1),

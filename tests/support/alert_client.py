@@ -13,6 +13,8 @@ from typing import Any
 import websockets
 from websockets.asyncio.client import connect
 
+from tests.support.gateway import live_alerts
+
 
 @dataclass
 class AlertClient:
@@ -34,8 +36,9 @@ class AlertClient:
                         if message["type"] == "history":
                             self.history.extend(message["alerts"])
                             self.connected.set()
-                        elif message["type"] == "alert":
-                            self.live.append((time.time() * 1000, message["alert"]))
+                        else:
+                            now_ms = time.time() * 1000
+                            self.live.extend((now_ms, a) for a in live_alerts(message))
             except (OSError, websockets.WebSocketException, TimeoutError):
                 self.connected.clear()
                 await asyncio.sleep(0.2)

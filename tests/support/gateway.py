@@ -23,6 +23,7 @@ from common.schemas import Alert, alert_id, encode_alert
 from common.settings import GatewaySettings
 from gateway.app import create_app
 from gateway.service import bind_socket, serve
+from gateway.wire import BEHIND, GONE, WRITTEN
 
 ALERT_FIELDS: Final = {"id", "symbol", "direction", "change_pct", "price", "base_price",
                        "window_s", "threshold_pct", "event_time_ms", "detected_at_ms",
@@ -221,6 +222,44 @@ class ScriptedTransport:
         return self.reader
 
 
+class RecordingSink:
+    """Where the hub's frames go in the hub's own tests: decoded and kept in order, as a
+    connection that reads everything; ``behind`` is what it reports as still buffered."""
+
+    def __init__(self, behind: int = 0) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.behind = behind
+        self.open = True
+
+    def offer(self, frame: bytes, max_buffered: int) -> int:
+        if not self.open:
+            return GONE
+        if self.behind > max_buffered:
+            return BEHIND
+        assert frame[0] == 0x81, "a final text frame"
+        length, start = frame[1], 2
+        if length == 126:
+            length, start = int.from_bytes(frame[2:4], "big"), 4
+        elif length == 127:
+            length, start = int.from_bytes(frame[2:10], "big"), 10
+        assert len(frame) == start + length
+        self.messages.append(json.loads(frame[start:]))
+        return WRITTEN
+
+    def alert_ids(self) -> list[str]:
+        """The ids of the live alerts received, across ``alert`` and ``alerts`` messages."""
+        return [a["id"] for m in self.messages for a in live_alerts(m)]
+
+
+def live_alerts(message: dict[str, Any]) -> list[dict[str, Any]]:
+    if message["type"] == "alert":
+        return [message["alert"]]
+    if message["type"] == "alerts":
+        assert len(message["alerts"]) > 1, "one alert goes as an alert message"
+        return list(message["alerts"])
+    return []
+
+
 BACKGROUND_TYPES: Final = frozenset({"rules", "ping"})
 
 
@@ -239,11 +278,14 @@ async def receive(ws: ClientConnection, timeout_s: float = 5.0,
 
 async def receive_alerts(ws: ClientConnection, count: int,
                          timeout_s: float = 5.0) -> list[dict[str, Any]]:
-    alerts = []
-    for _ in range(count):
+    """The next ``count`` live alerts, whether they come one per message or several
+    (``alerts``); a message that would overshoot ``count`` fails the test."""
+    alerts: list[dict[str, Any]] = []
+    while len(alerts) < count:
         message = await receive(ws, timeout_s)
-        assert message["type"] == "alert"
-        alerts.append(message["alert"])
+        assert message["type"] in {"alert", "alerts"}, message["type"]
+        alerts.extend(live_alerts(message))
+    assert len(alerts) == count, f"{len(alerts) - count} more alerts than expected"
     return alerts
 
 
