@@ -119,6 +119,9 @@ class DetectorSettings(BaseServiceSettings):
     read_block_ms: Annotated[int, Field(ge=1)] = 1000
     rebuild_margin_s: Annotated[float, Field(ge=0)] = 10.0
     detector_metrics_port: Port = 9102
+    # How often the detector publishes its heartbeat on ``detector.heartbeat`` (the page's
+    # "no detector consuming" / "detector behind"); keep it well below HEALTH_DETECTOR_STALE_S.
+    detector_heartbeat_s: Annotated[float, Field(gt=0, le=60)] = 1.0
 
     @property
     def effective_cooldown_s(self) -> int:
@@ -174,6 +177,19 @@ class GatewaySettings(BaseServiceSettings):
     ws_ping_timeout_s: PositiveSeconds = 20.0
     # Bearer token of the rules admin API (/api/admin/*); unset or empty: the API is off.
     admin_token: SecretStr | None = None
+    # Pipeline health (gateway.health): the page's header and the /readyz body.
+    # Data older than this is a stale feed (amber), older than DOWN a dead one (red).
+    health_feed_stale_s: PositiveSeconds = 5.0
+    health_feed_down_s: PositiveSeconds = 30.0
+    # No heartbeat from any detector for this long: "no detector consuming" (red).
+    health_detector_stale_s: PositiveSeconds = 5.0
+    # The detector's newest processed tick this far behind the feed's: amber; DOWN: red.
+    health_detector_lag_s: PositiveSeconds = 5.0
+    health_detector_down_s: PositiveSeconds = 30.0
+    # A symbol counts as watched while it had a tick within this window.
+    health_symbols_window_s: PositiveSeconds = 60.0
+    # How often health is evaluated, and re-sent to browsers while it is not ok.
+    health_check_s: Annotated[float, Field(gt=0, le=10)] = 1.0
 
     @property
     def origins(self) -> frozenset[str]:
@@ -209,6 +225,10 @@ class GatewaySettings(BaseServiceSettings):
     def _consistent(self) -> Self:
         if self.read_block_ms / 1000 >= self.bus_timeout_s:
             raise ValueError("READ_BLOCK_MS must stay below BUS_TIMEOUT_S")
+        if self.health_feed_down_s <= self.health_feed_stale_s:
+            raise ValueError("HEALTH_FEED_DOWN_S must be above HEALTH_FEED_STALE_S")
+        if self.health_detector_down_s <= self.health_detector_lag_s:
+            raise ValueError("HEALTH_DETECTOR_DOWN_S must be above HEALTH_DETECTOR_LAG_S")
         return self
 
 

@@ -5,6 +5,8 @@ Messages (JSON text frames, server to client only):
 - ``{"type":"history","alerts":[<alert>, ...]}`` once on connect, oldest first; with
   ``?since=<alert id>`` it holds every alert after that one and ``"resumed":true``;
 - ``{"type":"rules","rules":[<rule>, ...]}`` after the history and on every rule change;
+- ``{"type":"health","health":{"level":...,"summary":...,"reasons":[...],...}}`` after the
+  rules and whenever the pipeline's health changes (``gateway.health_monitor``);
 - ``{"type":"alert","alert":<alert>}`` per live alert;
 - ``{"type":"ping","t":<ms>}`` after ``WS_HEARTBEAT_S`` of silence, so that a browser can
   tell a quiet market from a dead connection (it cannot see protocol pings);
@@ -22,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
@@ -75,7 +77,7 @@ def origin_allowed(websocket: WebSocket, allowed: frozenset[str]) -> bool:
 
 
 async def serve_client(websocket: WebSocket, hub: Hub, metrics: Metrics, rules: RulesFollower,
-                       policy: SocketPolicy) -> None:
+                       policy: SocketPolicy, health: Callable[[], str]) -> None:
     if not origin_allowed(websocket, policy.allowed_origins):
         metrics.clients_dropped.labels("origin").inc()
         log.info("refused a WebSocket from origin %r", websocket.headers.get("origin"))
@@ -103,8 +105,8 @@ async def serve_client(websocket: WebSocket, hub: Hub, metrics: Metrics, rules: 
     subscriber, history = subscription
     try:
         await race(
-            _send(websocket, subscriber, history, since is not None, rules, metrics,
-                  policy.heartbeat_s),
+            _send(websocket, subscriber, history, since is not None,
+                  [rules.message(), health()], metrics, policy.heartbeat_s),
             _receive(websocket, hub, subscriber),
             subscriber.dropped.wait(),
         )
@@ -142,14 +144,15 @@ async def _wait_for_history(websocket: WebSocket, hub: Hub, metrics: Metrics) ->
 
 
 async def _send(websocket: WebSocket, subscriber: Subscriber, history: Sequence[Entry],
-                resumed: bool, rules: RulesFollower, metrics: Metrics,
+                resumed: bool, state: Sequence[str], metrics: Metrics,
                 heartbeat_s: float) -> None:
     # The hub snapshots the history and registers the queue atomically, so no queued alert
     # can also be in the history; checking anyway keeps "exactly once" from depending on it.
     in_history = {entry.id for entry in history}
     try:
         await websocket.send_text(history_message(history, resumed=resumed))
-        await websocket.send_text(rules.message())
+        for message in state:  # the rules in force, the pipeline's health
+            await websocket.send_text(message)
         while True:
             try:
                 # asyncio.timeout, not wait_for: no task per message on the hot path.
