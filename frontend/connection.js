@@ -4,6 +4,7 @@
 //   {"type":"history","alerts":[...],"resumed":true?}  first, oldest first
 //   {"type":"alert","alert":{...}}                    each live alert
 //   {"type":"rules","rules":[...]}                    after the history and on every change
+//   {"type":"health","health":{...}}                  pipeline health (health.js)
 //   {"type":"ping","t":ms}                            heartbeat, about every 15 s
 //   {"type":"error","code":"bad_since"|"unknown_since",...} then close 4400 / 4404
 //
