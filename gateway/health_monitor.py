@@ -18,6 +18,7 @@ check while it is not ok, so that "stale for 12 s" keeps counting on the page.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -52,6 +53,7 @@ class HealthMonitor:
         self._partitions = settings.tick_partitions
         self._block_ms = settings.read_block_ms
         self._check_s = settings.health_check_s
+        self._prime_timeout_s = settings.bus_timeout_s
         self._symbols_window_ms = int(settings.health_symbols_window_s * 1000)
         self.thresholds = Thresholds(
             feed_stale_s=settings.health_feed_stale_s, feed_down_s=settings.health_feed_down_s,
@@ -63,6 +65,8 @@ class HealthMonitor:
         self._heartbeats: dict[str, DetectorHeartbeat] = {}  # consumer → newest
         self._failing: set[str] = set()  # streams whose reader is waiting out an outage
         self._announced: Health | None = None
+        self._unprimed = self._partitions + 1  # streams whose newest entries are not read yet
+        self._primed = asyncio.Event()
 
     def observation(self) -> Observation:
         newest = max(self._newest.values(), default=0)
@@ -81,6 +85,7 @@ class HealthMonitor:
 
     def check(self) -> Health:
         """Evaluate, and tell the browsers when they should hear of it."""
+        self._forget_old_symbols()
         health = self.current()
         if not health.same_state(self._announced) or health.level != "ok":
             if not health.same_state(self._announced):
@@ -101,10 +106,9 @@ class HealthMonitor:
                     self._last_seen[tick.symbol] = tick.event_time_ms
                 if tick.event_time_ms > self._newest.get(partition, 0):
                     self._newest[partition] = tick.event_time_ms
-        if len(self._last_seen) > 4 * max(1, len(self._newest)) * 1000:
-            self._forget_old_symbols()
 
     def _forget_old_symbols(self) -> None:
+        """Delisted symbols leave the count by the window; this bounds the memory too."""
         horizon = max(self._newest.values(), default=0) - self._symbols_window_ms
         self._last_seen = {s: t for s, t in self._last_seen.items() if t >= horizon}
 
@@ -132,6 +136,11 @@ class HealthMonitor:
                     name=f"health ticks.{partition}")
             tasks.create_task(self._follow(transport, DETECTOR_HEARTBEAT_STREAM,
                                            self.take_heartbeats), name="health heartbeats")
+            # The first verdict waits for the newest entries (a gateway that starts would
+            # otherwise flash "no exchange data" at every browser), but not for ever.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._prime_timeout_s):
+                    await self._primed.wait()
             while True:
                 self.check()
                 await asyncio.sleep(self._check_s)
@@ -141,6 +150,7 @@ class HealthMonitor:
         reader = transport.broadcast_reader(stream)
         backoff = Backoff()
         primed = False
+        attempted = False  # the first read counted towards the monitor's first verdict
         try:
             while True:
                 try:
@@ -152,6 +162,7 @@ class HealthMonitor:
                         primed = True
                 except BusUnavailable as exc:
                     self._failing.add(stream)
+                    attempted = attempted or self._prime()
                     delay = backoff.next_delay()
                     log.debug("%s not read (%s); retrying in %.1fs", stream, exc, delay)
                     await asyncio.sleep(delay)
@@ -159,8 +170,17 @@ class HealthMonitor:
                 self._failing.discard(stream)
                 backoff.reset()
                 take(batch)
+                attempted = attempted or self._prime()
         finally:
             await reader.close()
+
+
+    def _prime(self) -> bool:
+        """One more stream had its first read (or failed it); True, for the caller's flag."""
+        self._unprimed -= 1
+        if self._unprimed <= 0:
+            self._primed.set()
+        return True
 
 
 def encode_message(health: Health) -> str:
