@@ -14,7 +14,7 @@ import pytest
 from playwright.async_api import Browser, Page, expect
 
 from fake_exchange import FakeExchange, drifting_market
-from tests.support.page import new_context, open_probe
+from tests.support.page import ARTIFACTS, new_context, open_probe
 from tests.support.processes import Pipeline, running
 from tests.support.servers import RedisServer
 
@@ -78,6 +78,8 @@ async def test_the_header_turns_amber_or_red_with_the_reason_and_green_after_rec
             assert await asyncio.to_thread(detector.stop) == 0
             await shows(page, "down", "no detector consuming",
                         int((DETECTOR_STALE_S + 4 * CHECK_S + 0.5) * 1000))
+            ARTIFACTS.mkdir(exist_ok=True)
+            await page.locator("header").screenshot(path=str(ARTIFACTS / "health-down.png"))
             await expect(page.locator("#health .health-text")).to_have_text(
                 re.compile(rf"^watching {SYMBOLS} symbols"))
             detector.start()
@@ -88,8 +90,10 @@ async def test_the_header_turns_amber_or_red_with_the_reason_and_green_after_rec
             started = time.monotonic()
             await shows(page, "warn", "exchange feed stale for", WITHIN_MS)
             assert time.monotonic() - started >= STALE_S - 0.5
+            await page.locator("header").screenshot(path=str(ARTIFACTS / "health-warn.png"))
             exchange.resume()
             await green(page)
+            await page.locator("header").screenshot(path=str(ARTIFACTS / "health-ok.png"))
             assert probe.console_errors == []
 
             # The page loses its socket: it cannot know, and says so, counting.
@@ -102,6 +106,7 @@ async def test_the_header_turns_amber_or_red_with_the_reason_and_green_after_rec
             reason = page.locator("#health .health-reason")
             first = await reason.text_content()
             await expect(reason).not_to_have_text(first or "", timeout=3000)
+            await page.locator("header").screenshot(path=str(ARTIFACTS / "health-unknown.png"))
             gateway.start()
             await expect(page.locator("#status-text")).to_have_text("live", timeout=RECOVERY_MS)
             await green(page)
