@@ -40,7 +40,6 @@ from common.partitioning import (
     ALERTS_STREAM,
     DETECTOR_GROUP,
     DETECTOR_HEARTBEAT_STREAM,
-    HEARTBEATS_KEPT,
     HEARTBEATS_KEPT_S,
     RULES_KEPT,
     RULES_STREAM,
@@ -186,8 +185,7 @@ class Detector:
             try:
                 if not declared:
                     await self._transport.declare([DETECTOR_HEARTBEAT_STREAM],
-                                                  Retention(max_len=HEARTBEATS_KEPT,
-                                                            max_age_s=HEARTBEATS_KEPT_S))
+                                                  Retention(max_age_s=HEARTBEATS_KEPT_S))
                     declared = True
                 await self._transport.publish([Record(
                     DETECTOR_HEARTBEAT_STREAM, self._settings.detector_consumer,
