@@ -53,18 +53,21 @@ export class HealthView {
     let text = "checking the pipeline…";
     let reason = "";
     if (this.lostAt !== null) {
+      // How old this element's knowledge is; why the socket is gone is the status's to say.
       text = "pipeline state unknown";
-      reason = "connection to the gateway lost " + formatAge((Date.now() - this.lostAt) / 1000)
-        + " ago";
+      reason = "not connected for " + formatAge((Date.now() - this.lostAt) / 1000);
     } else if (health) {
       level = health.level;
       text = health.summary;
+      reason = (health.reasons || []).join(" · ");
       if (level !== "ok" && typeof health.newest_tick_ms === "number") {
         // Nothing newer arrived since the gateway looked, so the data keeps ageing.
-        const ageS = (health.at_ms - health.newest_tick_ms + Date.now() - this.receivedAt) / 1000;
-        text = text.replace(/data [0-9.]+ (s|min) old/, "data " + formatAge(ageS) + " old");
+        const age = formatAge(
+          (health.at_ms - health.newest_tick_ms + Date.now() - this.receivedAt) / 1000);
+        text = text.replace(/data [0-9.]+ (s|min) old/, "data " + age + " old");
+        reason = reason.replace(/exchange feed stale for [0-9.]+ (s|min)/,
+          "exchange feed stale for " + age);
       }
-      reason = (health.reasons || []).join(" · ");
     }
     this.element.className = "health health-" + level;
     this.element.dataset.level = level;

@@ -100,7 +100,7 @@ async def test_the_header_turns_amber_or_red_with_the_reason_and_green_after_rec
             gateway = pipeline.services["gateway"]
             assert await asyncio.to_thread(gateway.stop) == 0
             await expect(page.locator("#status-text")).to_have_text("offline")
-            await shows(page, "unknown", "connection to the gateway lost")
+            await shows(page, "unknown", "not connected for")
             await expect(page.locator("#health .health-text")).to_have_text(
                 "pipeline state unknown")
             reason = page.locator("#health .health-reason")
