@@ -188,7 +188,7 @@ class GatewaySettings(BaseServiceSettings):
     health_detector_down_s: PositiveSeconds = 30.0
     # A symbol counts as watched while it had a tick within this window.
     health_symbols_window_s: PositiveSeconds = 60.0
-    # How often health is evaluated, and re-sent to browsers while it is not ok.
+    # How often health is evaluated (a change reaches the browsers within one check).
     health_check_s: Annotated[float, Field(gt=0, le=10)] = 1.0
 
     @property

@@ -11,8 +11,10 @@ Redis, the group coordinator on Kafka), which they do not.
   ``detector.service.Detector.beat``); the newest per consumer is kept.
 
 Every ``HEALTH_CHECK_S`` the observation is evaluated (``gateway.health``, pure). Browsers
-are told when the state changes (a level or the number of symbols), and again on every
-check while it is not ok, so that "stale for 12 s" keeps counting on the page.
+are told when the state changes (a level, or the number of symbols), and again every
+``NOT_OK_REPEAT_S`` while it is not ok, so that the reasons' figures stay current; between
+messages the page ages a stale feed itself. Repeating every check instead would cost every
+client a message a second for as long as an incident lasts.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from gateway.hub import Hub
 log = logging.getLogger(__name__)
 
 READ_COUNT: Final = 512
+NOT_OK_REPEAT_S: Final = 5.0
 _json: Final = msgspec.json.Encoder()
 
 
@@ -47,12 +50,14 @@ class HealthMessage(msgspec.Struct, frozen=True, tag_field="type", tag="health")
 
 class HealthMonitor:
     def __init__(self, settings: GatewaySettings, hub: Hub, *,
-                 clock_ms: Callable[[], int] = lambda: int(time.time() * 1000)) -> None:
+                 clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+                 repeat_s: float = NOT_OK_REPEAT_S) -> None:
         self._hub = hub
         self._clock_ms = clock_ms
         self._partitions = settings.tick_partitions
         self._block_ms = settings.read_block_ms
         self._check_s = settings.health_check_s
+        self._repeat_ms = int(max(repeat_s, settings.health_check_s) * 1000)
         self._prime_timeout_s = settings.bus_timeout_s
         self._symbols_window_ms = int(settings.health_symbols_window_s * 1000)
         self.thresholds = Thresholds(
@@ -87,10 +92,13 @@ class HealthMonitor:
         """Evaluate, and tell the browsers when they should hear of it."""
         self._forget_old_symbols()
         health = self.current()
-        if not health.same_state(self._announced) or health.level != "ok":
-            if not health.same_state(self._announced):
-                log.info("pipeline health %s: %s%s", health.level, health.summary,
-                         "".join(f"; {r}" for r in health.reasons))
+        changed = not health.same_state(self._announced)
+        repeat = (self._announced is not None and health.level != "ok"
+                  and health.at_ms - self._announced.at_ms >= self._repeat_ms)
+        if changed:
+            log.info("pipeline health %s: %s%s", health.level, health.summary,
+                     "".join(f"; {r}" for r in health.reasons))
+        if changed or repeat:
             self._announced = health
             self._hub.broadcast(encode_message(health))
         return health
