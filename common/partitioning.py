@@ -16,6 +16,12 @@ RULES_STREAM = "rules"
 # Entries kept on ``rules`` (MAXLEN ~): the newest rule set and the audit trail before it.
 RULES_KEPT = 100
 DETECTOR_GROUP = "detector"
+# Each detector's heartbeat (``DetectorHeartbeat``), about one a second, followed by every
+# gateway to tell "no detector consuming" and "detector behind" on the page. Kept by age
+# (both backends can; Redis cannot trim by count and age at once): only the newest entry of
+# each consumer matters.
+DETECTOR_HEARTBEAT_STREAM = "detector.heartbeat"
+HEARTBEATS_KEPT_S = 600.0
 
 
 def partition_of(symbol: str, partitions: int) -> int:

@@ -239,6 +239,23 @@ class RuleSet(msgspec.Struct, frozen=True, kw_only=True):
         return next((r for r in self.rules if r.name == name), None)
 
 
+class DetectorHeartbeat(msgspec.Struct, frozen=True, kw_only=True):
+    """What one detector says about itself on ``detector.heartbeat`` every
+    ``DETECTOR_HEARTBEAT_S``: who it is, what it reads, how far it got.
+
+    ``newest_event_ms`` is the newest exchange event time among the live (not replayed)
+    ticks it processed, ``None`` before the first; ``behind`` the entries of its streams not
+    yet delivered to the group, ``None`` when unknown; ``rebuilding`` while it replays history.
+    """
+
+    consumer: str
+    partitions: list[int]
+    sent_at_ms: int
+    newest_event_ms: int | None = None
+    behind: int | None = None
+    rebuilding: bool = False
+
+
 def alert_id(symbol: str, window_s: int, event_time_ms: int) -> str:
     """Deterministic, so a redelivered tick reproduces the same id and is recognised."""
     return f"{symbol}:{window_s}:{event_time_ms}"
@@ -260,6 +277,8 @@ alert_decoder: Final = msgspec.msgpack.Decoder(Alert)
 alert_json_encoder: Final = msgspec.json.Encoder()
 rule_set_encoder: Final = msgspec.msgpack.Encoder()
 rule_set_decoder: Final = msgspec.msgpack.Decoder(RuleSet)
+heartbeat_encoder: Final = msgspec.msgpack.Encoder()
+heartbeat_decoder: Final = msgspec.msgpack.Decoder(DetectorHeartbeat)
 
 
 def encode_ticks(ticks: list[Tick]) -> bytes:
@@ -284,3 +303,11 @@ def encode_rule_set(rule_set: RuleSet) -> bytes:
 
 def decode_rule_set(payload: bytes) -> RuleSet:
     return rule_set_decoder.decode(payload)
+
+
+def encode_heartbeat(heartbeat: DetectorHeartbeat) -> bytes:
+    return heartbeat_encoder.encode(heartbeat)
+
+
+def decode_heartbeat(payload: bytes) -> DetectorHeartbeat:
+    return heartbeat_decoder.decode(payload)

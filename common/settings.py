@@ -119,6 +119,9 @@ class DetectorSettings(BaseServiceSettings):
     read_block_ms: Annotated[int, Field(ge=1)] = 1000
     rebuild_margin_s: Annotated[float, Field(ge=0)] = 10.0
     detector_metrics_port: Port = 9102
+    # How often the detector publishes its heartbeat on ``detector.heartbeat`` (the page's
+    # "no detector consuming" / "detector behind"); keep it well below HEALTH_DETECTOR_STALE_S.
+    detector_heartbeat_s: Annotated[float, Field(gt=0, le=60)] = 1.0
 
     @property
     def effective_cooldown_s(self) -> int:
@@ -179,6 +182,19 @@ class GatewaySettings(BaseServiceSettings):
     # fanout: bytes a browser's connection may hold unsent (beyond the kernel's buffer)
     # before it is dropped as too slow; alerts are ~1-2 kB, so this is ~100-250 of them.
     ws_max_buffered_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 256 * 1024
+    # Pipeline health (gateway.health): the page's header and the /readyz body.
+    # Data older than this is a stale feed (amber), older than DOWN a dead one (red).
+    health_feed_stale_s: PositiveSeconds = 5.0
+    health_feed_down_s: PositiveSeconds = 30.0
+    # No heartbeat from any detector for this long: "no detector consuming" (red).
+    health_detector_stale_s: PositiveSeconds = 5.0
+    # The detector's newest processed tick this far behind the feed's: amber; DOWN: red.
+    health_detector_lag_s: PositiveSeconds = 5.0
+    health_detector_down_s: PositiveSeconds = 30.0
+    # A symbol counts as watched while it had a tick within this window.
+    health_symbols_window_s: PositiveSeconds = 60.0
+    # How often health is evaluated (a change reaches the browsers within one check).
+    health_check_s: Annotated[float, Field(gt=0, le=10)] = 1.0
 
     @property
     def origins(self) -> frozenset[str]:
@@ -215,6 +231,10 @@ class GatewaySettings(BaseServiceSettings):
     def _consistent(self) -> Self:
         if self.read_block_ms / 1000 >= self.bus_timeout_s:
             raise ValueError("READ_BLOCK_MS must stay below BUS_TIMEOUT_S")
+        if self.health_feed_down_s <= self.health_feed_stale_s:
+            raise ValueError("HEALTH_FEED_DOWN_S must be above HEALTH_FEED_STALE_S")
+        if self.health_detector_down_s <= self.health_detector_lag_s:
+            raise ValueError("HEALTH_DETECTOR_DOWN_S must be above HEALTH_DETECTOR_LAG_S")
         return self
 
     # Bounds on one HTTP request (gateway.limits): its longest line (the request line: 414;

@@ -39,6 +39,8 @@ from common.bus import (
 from common.partitioning import (
     ALERTS_STREAM,
     DETECTOR_GROUP,
+    DETECTOR_HEARTBEAT_STREAM,
+    HEARTBEATS_KEPT_S,
     RULES_KEPT,
     RULES_STREAM,
     ticks_stream,
@@ -47,11 +49,13 @@ from common.rules_stream import RulesView
 from common.runner import Runtime, Service, wait_or_stop
 from common.schemas import (
     Alert,
+    DetectorHeartbeat,
     Rule,
     RuleSet,
     decode_alert,
     decode_ticks,
     encode_alert,
+    encode_heartbeat,
 )
 from common.settings import DetectorSettings
 from detector.engine import DetectionEngine
@@ -98,6 +102,9 @@ class Detector:
         self._seen = SeenIds()
         self._backoff = Backoff()
         self.rebuilt = asyncio.Event()
+        # For the heartbeat: the newest live event time processed, entries behind (if known).
+        self.newest_event_ms: int | None = None
+        self.behind: int | None = None
 
     async def run(self, stopping: asyncio.Event) -> None:
         settings = self._settings
@@ -151,7 +158,41 @@ class Detector:
                     log.debug("consumer lag not refreshed: %s", exc)
                 else:
                     self.metrics.set_lag(lags, time.time())
+                    self.behind = sum(lag.behind for lag in lags.values())
             if await wait_or_stop(stopping, every_s):
+                return
+
+    def heartbeat(self) -> DetectorHeartbeat:
+        return DetectorHeartbeat(
+            consumer=self._settings.detector_consumer,
+            partitions=list(self._settings.partitions), sent_at_ms=int(time.time() * 1000),
+            newest_event_ms=self.newest_event_ms, behind=self.behind,
+            rebuilding=not self.rebuilt.is_set())
+
+    async def beat(self, stopping: asyncio.Event) -> None:
+        """Publish a heartbeat every ``DETECTOR_HEARTBEAT_S`` until shutdown, as a task of
+        its own.
+
+        This is how the gateways tell "no detector consuming" and "detector behind" without
+        asking the bus about the group: group introspection differs per backend (``XINFO
+        CONSUMERS`` on Redis, the group coordinator on Kafka) while a small record on a
+        capped stream reads the same everywhere. A detector that crash-loops stops beating;
+        one that is alive but stuck beats with a ``newest_event_ms`` that falls behind the
+        feed. A bus outage skips beats (the detection loop reports the outage itself).
+        """
+        declared = False
+        while True:
+            try:
+                if not declared:
+                    await self._transport.declare([DETECTOR_HEARTBEAT_STREAM],
+                                                  Retention(max_age_s=HEARTBEATS_KEPT_S))
+                    declared = True
+                await self._transport.publish([Record(
+                    DETECTOR_HEARTBEAT_STREAM, self._settings.detector_consumer,
+                    encode_heartbeat(self.heartbeat()))])
+            except BusUnavailable as exc:
+                log.debug("heartbeat not published: %s", exc)
+            if await wait_or_stop(stopping, self._settings.detector_heartbeat_s):
                 return
 
     async def _load_rules(self) -> None:
@@ -242,6 +283,10 @@ class Detector:
                 self.metrics.ticks_replayed.inc(len(ticks))
                 continue
             self.metrics.ticks_processed.inc(len(ticks))
+            if ticks:
+                newest = max(tick.event_time_ms for tick in ticks)
+                if self.newest_event_ms is None or newest > self.newest_event_ms:
+                    self.newest_event_ms = newest
             for alert in self.engine.process(ticks, now_ms):
                 if alert.id in self._seen:
                     self.metrics.duplicates_skipped.inc()
@@ -308,6 +353,7 @@ async def main(settings: DetectorSettings, stopping: asyncio.Event, runtime: Run
     async with asyncio.TaskGroup() as tasks:
         loop = tasks.create_task(detector.run(stopping), name="detector-loop")
         tasks.create_task(detector.watch_lag(stopping), name="detector-lag")
+        tasks.create_task(detector.beat(stopping), name="detector-heartbeat")
         runtime.healthy = lambda: not loop.done()
 
 

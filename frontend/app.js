@@ -9,6 +9,7 @@ import { AlertList, isAlert } from "./alert-list.js";
 import { ChartPanel } from "./chart-panel.js";
 import { Connection } from "./connection.js";
 import { describeRules, spokenAlert } from "./format.js";
+import { HealthView } from "./health.js";
 import { Notifier } from "./notify.js";
 import { Chime } from "./sound.js";
 import { load, save } from "./store.js";
@@ -314,6 +315,7 @@ function onMessage(message) {
     // Several alerts that reached the gateway together, oldest first.
     case "alerts": if (Array.isArray(message.alerts)) message.alerts.forEach(onAlert); break;
     case "rules": if (Array.isArray(message.rules)) showRules(message.rules); break;
+    case "health": health.show(message.health); break;
     default: break; // "ping" and types a later gateway may add
   }
 }
@@ -322,8 +324,10 @@ const status = $("status");
 const statusText = $("status-text");
 const statusDetail = $("status-detail");
 const STATUS_TEXT = { connecting: "connecting…", live: "live", down: "offline" };
+const health = new HealthView($("health"));
 
 function onStatus(state, detail) {
+  health.connection(state);
   status.className = "status status-" + state;
   statusText.textContent = STATUS_TEXT[state] || state;
   statusDetail.textContent = detail ? "· " + detail : "";

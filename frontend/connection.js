@@ -5,6 +5,7 @@
 //   {"type":"alert","alert":{...}}                    a live alert
 //   {"type":"alerts","alerts":[...]}                  several live alerts, oldest first
 //   {"type":"rules","rules":[...]}                    after the history and on every change
+//   {"type":"health","health":{...}}                  pipeline health (health.js)
 //   {"type":"ping","t":ms}                            heartbeat, about every 15 s
 //   {"type":"error","code":"bad_since"|"unknown_since",...} then close 4400 / 4404
 //

@@ -14,8 +14,9 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any, Final
 
+import msgspec
 from fastapi import FastAPI, HTTPException, Query, WebSocket
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from prometheus_client import CollectorRegistry
 
 import gateway
@@ -23,6 +24,8 @@ from common.bus import Transport
 from common.schemas import ALERT_ID_PATTERN
 from common.settings import GatewaySettings
 from gateway.admin import register_admin
+from gateway.health import Component, Health, Level
+from gateway.health_monitor import HealthMonitor
 from gateway.hub import Hub, UnknownAlert, alerts_document
 from gateway.metrics import Metrics
 from gateway.origins import OriginPolicy
@@ -36,6 +39,7 @@ log = logging.getLogger(__name__)
 FRONTEND_DIR: Final = Path(gateway.__file__).resolve().parent.parent / "frontend"
 API_MAX_LIMIT: Final = 1000
 READY_PING_TIMEOUT_S: Final = 2.0
+_json: Final = msgspec.json.Encoder()
 
 
 Reader = Callable[[], Coroutine[Any, Any, None]]
@@ -51,22 +55,25 @@ def create_app(settings: GatewaySettings, transport: Transport,
               max_clients=settings.max_clients,
               read_block_ms=settings.read_block_ms, seen_limit=settings.alerts_maxlen)
     rules = RulesFollower(hub, metrics, read_block_ms=settings.read_block_ms)
+    health = HealthMonitor(settings, hub)
     policy = SocketPolicy(OriginPolicy.of(settings))
 
     app = FastAPI(title="binance-alerter gateway", docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.state.hub = hub
     app.state.rules = rules
+    app.state.health = health
     app.state.metrics = metrics
     app.state.readers = {"alerts reader": lambda: hub.run(transport),
                          "rules follower": lambda: rules.run(transport),
-                         "heartbeat": lambda: hub.heartbeat(settings.ws_heartbeat_s)}
+                         "heartbeat": lambda: hub.heartbeat(settings.ws_heartbeat_s),
+                         "health monitor": lambda: health.run(transport)}
     app.state.failed_readers = {}
     metrics.instrument(app)
 
     @app.websocket("/ws")
     async def alerts_socket(websocket: WebSocket) -> None:
-        await serve_client(websocket, hub, metrics, rules, policy)
+        await serve_client(websocket, hub, metrics, rules, policy, health.message)
 
     @app.get("/api/alerts")
     async def recent_alerts(
@@ -96,11 +103,19 @@ def create_app(settings: GatewaySettings, transport: Transport,
         return {"status": "ok"}
 
     @app.get("/readyz")
-    async def readyz() -> JSONResponse:
+    async def readyz() -> Response:
+        """Readiness of this gateway (503 only for its own: bus unreachable, a reader
+        down, history not loaded), and the pipeline's health in the body with 200: a stale
+        exchange feed is every replica's, and must not make a load balancer pull them all.
+
+        ``{"status": "ready"|"not ready", "reason": "...", "level": "ok"|"warn"|"down",
+        "summary": "...", "reasons": [...], "symbols": n, "newest_tick_ms": ...,
+        "at_ms": ..., "components": {"gateway"|"bus"|"feed"|"detector":
+        {"level": ..., "detail": ...}}}``
+        """
         reason = _failures_reason(app) or await _not_ready_reason(hub, transport)
-        if reason:
-            return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
-        return JSONResponse({"status": "ready"})
+        return Response(readiness_document(reason, health.current()),
+                        status_code=503 if reason else 200, media_type="application/json")
 
     @app.get("/metrics")
     async def metrics_endpoint() -> Response:
@@ -127,6 +142,27 @@ async def _not_ready_reason(hub: Hub, transport: Transport) -> str:
     if not hub.primed.is_set():
         return "alert history is not loaded yet"
     return ""
+
+
+def readiness_document(reason: str, health: Health) -> bytes:
+    gateway = Component("down", reason) if reason else Component("ok", "ready")
+    return _json.encode(Readiness(
+        status="not ready" if reason else "ready", reason=reason, level=health.level,
+        summary=health.summary, reasons=health.reasons, symbols=health.symbols,
+        newest_tick_ms=health.newest_tick_ms, at_ms=health.at_ms,
+        components={"gateway": gateway, **health.components}))
+
+
+class Readiness(msgspec.Struct, frozen=True, kw_only=True):
+    status: str
+    reason: str
+    level: Level
+    summary: str
+    reasons: list[str]
+    symbols: int
+    newest_tick_ms: int | None
+    at_ms: int
+    components: dict[str, Component]
 
 
 def hub_of(app: FastAPI) -> Hub:

@@ -5,6 +5,8 @@ Messages (JSON text frames, server to client only):
 - ``{"type":"history","alerts":[<alert>, ...]}`` once on connect, oldest first; with
   ``?since=<alert id>`` it holds every alert after that one and ``"resumed":true``;
 - ``{"type":"rules","rules":[<rule>, ...]}`` after the history and on every rule change;
+- ``{"type":"health","health":{"level":...,"summary":...,"reasons":[...],...}}`` after the
+  rules and whenever the pipeline's health changes (``gateway.health_monitor``);
 - ``{"type":"alert","alert":<alert>}`` for a live alert, or
   ``{"type":"alerts","alerts":[<alert>, ...]}`` (oldest first) for several that arrived
   together;
@@ -28,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -77,7 +80,7 @@ def origin_allowed(websocket: WebSocket, origins: OriginPolicy) -> bool:
 
 
 async def serve_client(websocket: WebSocket, hub: Hub, metrics: Metrics, rules: RulesFollower,
-                       policy: SocketPolicy) -> None:
+                       policy: SocketPolicy, health: Callable[[], str]) -> None:
     if not origin_allowed(websocket, policy.origins):
         metrics.clients_dropped.labels("origin").inc()
         log.info("refused a WebSocket from origin %r", websocket.headers.get("origin"))
@@ -99,7 +102,7 @@ async def serve_client(websocket: WebSocket, hub: Hub, metrics: Metrics, rules: 
     if not hub.primed.is_set() and not await _wait_for_history(websocket, hub, metrics):
         return
     try:
-        subscription = hub.subscribe(wire, since, then=(rules.message(),))
+        subscription = hub.subscribe(wire, since, then=(rules.message(), health()))
     except UnknownAlert:
         await _refuse(websocket, metrics, UNKNOWN_SINCE, "this gateway no longer holds that "
                       "alert; reconnect without since to receive the recent history")

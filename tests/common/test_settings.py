@@ -65,6 +65,13 @@ def test_cooldown_defaults_to_the_window(monkeypatch: pytest.MonkeyPatch) -> Non
         (GatewaySettings, "MAX_HEADER_BYTES", "4096"),  # below MAX_REQUEST_LINE_BYTES
         (GatewaySettings, "MAX_BODY_BYTES", "0"),
         (GatewaySettings, "REQUEST_READ_TIMEOUT_S", "0"),
+        (GatewaySettings, "HEALTH_FEED_STALE_S", "0"),
+        (GatewaySettings, "HEALTH_FEED_DOWN_S", "3"),  # not above HEALTH_FEED_STALE_S
+        (GatewaySettings, "HEALTH_DETECTOR_STALE_S", "-1"),
+        (GatewaySettings, "HEALTH_DETECTOR_DOWN_S", "2"),  # not above HEALTH_DETECTOR_LAG_S
+        (GatewaySettings, "HEALTH_SYMBOLS_WINDOW_S", "never"),
+        (GatewaySettings, "HEALTH_CHECK_S", "60"),
+        (DetectorSettings, "DETECTOR_HEARTBEAT_S", "0"),
     ],
 )
 def test_each_bad_value_names_its_variable(monkeypatch: pytest.MonkeyPatch,

@@ -13,6 +13,7 @@ from common.bus.redis_streams import RedisConfig, RedisTransport
 from common.partitioning import (
     ALERTS_STREAM,
     DETECTOR_GROUP,
+    DETECTOR_HEARTBEAT_STREAM,
     RULES_STREAM,
     partition_of,
     ticks_stream,
@@ -23,6 +24,7 @@ from common.schemas import (
     RuleSet,
     Tick,
     decode_alert,
+    decode_heartbeat,
     decode_rule_set,
     decode_ticks,
     encode_alert,
@@ -253,3 +255,33 @@ async def test_restart_keeps_the_escalation_level_of_published_alerts(
     await run_until(Detector(settings(redis_server.url), bus))
     alerts = await alerts_on_bus(bus)
     assert [(a.level, a.price) for a in alerts] == [(1, 102.5), (2, 104.6)]
+
+
+async def test_the_heartbeat_says_who_reads_what_and_how_far_it_got(
+        bus: RedisTransport, redis_server: RedisServer) -> None:
+    """What the gateways read to tell "no detector consuming" and "detector behind"."""
+    now = int(time.time() * 1000)
+    for i in range(5):
+        await bus.publish(frame({"BTCUSDT": 100.0, "ETHUSDT": 10.0}, now + i * 1000))
+    detector = Detector(settings(redis_server.url, detector_consumer="det-a",
+                                 detector_heartbeat_s=0.05), bus)
+    stopping = asyncio.Event()
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(detector.run(stopping))
+        tasks.create_task(detector.watch_lag(stopping, every_s=0.05))
+        beating = tasks.create_task(detector.beat(stopping))
+        await asyncio.wait_for(detector.rebuilt.wait(), 10)
+        reader = bus.broadcast_reader(DETECTOR_HEARTBEAT_STREAM)
+        for _ in range(100):
+            beats = [decode_heartbeat(d.payload) for d in await reader.backlog(100)]
+            if beats and beats[-1].newest_event_ms == now + 4000 and beats[-1].behind == 0:
+                break
+            await asyncio.sleep(0.05)
+        stopping.set()
+    assert beating.done()
+    newest = beats[-1]
+    assert (newest.consumer, newest.partitions, newest.rebuilding) == ("det-a", [0, 1], False)
+    assert newest.newest_event_ms == now + 4000
+    assert newest.behind == 0
+    assert abs(newest.sent_at_ms - time.time() * 1000) < 5000
+    assert beats[0].sent_at_ms <= newest.sent_at_ms

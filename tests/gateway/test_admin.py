@@ -79,7 +79,7 @@ async def test_list_create_update_patch_delete(redis_server: RedisServer, bus: R
 
         async with connect(gw.ws_url) as ws:
             assert (await receive(ws))["type"] == "history"
-            assert (await receive(ws, skip=frozenset({"ping"})))["type"] == "rules"
+            assert (await receive(ws, skip=frozenset({"ping", "health"})))["type"] == "rules"
 
             fast = {"name": "fast", "window_s": 10, "threshold_up_pct": 1.0,
                     "threshold_down_pct": 1.5, "cooldown_s": 30, "escalation_step_pct": 1.0,
@@ -90,7 +90,7 @@ async def test_list_create_update_patch_delete(redis_server: RedisServer, bus: R
             assert created.status_code == 201, created.text
             assert created.json()["version"] == 2
             assert created.json()["updated_by"] == "alice"
-            pushed = await receive(ws, skip=frozenset({"ping"}))
+            pushed = await receive(ws, skip=frozenset({"ping", "health"}))
             assert pushed["type"] == "rules"
             assert pushed["version"] == 2
             assert [r["name"] for r in pushed["rules"]] == ["default", "fast"]
@@ -290,7 +290,7 @@ async def test_a_change_through_the_api_alters_what_a_running_detector_fires(
                 assert time.perf_counter() - changed < 1.0, "not applied within 1 s"
                 await asyncio.sleep(0.01)
             await quote(101.6, 2000)  # +1.6 % over the same base now fires
-            alert = (await receive(ws, skip=frozenset({"ping", "rules"})))["alert"]
+            alert = (await receive(ws, skip=frozenset({"ping", "rules", "health"})))["alert"]
             assert (alert["symbol"], alert["threshold_pct"], alert["base_price"]) == (
                 "BTCUSDT", 1.0, 100.0)
             assert (alert["rule"], alert["level"]) == ("default", 1)

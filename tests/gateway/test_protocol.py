@@ -131,7 +131,7 @@ async def test_a_quiet_feed_gets_heartbeats(redis_server: RedisServer) -> None:
     async with running_gateway(redis_server.url, ws_heartbeat_s=0.2) as gw, \
             connect(gw.ws_url) as ws:
         await receive(ws)
-        ping = await receive(ws, 2, skip=frozenset({"rules"}))
+        ping = await receive(ws, 2, skip=frozenset({"rules", "health"}))
         assert ping["type"] == "ping"
         assert abs(ping["t"] - time.time() * 1000) < 5000
 
@@ -157,12 +157,12 @@ async def test_rules_in_force_are_served_and_pushed(
                                       "overrides": []}]
         async with connect(gw.ws_url) as ws:
             assert (await receive(ws))["type"] == "history"
-            first = await receive(ws, skip=frozenset({"ping"}))
+            first = await receive(ws, skip=frozenset({"ping", "health"}))
             assert first["type"] == "rules"
             assert first["rules"][0]["window_s"] == 60
             await announce(Rule(window_s=30, threshold_up_pct=1.0, threshold_down_pct=3.0,
                                 cooldown_s=30))
-            pushed = await receive(ws, skip=frozenset({"ping"}))
+            pushed = await receive(ws, skip=frozenset({"ping", "health"}))
             assert pushed["type"] == "rules"
             [rule] = pushed["rules"]
             assert (rule["window_s"], rule["threshold_up_pct"], rule["threshold_down_pct"],

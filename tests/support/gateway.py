@@ -18,7 +18,7 @@ from websockets.asyncio.client import ClientConnection
 
 from common.bus import BroadcastReader, BusUnavailable, Delivery, Record, Retention
 from common.bus.redis_streams import RedisConfig, RedisTransport
-from common.partitioning import ALERTS_STREAM, RULES_STREAM
+from common.partitioning import ALERTS_STREAM
 from common.schemas import Alert, alert_id, encode_alert
 from common.settings import GatewaySettings
 from gateway.app import create_app
@@ -196,7 +196,7 @@ class ScriptedReader:
 
 
 class ScriptedTransport:
-    """A transport whose ``alerts`` reader is scripted; the ``rules`` stream is empty."""
+    """A transport whose ``alerts`` reader is scripted; every other stream is empty."""
 
     def __init__(self, reader: ScriptedReader) -> None:
         self.reader = reader
@@ -216,9 +216,8 @@ class ScriptedTransport:
         raise NotImplementedError
 
     def broadcast_reader(self, stream: str) -> BroadcastReader:
-        if stream == RULES_STREAM:
+        if stream != ALERTS_STREAM:
             return ScriptedReader([[]])
-        assert stream == ALERTS_STREAM
         return self.reader
 
 
@@ -260,7 +259,7 @@ def live_alerts(message: dict[str, Any]) -> list[dict[str, Any]]:
     return []
 
 
-BACKGROUND_TYPES: Final = frozenset({"rules", "ping"})
+BACKGROUND_TYPES: Final = frozenset({"rules", "ping", "health"})
 
 
 async def receive(ws: ClientConnection, timeout_s: float = 5.0,
