@@ -24,7 +24,7 @@ from common.bus import Transport
 from common.schemas import ALERT_ID_PATTERN
 from common.settings import GatewaySettings
 from gateway.admin import register_admin
-from gateway.health import Component, Health, Level
+from gateway.health import Component, Health
 from gateway.health_monitor import HealthMonitor
 from gateway.hub import Hub, UnknownAlert, alerts_document
 from gateway.metrics import Metrics
@@ -146,23 +146,17 @@ async def _not_ready_reason(hub: Hub, transport: Transport) -> str:
 
 def readiness_document(reason: str, health: Health) -> bytes:
     gateway = Component("down", reason) if reason else Component("ok", "ready")
-    return _json.encode(Readiness(
-        status="not ready" if reason else "ready", reason=reason, level=health.level,
-        summary=health.summary, reasons=health.reasons, symbols=health.symbols,
-        newest_tick_ms=health.newest_tick_ms, at_ms=health.at_ms,
-        components={"gateway": gateway, **health.components}))
+    fields = msgspec.structs.asdict(health)
+    fields["components"] = {"gateway": gateway, **health.components}
+    return _json.encode(Readiness(status="not ready" if reason else "ready", reason=reason,
+                                  **fields))
 
 
-class Readiness(msgspec.Struct, frozen=True, kw_only=True):
+class Readiness(Health, frozen=True, kw_only=True):
+    """The pipeline's health with this gateway's own readiness."""
+
     status: str
     reason: str
-    level: Level
-    summary: str
-    reasons: list[str]
-    symbols: int
-    newest_tick_ms: int | None
-    at_ms: int
-    components: dict[str, Component]
 
 
 def hub_of(app: FastAPI) -> Hub:

@@ -29,6 +29,7 @@ from tests.support.gateway import (
     receive_alerts,
     running_gateway,
     serving,
+    stalled_client,
 )
 from tests.support.servers import RedisServer
 
@@ -75,20 +76,6 @@ async def test_single_and_coalesced_frames_after_the_history_exactly_once_in_ord
         assert await gw.metric("gateway_deliveries_total") == 6 + 2 * 4
 
 
-def _stalled_client(port: int) -> socket.socket:
-    """A WebSocket client that completes the handshake and then never reads again."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-                 b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                 b"Sec-WebSocket-Version: 13\r\n\r\n")
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += sock.recv(1)
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return sock
-
 
 async def test_a_client_that_never_reads_is_dropped_and_the_others_stay_prompt(
         redis_server: RedisServer, bus: RedisTransport) -> None:
@@ -99,7 +86,7 @@ async def test_a_client_that_never_reads_is_dropped_and_the_others_stay_prompt(
         try:
             for ws in readers:
                 await receive(ws)
-            stalled = await asyncio.to_thread(_stalled_client, gw.port)
+            stalled = await asyncio.to_thread(stalled_client, gw.port)
             try:
                 await gw.wait_metric("gateway_clients_connected", 4)
                 delays: list[float] = []

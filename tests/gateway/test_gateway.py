@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from typing import Any
 
 import pytest
@@ -26,6 +25,7 @@ from tests.support.gateway import (
     receive_alerts,
     running_gateway,
     serving,
+    stalled_client,
 )
 from tests.support.servers import RedisServer
 
@@ -107,20 +107,6 @@ async def test_same_alert_id_twice_on_the_bus_is_forwarded_once(
         assert ids((await gw.http.get("/api/alerts")).json()["alerts"]) == [after.id, twice.id]
 
 
-def _stalled_client(port: int) -> socket.socket:
-    """A WebSocket client that completes the handshake and then never reads again."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-                 b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                 b"Sec-WebSocket-Version: 13\r\n\r\n")
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += sock.recv(1)
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return sock
-
 
 async def test_a_client_that_stops_reading_is_dropped_and_others_keep_up(
         redis_server: RedisServer, bus: RedisTransport) -> None:
@@ -128,7 +114,7 @@ async def test_a_client_that_stops_reading_is_dropped_and_others_keep_up(
     async with running_gateway(redis_server.url, ws_max_buffered_bytes=16 * 1024) as gw, \
             connect(gw.ws_url) as good:
         await receive(good)
-        stalled = await asyncio.to_thread(_stalled_client, gw.port)
+        stalled = await asyncio.to_thread(stalled_client, gw.port)
         try:
             await gw.wait_metric("gateway_clients_connected", 2)
             loop = asyncio.get_running_loop()

@@ -15,10 +15,9 @@ from typing import Final
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.support.gateway import make_alert, open_bus, publish, receive
+from tests.support.gateway import make_alert, metric_value, open_bus, publish, receive
 from tests.support.processes import Service, service_env
 from tests.support.raw_http import Answer, exchange_async, request, upgrade
 from tests.support.servers import RedisServer
@@ -52,12 +51,7 @@ class Gateway:
     async def metric(self, name: str, **labels: str) -> float:
         async with httpx.AsyncClient() as http:
             response = await http.get(f"http://127.0.0.1:{self.port}/metrics")
-        for family in text_string_to_metric_families(response.text):
-            for sample in family.samples:
-                if sample.name == name and all(sample.labels.get(k) == v
-                                               for k, v in labels.items()):
-                    return float(sample.value)
-        raise KeyError(name)
+        return metric_value(response.text, name, **labels)
 
     async def refused(self, reason: str) -> float:
         return await self.metric("gateway_requests_refused_total", reason=reason)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import socket
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -82,12 +83,7 @@ class RunningGateway:
     async def metric(self, name: str, **labels: str) -> float:
         response = await self.http.get("/metrics")
         response.raise_for_status()
-        for family in text_string_to_metric_families(response.text):
-            for sample in family.samples:
-                if sample.name == name and all(sample.labels.get(k) == v
-                                               for k, v in labels.items()):
-                    return float(sample.value)
-        raise KeyError(name)
+        return metric_value(response.text, name, **labels)
 
     async def wait_metric(self, name: str, value: float, timeout_s: float = 5.0,
                           **labels: str) -> None:
@@ -298,3 +294,29 @@ async def assert_silent(ws: ClientConnection, seconds: float = 0.3) -> None:
 
 def ids(alerts: Sequence[dict[str, Any]]) -> list[str]:
     return [a["id"] for a in alerts]
+
+
+def metric_value(exposition: str, name: str, **labels: str) -> float:
+    """The first sample ``name`` with ``labels`` in a Prometheus text exposition."""
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v
+                                           for k, v in labels.items()):
+                return float(sample.value)
+    raise KeyError(name)
+
+
+def stalled_client(port: int) -> socket.socket:
+    """A WebSocket client that completes the handshake and then never reads again (a small
+    receive buffer, so the gateway's side fills soon)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                 b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                 b"Sec-WebSocket-Version: 13\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
