@@ -66,9 +66,6 @@ SEEN_IDS_CAPACITY = 100_000
 # Lag is for dashboards and alerts that look at minutes; a few XINFO calls every 2 s cost
 # Redis nothing and keep the gauge fresh enough for a 1 s scrape to see movement.
 LAG_REFRESH_S: Final = 2.0
-# Turns of the event loop a publish needs to reach its socket write on an open connection
-# (redis-py awaits once before writing); a few more cost microseconds.
-PUBLISH_HEAD_START_STEPS: Final = 3
 
 
 class SeenIds:
@@ -229,62 +226,44 @@ class Detector:
         log.info("%d published alerts remembered", len(published))
 
     async def _handle(self, batch: list[Delivery], consumer: GroupConsumer) -> None:
-        """Detect, publish, then acknowledge the batch.
-
-        The alerts of an entry are on their way to the bus before the next entry is
-        processed (a task per entry that alerted, each one after the one before, so the
-        stream keeps their order): a mover in the first partition does not wait for the
-        windows of the other partitions' ticks. The acknowledgement waits for all of them.
-        """
         started = time.perf_counter()
         now_ms = int(time.time() * 1000)
-        engine, seen, metrics = self.engine, self._seen, self.metrics
-        async with asyncio.TaskGroup() as tasks:
-            publishing: asyncio.Task[None] | None = None
-            for delivery in batch:
-                try:
-                    ticks = decode_ticks(delivery.payload)
-                except msgspec.DecodeError:
-                    metrics.bad_payloads.inc()
-                    log.warning("undecodable entry %s on %s skipped", delivery.position,
-                                delivery.stream)
+        fresh: list[Alert] = []
+        for delivery in batch:
+            try:
+                ticks = decode_ticks(delivery.payload)
+            except msgspec.DecodeError:
+                self.metrics.bad_payloads.inc()
+                log.warning("undecodable entry %s on %s skipped", delivery.position,
+                            delivery.stream)
+                continue
+            if delivery.replay:
+                self.engine.rebuild(ticks)
+                self.metrics.ticks_replayed.inc(len(ticks))
+                continue
+            self.metrics.ticks_processed.inc(len(ticks))
+            for alert in self.engine.process(ticks, now_ms):
+                if alert.id in self._seen:
+                    self.metrics.duplicates_skipped.inc()
                     continue
-                if delivery.replay:
-                    engine.rebuild(ticks)
-                    metrics.ticks_replayed.inc(len(ticks))
-                    continue
-                metrics.ticks_processed.inc(len(ticks))
-                fresh: list[Alert] = []
-                for alert in engine.process(ticks, now_ms):
-                    if alert.id in seen:
-                        metrics.duplicates_skipped.inc()
-                        continue
-                    fresh.append(alert)
-                if fresh:
-                    publishing = tasks.create_task(self._publish(fresh, after=publishing))
-                    for _ in range(PUBLISH_HEAD_START_STEPS):  # its XADDs go out now
-                        await asyncio.sleep(0)
+                fresh.append(alert)
+        if fresh:
+            records = [Record(ALERTS_STREAM, a.symbol, encode_alert(a)) for a in fresh]
+            await self._retry(lambda: self._transport.publish(records), None)
+            published_s = time.time()
+            for alert in fresh:
+                self._seen.add(alert.id)
+                self.metrics.alerts.labels(alert.direction).inc()
+                # Clamped: a clock behind the exchange's would make it negative.
+                self.metrics.alert_latency.observe(
+                    max(0.0, published_s - alert.event_time_ms / 1000))
+                log.info("alert %s %s %+.2f%% at %s (rule %s, level %d)", alert.symbol,
+                         alert.direction, alert.change_pct, alert.price, alert.rule,
+                         alert.level)
         await self._retry(lambda: consumer.ack(batch), None)
-        metrics.symbols_tracked.set(engine.symbols_tracked)
+        self.metrics.symbols_tracked.set(self.engine.symbols_tracked)
         if not batch[0].replay:
-            metrics.batch_seconds.observe(time.perf_counter() - started)
-
-    async def _publish(self, alerts: list[Alert], *, after: asyncio.Task[None] | None) -> None:
-        """Publish (waiting for the bus as long as it takes), then remember and count."""
-        records = [Record(ALERTS_STREAM, a.symbol, encode_alert(a)) for a in alerts]
-        if after is not None:
-            await after
-        await self._retry(lambda: self._transport.publish(records), None)
-        published_s = time.time()
-        for alert in alerts:
-            self._seen.add(alert.id)
-            self.metrics.alerts.labels(alert.direction).inc()
-            # Clamped: a clock behind the exchange's would make it negative.
-            self.metrics.alert_latency.observe(
-                max(0.0, published_s - alert.event_time_ms / 1000))
-            log.info("alert %s %s %+.2f%% at %s (rule %s, level %d)", alert.symbol,
-                     alert.direction, alert.change_pct, alert.price, alert.rule,
-                     alert.level)
+            self.metrics.batch_seconds.observe(time.perf_counter() - started)
 
     async def _retry(self, operation: Callable[[], Awaitable[T]],
                      stopping: asyncio.Event | None) -> T | None:
