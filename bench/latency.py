@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -85,14 +86,17 @@ def main() -> None:
     add_bus_option(parser)
     parser.add_argument("--seconds", type=int, default=30)
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as scratch, local_bus(args.bus, Path(scratch)) as bus:
         latencies = asyncio.run(measure(bus, Path(scratch), args.seconds))
+    load_after = os.getloadavg()[0]
     if len(latencies) < 2:
         raise SystemExit("latency: too few alerts received to measure")
     cuts = statistics.quantiles(latencies, n=100)
     print(f"end-to-end latency ({args.bus}): p50 {cuts[49]:.1f} ms, p99 {cuts[98]:.1f} ms, "
           f"max {max(latencies):.1f} ms ({len(latencies)} alerts, {SYMBOLS:,} symbols at "
-          f"1 frame/s)")
+          f"1 frame/s; load average {load_before:.1f} → {load_after:.1f} on "
+          f"{os.cpu_count()} cores: other work on the host moves the tail)")
 
 
 if __name__ == "__main__":

@@ -189,6 +189,15 @@ def combined(stream: str, payload: bytes) -> bytes:
     return b'{"stream":' + msgspec.json.encode(stream) + b',"data":' + payload + b"}"
 
 
+def restamp(message: bytes, rendered_ms: int, sent_ms: int) -> bytes:
+    """``message`` rendered with event time ``rendered_ms``, stamped ``sent_ms`` instead.
+
+    Every field that carries the event time itself (``E``, a ticker's ``C``, a trade's
+    ``T``) is a bare integer followed by a comma, which no other field of ours matches.
+    """
+    return message.replace(b":%d," % rendered_ms, b":%d," % sent_ms)
+
+
 def malformed_sample(last_frame: Sequence[Quote]) -> list[Quote]:
     """Entries for a malformed frame to hide its bad one among: up to three USDⓈ-M quotes of
     the last frame sent, padded to two with made-up symbols."""

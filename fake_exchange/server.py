@@ -28,6 +28,7 @@ from fake_exchange.frames import (
     malformed,
     malformed_sample,
     parse_stream,
+    restamp,
 )
 from fake_exchange.routes import route
 from fake_exchange.scenarios import Quote, looped
@@ -238,9 +239,10 @@ class FakeExchange:
 
     async def _publish(self, frame: list[Quote]) -> None:
         self._renderer.apply(frame)
-        event_ms = time.time_ns() // 1_000_000 if self.wall_clock else None
+        rendered_ms = time.time_ns() // 1_000_000 if self.wall_clock else None
         payloads: dict[StreamSpec, bytes | None] = {}
         messages: dict[tuple[str, bool], bytes | None] = {}
+        outbox: list[tuple[Client, tuple[str, bool]]] = []
         for client in list(self._clients):
             if not client.streaming:
                 continue
@@ -251,12 +253,22 @@ class FakeExchange:
                 key = (stream, is_combined)
                 if key not in messages:
                     if spec not in payloads:
-                        payloads[spec] = self._renderer.payload(spec, frame, event_ms)
+                        payloads[spec] = self._renderer.payload(spec, frame, rendered_ms)
                     p = payloads[spec]
                     messages[key] = None if p is None else combined(stream, p) if is_combined else p
-                msg = messages[key]
-                if msg is not None:
-                    await self._offer(client, msg, True)
+                if messages[key] is not None:
+                    outbox.append((client, key))
+        if rendered_ms is not None:
+            # The exchange stamps E as it sends; rendering a large frame here takes
+            # milliseconds that a real exchange does not spend, so they are left out.
+            sent_ms = time.time_ns() // 1_000_000
+            if sent_ms != rendered_ms:
+                messages = {key: None if m is None else restamp(m, rendered_ms, sent_ms)
+                            for key, m in messages.items()}
+        for client, key in outbox:
+            msg = messages[key]
+            assert msg is not None
+            await self._offer(client, msg, True)
         self._last_frame = frame
         self.frames_sent += 1
         self.quotes_sent += len(frame)

@@ -194,17 +194,31 @@ def _collect(entries: list[_Entry], latest_ms: int) -> ParsedFrame:
     events = _EVENTS
     min_price, max_price, max_volume = MIN_PRICE, MAX_PRICE, MAX_QUOTE_VOLUME
     filtered = bad_price = ahead = 0
+    # A frame holds one event type, as a rule: look it up once per run of equal types.
+    last_event: str | None = None
+    known, source, last_price = False, "", True
     for entry in entries:
         st = entry.st
         if st is not None and st != USDM_CONTRACT:
             filtered += 1
             continue
-        event = events.get(entry.e)
-        if event is None:  # bookTicker, depthUpdate… on a combined connection: not a price
+        if entry.e != last_event:
+            last_event = entry.e
+            event = events.get(last_event)
+            known = event is not None
+            if event is not None:
+                source, last_price = event
+        if not known:  # bookTicker, depthUpdate… on a combined connection: not a price
             filtered += 1
             continue
-        source, last_price = event
-        price = entry.c if last_price else entry.p
+        if last_price:
+            price = entry.c
+            volume = entry.q
+            if volume is not None and not 0.0 <= volume <= max_volume:
+                volume = None
+        else:
+            price = entry.p
+            volume = None
         # Written so that NaN fails too: every comparison with NaN is false.
         if price is None or not min_price <= price <= max_price:
             bad_price += 1
@@ -216,9 +230,6 @@ def _collect(entries: list[_Entry], latest_ms: int) -> ParsedFrame:
         if event_time > latest_ms:
             ahead += 1
             continue
-        volume = entry.q if last_price else None
-        if volume is not None and not 0.0 <= volume <= max_volume:
-            volume = None
         append(Tick(entry.s, price, event_time, source, volume))
     bad: dict[str, int] = {}
     if bad_price:

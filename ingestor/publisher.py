@@ -74,17 +74,12 @@ class Publisher:
             stream = self._streams[self._partition_of[tick.symbol]]
             return [Record(stream, tick.symbol, encode_ticks(ticks))]
         cache = self._partition_of
-        buckets: dict[int, list[Tick]] = {}
+        buckets: list[list[Tick]] = [[] for _ in self._streams]
+        append_to = [bucket.append for bucket in buckets]  # the per-tick loop: one call
         for tick in ticks:
-            partition = cache[tick.symbol]
-            bucket = buckets.get(partition)
-            if bucket is None:
-                buckets[partition] = [tick]
-            else:
-                bucket.append(tick)
-        streams = self._streams
-        return [Record(streams[p], bucket[0].symbol, encode_ticks(bucket))
-                for p, bucket in sorted(buckets.items())]
+            append_to[cache[tick.symbol]](tick)
+        return [Record(stream, bucket[0].symbol, encode_ticks(bucket))
+                for stream, bucket in zip(self._streams, buckets, strict=True) if bucket]
 
     def submit(self, ticks: list[Tick]) -> None:
         """Called by the feed for every frame; never waits."""

@@ -118,10 +118,18 @@ class RedisTransport:
             self._retention[stream] = retention
 
     async def publish(self, records: Sequence[Record]) -> None:
+        """One round trip per chunk, the chunk's ``XADD``s in one ``MULTI``/``EXEC``.
+
+        The transaction is for the readers, not for atomicity: a reader blocked on several
+        streams (the detector on every ``ticks.*``, the gateway on ``alerts``) is woken by
+        Redis after the command that fed it, so without it a frame's four partitions would
+        reach the detector as four reads, and the alerts of one batch the gateway one by one,
+        each a round trip later than the first. After ``EXEC`` they are all there at once.
+        """
         now_ms = int(time.time() * 1000)
         async with _translated_errors():
             for start in range(0, len(records), PIPELINE_CHUNK):
-                pipe = self._client.pipeline(transaction=False)
+                pipe = self._client.pipeline(transaction=True)
                 for record in records[start : start + PIPELINE_CHUNK]:
                     retention = self._retention.get(record.stream)
                     maxlen = retention.max_len if retention else None

@@ -18,6 +18,7 @@ from fake_exchange.frames import (
     decimals_for,
     malformed,
     parse_stream,
+    restamp,
 )
 
 FRAME = [
@@ -110,6 +111,27 @@ def test_wall_clock_override_and_combined_wrapper() -> None:
     msg = json.loads(combined('we"ird', payload))
     assert msg["stream"] == 'we"ird'
     assert {e["E"] for e in msg["data"]} == {42}
+
+
+@pytest.mark.parametrize(("stream", "stamped"), [
+    ("!miniTicker@arr", {"E"}), ("!ticker@arr", {"E", "C"}), ("btcusdt@trade", {"E", "T"}),
+    ("btcusdt@aggTrade", {"E", "T"}), ("!markPrice@arr", {"E"}),
+])
+def test_restamp_moves_every_event_time_field_and_nothing_else(stream: str,
+                                                               stamped: set[str]) -> None:
+    r = Renderer()
+    r.apply(FRAME)
+    spec = parse_stream(stream)
+    assert spec is not None
+    rendered = r.payload(spec, FRAME, event_ms=1_700_000_000_001)
+    assert rendered is not None
+    before: Any = json.loads(rendered)
+    after: Any = json.loads(restamp(rendered, 1_700_000_000_001, 1_700_000_000_009))
+    for old, new in zip(before if isinstance(before, list) else [before],
+                        after if isinstance(after, list) else [after], strict=True):
+        changed = {k for k in old if old[k] != new[k]}
+        assert changed == stamped
+        assert all(new[k] == 1_700_000_000_009 for k in stamped)
 
 
 def test_decimals() -> None:

@@ -66,6 +66,29 @@ async def test_group_creation_tolerates_an_existing_group(redis_transport: Redis
     assert len(await one.fetch(10, 200)) + len(await two.fetch(10, 10)) == 1
 
 
+async def test_one_publish_wakes_a_blocked_reader_once_with_every_record(
+        redis_server: RedisServer) -> None:
+    """A frame's partitions (or a batch's alerts) reach a reader blocked on them in one read,
+    not one read per stream: the latency of the last one is what a trader waits."""
+    bus = RedisTransport(RedisConfig(redis_server.url, timeout_s=3))
+    streams = [f"ticks.{p}" for p in range(4)]
+    consumer = bus.group_consumer("g", "c", streams, rebuild_s=60)
+    assert await consumer.fetch(10, 10) == []
+    alerts = bus.broadcast_reader("alerts")
+    assert await alerts.read(10, 10) == []
+    blocked = [asyncio.create_task(consumer.fetch(100, 2000)),
+               asyncio.create_task(alerts.read(100, 2000))]
+    async with asyncio.timeout(2):
+        while sum("b" in c["flags"] for c in await bus.client.client_list()) < 2:
+            await asyncio.sleep(0.01)
+    await bus.publish([record for s in streams for record in records(s, 1)]
+                      + records("alerts", 5))
+    ticks, alerted = await asyncio.gather(*blocked)
+    assert sorted(d.stream for d in ticks) == streams
+    assert [d.payload for d in alerted] == [b"m0", b"m1", b"m2", b"m3", b"m4"]
+    await bus.close()
+
+
 async def test_max_len_retention_trims_the_stream(redis_transport: RedisTransport) -> None:
     await redis_transport.declare(["alerts"], Retention(max_len=100))
     for start in range(0, 1000, 100):
