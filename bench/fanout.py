@@ -319,6 +319,9 @@ def profiling(output: str | None, pid: int) -> Iterator[None]:
         yield
         return
     spy = Path(sys.executable).with_name("py-spy")
+    if not spy.exists():
+        raise SystemExit("--profile needs py-spy beside this interpreter: make install "
+                         "(it is in the dev extra)")
     sampler = subprocess.Popen([str(spy), "record", "--pid", str(pid), "--format", "raw",
                                 "--output", output, "--nonblocking"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
