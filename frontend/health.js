@@ -73,5 +73,6 @@ export class HealthView {
     this.element.dataset.level = level;
     if (this.text.textContent !== text) this.text.textContent = text;
     if (this.reason.textContent !== reason) this.reason.textContent = reason;
+    this.element.title = reason ? text + " · " + reason : text;
   }
 }
