@@ -58,7 +58,26 @@ function renderSound(chime) {
   soundToggle.setAttribute("aria-checked", String(!chime.muted));
   soundToggle.title = chime.muted ? "Sound is off: click to turn it on"
     : "Sound is on: click to mute";
-  audioHint.hidden = !chime.blocked;
+  if (chime.blocked) {
+    audioHint.hidden = false;
+  } else if (!audioHint.hidden) {
+    // Sound unlocks on the pointerdown of a first click: removing the hint at once would
+    // move the list up under the pointer, and the click (pointerup elsewhere) would miss
+    // the row it was aimed at. It goes once that click is over.
+    hideAfterThisClick(audioHint);
+  }
+}
+
+function hideAfterThisClick(element) {
+  let done = false;
+  const hide = () => {
+    if (done) return;
+    done = true;
+    document.removeEventListener("click", hide, true);
+    setTimeout(() => { element.hidden = true; }, 0);
+  };
+  document.addEventListener("click", hide, true);
+  setTimeout(hide, 1000);  // a press that never became a click (a drag, a key)
 }
 
 const chime = new Chime(renderSound);
