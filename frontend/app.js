@@ -60,12 +60,21 @@ function renderSound(chime) {
     : "Sound is on: click to mute";
   if (chime.blocked) {
     audioHint.hidden = false;
-  } else if (!audioHint.hidden) {
+  } else if (pointerIsDown) {
     // Sound unlocks on the pointerdown of a first click: removing the hint at once would
     // move the list up under the pointer, and the click (pointerup elsewhere) would miss
     // the row it was aimed at. It goes once that click is over.
     hideAfterThisClick(audioHint);
+  } else {
+    audioHint.hidden = true;
   }
+}
+
+// Registered before the Chime's own unlock listener, so that it is known during the unlock.
+let pointerIsDown = false;
+document.addEventListener("pointerdown", () => { pointerIsDown = true; }, true);
+for (const type of ["pointerup", "pointercancel"]) {
+  document.addEventListener(type, () => { pointerIsDown = false; }, true);
 }
 
 function hideAfterThisClick(element) {
