@@ -51,24 +51,15 @@ RETRY_MAX_S: Final = 5.0
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One message as the browsers see it, encoded once and shared by every queue.
+    """One alert of the ring, its JSON encoded once for every message it goes into.
 
-    Alerts carry their id and ``seq``, the order in which this gateway received them, which
-    is what ``since`` and ``before`` cursors resolve to; other messages (rules) have no id.
+    ``seq`` is the order in which this gateway received it, which is what ``since`` and
+    ``before`` cursors resolve to.
     """
 
     id: str
     json: str
-    message: str
     seq: int = -1
-
-    @classmethod
-    def from_json(cls, alert_id: str, alert_json: str, seq: int = -1) -> Entry:
-        return cls(alert_id, alert_json, f'{{"type":"alert","alert":{alert_json}}}', seq)
-
-    @classmethod
-    def notice(cls, message: str) -> Entry:
-        return cls("", "", message)
 
 
 class UnknownAlert(LookupError):
@@ -116,7 +107,7 @@ def history_message(entries: Sequence[Entry], *, resumed: bool = False) -> str:
 def alerts_message(entries: Sequence[Entry]) -> str:
     """The live message for the alerts of one read: one ``alert``, or ``alerts``."""
     if len(entries) == 1:
-        return entries[0].message
+        return f'{{"type":"alert","alert":{entries[0].json}}}'
     return '{"type":"alerts","alerts":[' + ",".join(e.json for e in entries) + "]}"
 
 
@@ -286,7 +277,7 @@ class Hub:
             seq = self._next_seq
             self._next_seq += 1
             self._remember(alert.id, seq)
-            entry = Entry.from_json(alert.id, alert_json_encoder.encode(alert).decode(), seq)
+            entry = Entry(alert.id, alert_json_encoder.encode(alert).decode(), seq)
             self._ring.append(entry)
             fresh.append(entry)
             event_times.append(alert.event_time_ms)
