@@ -22,6 +22,15 @@ DETECTOR_GROUP = "detector"
 # each consumer matters.
 DETECTOR_HEARTBEAT_STREAM = "detector.heartbeat"
 HEARTBEATS_KEPT_S = 600.0
+NOTIFIER_GROUP = "notifier"
+# The notifier's delivery state: one entry per (alert, channel) once that channel sent the
+# alert, folded it into a digest it sent, or gave up on it; kept by age
+# (``NOTIFY_LEDGER_KEPT_S``). A restart reads it back and sends nothing already done.
+NOTIFICATIONS_LEDGER_STREAM = "notifications.delivered"
+# What a channel could not deliver (a permanent refusal, a retry deadline passed), with the
+# reason and the alert: nothing is lost silently.
+NOTIFICATIONS_DEAD_STREAM = "notifications.dead"
+NOTIFICATIONS_DEAD_KEPT = 10_000
 
 
 def partition_of(symbol: str, partitions: int) -> int:

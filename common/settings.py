@@ -253,6 +253,34 @@ class GatewaySettings(BaseServiceSettings):
         return self
 
 
+class NotifierSettings(BaseServiceSettings):
+    # The channels and routes (notifier.config): a TOML file; required.
+    notify_config: Annotated[str, Field(min_length=1)]
+    notifier_metrics_port: Port = 9103
+    notifier_consumer: Annotated[str, Field(min_length=1, max_length=200)] = "notifier-1"
+    read_count: Annotated[int, Field(ge=1, le=10_000)] = 256
+    read_block_ms: Annotated[int, Field(ge=1)] = 1000
+    # An alert older than this when it reaches the notifier is not sent (counted and
+    # logged): a first start does not page anyone with the stream's whole history.
+    notify_max_age_s: PositiveSeconds = 900.0
+    # A 5xx or a timeout is retried with jittered backoff until the alert is this old at
+    # its channel; then it goes to ``notifications.dead``.
+    notify_retry_deadline_s: PositiveSeconds = 300.0
+    # How long one request to a channel's API may take.
+    notify_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
+    # The delivery state on the bus (which channel accepted which alert) is kept this long:
+    # the horizon within which a restart resends nothing a channel already took.
+    notify_ledger_kept_s: Annotated[float, Field(ge=60, le=30 * 86_400)] = 86_400.0
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.read_block_ms / 1000 >= self.bus_timeout_s:
+            raise ValueError("READ_BLOCK_MS must stay below BUS_TIMEOUT_S")
+        if self.notify_ledger_kept_s <= self.notify_max_age_s:
+            raise ValueError("NOTIFY_LEDGER_KEPT_S must be above NOTIFY_MAX_AGE_S")
+        return self
+
+
 class KafkaSettings(BaseSettings):
     """``KAFKA_*``: how the Kafka transport talks to the brokers (``BUS_URL=kafka://…``).
 

@@ -1,0 +1,15 @@
+"""The fake APIs mounted on the server; each module lists its routes here."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from starlette.routing import BaseRoute
+
+    from fake_notify.server import FakeApis
+
+
+def routes(fakes: FakeApis) -> list[BaseRoute]:
+    # Each API module adds its line: ``*telegram.routes(fakes),``.
+    return []

@@ -1,0 +1,1 @@
+"""One module per channel type; ``channels.registry`` builds a channel from its config."""
