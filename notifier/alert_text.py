@@ -57,7 +57,7 @@ def level_text(level: int) -> str:
 
 def headline(alert: Alert) -> str:
     """``▲ SOLUSDT +3.10 % in 60 s``: the title of a single message."""
-    return f"{arrow(alert)} {alert.symbol} {signed_pct(alert.change_pct)} in {window(alert.window_s)}"
+    return f"{short_line(alert)} in {window(alert.window_s)}"
 
 
 def short_line(alert: Alert) -> str:
