@@ -53,6 +53,9 @@ class EmailChannel(ChannelBase, tag="email"):
     username: str | None = None
     password: str | None = None
     subject_prefix: str = "[binance-alerter]"
+    # A CA bundle (PEM) to verify the server with, for a server whose certificate is not
+    # signed by a public CA; unset: the system's CAs.
+    ca_file: str | None = None
 
 
 class WebhookChannel(ChannelBase, tag="webhook"):
