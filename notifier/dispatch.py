@@ -84,13 +84,15 @@ class ChannelWorker:
     """The queue and the loop of one channel; ``put`` from the consumer, ``run`` as a task."""
 
     def __init__(self, channel: Channel, pacer: Pacer, ledger: Ledger,
-                 metrics: NotifierMetrics, *, retry_deadline_s: float) -> None:
+                 metrics: NotifierMetrics, *, retry_deadline_s: float,
+                 probe_s: float = FAILING_PROBE_S) -> None:
         self.channel = channel
         self.name = channel.name
         self._pacer = pacer
         self._ledger = ledger
         self._metrics = metrics
         self._deadline_s = retry_deadline_s
+        self._probe_s = probe_s
         self._queue: deque[Job] = deque()
         self._arrived = asyncio.Event()
         self._backoff = Backoff(RETRY_MIN_S, RETRY_MAX_S)
@@ -183,7 +185,7 @@ class ChannelWorker:
                               answer.reason, answer.detail)
                     self._metrics.failing.labels(self.name).set(1)
                 self.failing = f"{answer.reason}: {answer.detail}"
-                self._probe_at = now + FAILING_PROBE_S
+                self._probe_at = now + self._probe_s
                 await self._give_up(jobs, answer.reason, answer.detail)
 
     def _requeue(self, jobs: list[Job]) -> None:
