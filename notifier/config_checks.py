@@ -107,9 +107,9 @@ def _brief(value: object, limit: int = 60) -> str:
 
 
 def _kind(value: object) -> str:
-    words = {str: "str", bool: "bool", int: "int", float: "float", list: "array",
+    names = {str: "str", bool: "bool", int: "int", float: "float", list: "array",
              dict: "object"}
-    return _WORDS.get(words.get(type(value), ""), type(value).__name__)
+    return _words(names.get(type(value), type(value).__name__), got=True)
 
 
 # --- the document's structure ----------------------------------------------------------
@@ -249,16 +249,17 @@ def _translate(item: Item, message: str, cls: type[msgspec.Struct]) -> SettingsE
     where = f"item {int(index) + 1} " if index is not None else ""
     if match := _EXPECTED.fullmatch(what):
         return item.fail(name, f"{where}must be {_words(match['want'])}, "
-                         f"got {_words(match['got'])}")
+                         f"got {_words(match['got'], got=True)}")
     if what.startswith("Invalid enum value"):
         return item.fail(name, f"{where}must be one of: {', '.join(_choices(cls, name))}")
     reason = what[:1].lower() + what[1:] if "'" not in what else "is not valid"
     return item.fail(name, f"{where}{reason}")
 
 
-def _words(types: str) -> str:
+def _words(types: str, *, got: bool = False) -> str:
+    words = {**_WORDS, "bool": "a boolean"} if got else _WORDS
     parts = [p.strip() for p in types.split("|") if p.strip() != "null"]
-    return " or ".join(_WORDS.get(p, f"`{p}`") for p in parts)
+    return " or ".join(words.get(p, f"`{p}`") for p in parts)
 
 
 def _choices(cls: type[msgspec.Struct], name: str) -> list[str]:
