@@ -183,14 +183,13 @@ def load_config(path: str, environ: Mapping[str, str], *,
 def parse_config(text: str, environ: Mapping[str, str], *,
                  source: str = "NOTIFY_CONFIG") -> NotifyConfig:
     """``load_config`` for a file's text (tests, and a file read elsewhere)."""
-    if len(text) > MAX_CONFIG_BYTES or len(text.encode("utf-8", "surrogatepass")) \
-            > MAX_CONFIG_BYTES:
+    if len(text) > MAX_CONFIG_BYTES or len(text.encode("utf-8", "replace")) > MAX_CONFIG_BYTES:
         raise SettingsError(f"{source}: larger than {MAX_CONFIG_BYTES} bytes: "
                             "not a notification config")
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        # tomllib's messages name the place ("(at line 3, column 9)"), never a value.
+        # tomllib names the place ("(at line 3, column 9)") and at most one character of it.
         raise SettingsError(f"{source}: not valid TOML: {exc}") from None
     for key in document:
         if key not in ("channel", "route"):
