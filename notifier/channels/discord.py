@@ -164,7 +164,7 @@ def classify(response: httpx.Response) -> Answer:
         if seconds is None:
             seconds = retry_after_header(response.headers)
         scope = "global" if data.get("global") is True else "webhook"
-        return RateLimited(seconds, f"{detail}, {scope}")
+        return RateLimited(seconds, f"{scope}: {detail}")
     if status in (408, 425) or status >= 500:
         return Transient(f"http_{status}", detail)
     return Refused(f"http_{status}", detail)

@@ -39,8 +39,6 @@ MAX_HEADER: Final = 150
 MAX_SECTION_TEXT: Final = 3000
 MAX_FIELD_TEXT: Final = 2000
 MAX_FIELDS: Final = 10
-# A digest's lines go into sections of this many (well under 3000 characters each).
-LINES_PER_SECTION: Final = 10
 CHART_LINK_TEXT: Final = "Chart on TradingView"
 # Slack's error answers are codes like ``invalid_blocks``; anything else (a proxy's page)
 # is not quoted.
@@ -88,16 +86,26 @@ def single_message(alert: Alert) -> dict[str, Any]:
 
 def digest_message(alerts: Sequence[Alert], listed: int) -> dict[str, Any]:
     """A header with the count; the alerts listed, their symbols linked to their charts,
-    in sections of ``LINES_PER_SECTION``; then how many more there were."""
+    in as few sections as their length allows; then how many more there were."""
     title = alert_text.digest_title(alerts)
     lines = [alert_text.short_line(a, link(alert_text.chart_url(a.symbol), a.symbol))
              for a in alerts[:listed]]
     rest = alert_text.digest_rest(alerts, min(listed, len(alerts)))
     if rest is not None:
         lines.append(escape(rest))
-    sections = [_section("\n".join(lines[i:i + LINES_PER_SECTION]))
-                for i in range(0, len(lines), LINES_PER_SECTION)]
-    return {"text": escape(title), "blocks": [_header(title), *sections]}
+    return {"text": escape(title), "blocks": [_header(title), *map(_section, packed(lines))]}
+
+
+def packed(lines: list[str]) -> list[str]:
+    """``lines`` joined into as few texts of at most ``MAX_SECTION_TEXT`` as their order
+    allows (a line longer than that stays alone, and ``fits`` says no)."""
+    texts: list[str] = []
+    for line in lines:
+        if texts and len(texts[-1]) + 1 + len(line) <= MAX_SECTION_TEXT:
+            texts[-1] += "\n" + line
+        else:
+            texts.append(line)
+    return texts
 
 
 def fits(message: dict[str, Any]) -> bool:
