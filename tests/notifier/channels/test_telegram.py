@@ -4,13 +4,15 @@ characters, and every kind of answer classified without the token leaking."""
 
 from __future__ import annotations
 
+import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
 from typing import Any
 
 import pytest
 
+from common.logs import configure_logging
 from fake_notify import telegram as fake_telegram
 from fake_notify.server import FakeApis, running_fake
 from notifier import alert_text
@@ -34,6 +36,33 @@ TOKEN = fake_telegram.TOKEN
 async def fake() -> AsyncIterator[FakeApis]:
     async with running_fake() as fakes:
         yield fakes
+
+
+class Keep(logging.Handler):
+    def __init__(self, records: list[logging.LogRecord]) -> None:
+        super().__init__()
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def debug_logs() -> Iterator[list[logging.LogRecord]]:
+    """The service's logging at DEBUG, every record kept; the test's logging restored."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level,
+             {name: logging.getLogger(name).level for name in logging.root.manager.loggerDict})
+    records: list[logging.LogRecord] = []
+    configure_logging("DEBUG")
+    root.addHandler(Keep(records))
+    try:
+        yield records
+    finally:
+        root.handlers[:], level, levels = saved
+        root.setLevel(level)
+        for name, was in levels.items():
+            logging.getLogger(name).setLevel(was)
 
 
 def config(fake: FakeApis, **overrides: Any) -> TelegramChannel:
@@ -169,6 +198,15 @@ async def test_a_wrong_api_url_is_refused_by_its_status(fake: FakeApis) -> None:
                                         timeout_s=2.0)) as channel:
         answer = await channel.send([make_alert()])
     assert answer == Refused("http_404", "HTTP 404")
+
+
+async def test_the_token_reaches_no_log_line_even_at_debug(
+        fake: FakeApis, debug_logs: list[logging.LogRecord]) -> None:
+    async with aclosing(telegram.create(config(fake), timeout_s=2.0)) as channel:
+        assert isinstance(await channel.send([make_alert()]), Accepted)
+        await channel.send([make_alert()])  # a 429
+    assert fake.of("telegram")
+    assert_no_secret(*(record.getMessage() for record in debug_logs))
 
 
 async def test_a_slow_answer_is_a_timeout_without_the_url(fake: FakeApis) -> None:
