@@ -155,7 +155,7 @@ def classify(response: httpx.Response) -> Answer:
         pause = 0.0
         if response.headers.get("x-ratelimit-remaining") == "0":
             pause = _seconds(response.headers.get("x-ratelimit-reset-after")) or 0.0
-        return Accepted(status, f"message {data.get('id', '')}".strip(), pause)
+        return Accepted(status, str(data.get("id", "")), pause)
     message = str(data.get("message") or f"HTTP {status}")[:200]
     code = data.get("code")
     detail = f"{message} (code {code})" if code is not None else message

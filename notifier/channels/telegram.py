@@ -123,7 +123,7 @@ def classify(response: httpx.Response) -> Answer:
     if 200 <= status < 300 and data.get("ok") is True:
         result = data.get("result")
         message_id = result.get("message_id") if isinstance(result, dict) else None
-        return Accepted(status, f"message_id {message_id}")
+        return Accepted(status, str(message_id))
     if status == 429:
         retry_after = parameters.get("retry_after")
         seconds = (float(retry_after) if isinstance(retry_after, int | float) and retry_after >= 0

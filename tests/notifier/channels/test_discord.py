@@ -54,7 +54,7 @@ async def test_a_single_alert_is_one_embed_with_escaped_markdown(fake: FakeApis)
 
     assert isinstance(answer, Accepted)
     assert answer.status == 200
-    assert answer.detail.startswith("message 1")
+    assert answer.detail == "1190000000000000001"  # the message's id, as the fake numbers them
     assert fake.of("discord")[0].status == 200  # with wait=true: the message, not a 204
     body = sent(fake)
     assert body["username"] == "Alerter"

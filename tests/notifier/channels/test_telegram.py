@@ -88,7 +88,7 @@ async def test_a_single_alert_is_escaped_html_with_every_fact_and_the_chart(
     async with aclosing(telegram.create(config(fake), timeout_s=2.0)) as channel:
         answer = await channel.send([alert])
 
-    assert answer == Accepted(200, "message_id 1")
+    assert answer == Accepted(200, "1")  # the message id
     body = fake.of("telegram")[0].json()
     assert body["parse_mode"] == "HTML"
     assert body["link_preview_options"] == {"is_disabled": True}
