@@ -46,8 +46,9 @@ MAX_EMBED_TOTAL: Final = 6000
 
 GREEN: Final = 0x2ECC71
 RED: Final = 0xE74C3C
-# What Discord's markdown gives a meaning to; a backslash before any of them shows it as is.
-_MARKDOWN: Final = re.compile(r"([\\*_~`|>\[\]()<#])")
+# What Discord's markdown gives a meaning to (``(`` only after a ``]``, and ``[`` is escaped);
+# a backslash before any of them shows it as is.
+_MARKDOWN: Final = re.compile(r"([\\*_~`|>\[\]<#])")
 
 
 def create(config: DiscordChannel, *, timeout_s: float) -> Channel:
