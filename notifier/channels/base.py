@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, NamedTuple, Protocol
+from typing import Final, Protocol
 
 import httpx
 
@@ -64,7 +64,8 @@ class Refused:
 Answer = Accepted | RateLimited | Transient | Refused
 
 
-class Limit(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Limit:
     """At most ``count`` messages in any ``period_s`` seconds."""
 
     count: int
