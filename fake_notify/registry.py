@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from fake_notify import ntfy, webhook
+
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
 
@@ -12,4 +14,7 @@ if TYPE_CHECKING:
 
 def routes(fakes: FakeApis) -> list[BaseRoute]:
     # Each API module adds its line: ``*telegram.routes(fakes),``.
-    return []
+    return [
+        *ntfy.routes(fakes),
+        *webhook.routes(fakes),
+    ]
