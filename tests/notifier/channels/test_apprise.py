@@ -4,6 +4,7 @@ real HTTP request), and to nobody."""
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -132,3 +133,12 @@ def test_the_budget_and_the_repr() -> None:
     assert channel.budget.limits == (Limit(1, 2.0), Limit(5, 60.0))
     assert (channel.kind, channel.human) == ("apprise", True)
     assert repr(channel) == "Apprise(name='many')"
+
+
+def test_without_apprise_installed_the_error_says_how_to_install_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # None in sys.modules is how Python itself marks a module that cannot be imported.
+    monkeypatch.setitem(sys.modules, "apprise", None)
+    with pytest.raises(SettingsError, match=r'pip install "binance-alerter\[apprise\]"'):
+        via_apprise.create(AppriseChannel(name="many", url="json://example.org/h"),
+                           timeout_s=1.0)
