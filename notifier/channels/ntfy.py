@@ -15,6 +15,7 @@ stays within that, and 1/s keeps a phone from buzzing several times a second.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Sequence
@@ -116,6 +117,7 @@ class Ntfy:
 
     config: NtfyChannel
     client: httpx.AsyncClient
+    timeout_s: float
     kind: str = "ntfy"
     human: bool = True
     budget: Budget = field(default_factory=lambda: Budget(LIMITS))
@@ -127,10 +129,14 @@ class Ntfy:
     async def send(self, alerts: Sequence[Alert]) -> Answer:
         body = payload(alerts, topic=self.config.topic, priority=self.config.priority)
         try:
-            response = await self.client.post(self.config.server.rstrip("/") or "/",
-                                              content=msgspec.json.encode(body))
+            # httpx bounds each phase; this bounds the whole (a trickling answer).
+            async with asyncio.timeout(self.timeout_s):
+                response = await self.client.post(self.config.server.rstrip("/") or "/",
+                                                  content=msgspec.json.encode(body))
         except httpx.HTTPError as exc:
             return transport_failure(exc)
+        except TimeoutError:
+            return Transient("timeout", f"no answer within {self.timeout_s:g} s")
         return classify(response)
 
     async def aclose(self) -> None:
@@ -155,4 +161,5 @@ def create(config: NtfyChannel, *, timeout_s: float) -> Ntfy:
         headers["authorization"] = f"Bearer {config.token}"
     client = httpx.AsyncClient(timeout=timeout_s, headers=headers, follow_redirects=False)
     log.debug("ntfy channel %s ready", config.name)
-    return Ntfy(config, client, budget=Budget(own_limits(LIMITS, config.max_per_minute)))
+    return Ntfy(config, client, timeout_s,
+                budget=Budget(own_limits(LIMITS, config.max_per_minute)))

@@ -62,8 +62,11 @@ class Apprise:
     async def send(self, alerts: Sequence[Alert]) -> Answer:
         try:
             async with asyncio.timeout(self.timeout_s):
+                # body_format "text": a service whose messages are HTML or Markdown
+                # gets the text escaped for it by Apprise.
                 result: Any = await self.notifier.async_notify(
-                    title=plain.title(alerts), body=plain.body(alerts, links=True))
+                    title=plain.title(alerts), body=plain.body(alerts, links=True),
+                    body_format="text")
         except TimeoutError:
             return Transient("timeout", f"no answer within {self.timeout_s:g} s")
         if result:

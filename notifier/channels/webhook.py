@@ -18,6 +18,7 @@ when to come back.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -35,6 +36,7 @@ from common.schemas import Alert, alert_json_encoder
 from notifier.channels.base import (
     Answer,
     Budget,
+    Transient,
     classify_http,
     own_limits,
     setting_error,
@@ -81,6 +83,7 @@ class Webhook:
     config: WebhookChannel
     client: httpx.AsyncClient
     key: bytes
+    timeout_s: float
     budget: Budget
     kind: str = "webhook"
     human: bool = False
@@ -107,10 +110,14 @@ class Webhook:
             raise ValueError(f"a webhook takes one alert per request, not {len(alerts)}")
         headers, content = self.request_for(alerts[0])
         try:
-            response = await self.client.post(self.config.url, content=content,
-                                              headers=headers)
+            # httpx bounds each phase; this bounds the whole (a trickling answer).
+            async with asyncio.timeout(self.timeout_s):
+                response = await self.client.post(self.config.url, content=content,
+                                                  headers=headers)
         except httpx.HTTPError as exc:
             return transport_failure(exc)
+        except TimeoutError:
+            return Transient("timeout", f"no answer within {self.timeout_s:g} s")
         return classify_http(response)
 
     async def aclose(self) -> None:
@@ -135,4 +142,5 @@ def create(config: WebhookChannel, *, timeout_s: float) -> Webhook:
     # No redirects: a signed alert goes to the configured endpoint or nowhere.
     client = httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
     log.debug("webhook channel %s ready", config.name)
-    return Webhook(config, client, key, Budget(own_limits((), config.max_per_minute)))
+    return Webhook(config, client, key, timeout_s,
+                   Budget(own_limits((), config.max_per_minute)))

@@ -4,6 +4,7 @@ the signature, and refuses it once the body or the timestamp is changed."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 from collections.abc import AsyncIterator
@@ -14,6 +15,7 @@ import msgspec
 import pytest
 from standardwebhooks import Webhook as Verifier
 from standardwebhooks.webhooks import WebhookVerificationError
+from starlette.responses import StreamingResponse
 
 from common.schemas import Alert, alert_json_encoder
 from common.settings import SettingsError
@@ -200,3 +202,18 @@ def test_the_repr_names_the_channel_not_the_secret() -> None:
                                             secret=SECRET), timeout_s=1.0)
 
     assert repr(channel) == "Webhook(name='hooks')"
+
+
+async def test_an_answer_that_trickles_in_is_cut_at_the_timeout(fake: FakeApis) -> None:
+    async def trickle() -> AsyncIterator[bytes]:
+        for _ in range(20):  # a byte every 0.1 s: no single read waits for the timeout
+            await asyncio.sleep(0.1)
+            yield b" "
+
+    fake.script("webhook", Fault(StreamingResponse(trickle())))
+    started = time.monotonic()
+    answer = await send_one(config(fake), make_alert(), timeout_s=0.5)
+
+    assert isinstance(answer, Transient)
+    assert answer.reason == "timeout"
+    assert time.monotonic() - started < 1.5
