@@ -52,8 +52,8 @@ TAGS: Final = {"up": "chart_with_upwards_trend", "down": "chart_with_downwards_t
 TOPIC_PATTERN: Final = re.compile(r"[-_A-Za-z0-9]{1,64}")  # what ntfy accepts
 # ntfy refills one request every 5 s: the wait when a 429 names none.
 DEFAULT_RETRY_S: Final = 5.0
-# ntfy turns a message over 4 KB into an attachment; a digest stays far below.
-MAX_MESSAGE_CHARS: Final = 3000
+# ntfy turns a message over 4096 bytes into an attachment; a digest stays far below.
+MAX_MESSAGE_BYTES: Final = 4000
 MAX_ACTIONS: Final = 3
 
 
@@ -64,12 +64,18 @@ class _Error(msgspec.Struct):
     error: str = ""
 
 
+def fit(text: str, max_bytes: int) -> str:
+    """``text`` cut to ``max_bytes`` of UTF-8 (ending with ``…`` when cut)."""
+    encoded = text.encode()
+    if len(encoded) <= max_bytes:
+        return text
+    return encoded[:max_bytes - 3].decode(errors="ignore") + "…"
+
+
 def payload(alerts: Sequence[Alert], *, topic: str, priority: int | None) -> dict[str, Any]:
     """The JSON publish request for ``alerts`` (one: the message; more: a digest)."""
     first = alerts[0]
-    message = plain.body(alerts, links=False)
-    if len(message) > MAX_MESSAGE_CHARS:
-        message = message[:MAX_MESSAGE_CHARS - 1] + "…"
+    message = fit(plain.body(alerts, links=False), MAX_MESSAGE_BYTES)
     tags = list(dict.fromkeys(TAGS[a.direction] for a in alerts))
     if len(alerts) == 1:
         tags.append(first.symbol)

@@ -220,3 +220,13 @@ def test_a_bad_field_names_the_channel_and_the_field_not_the_value(
     assert "'phone'" in message
     assert f"{field}:" in message
     assert "my secret topic" not in message
+
+
+def test_a_message_is_cut_to_ntfys_size_in_bytes_not_characters() -> None:
+    text = "▲" * 2000  # 6000 bytes
+
+    cut = ntfy.fit(text, 4000)
+    assert len(cut.encode()) <= 4000
+    assert cut.endswith("…")
+    assert cut.startswith("▲" * 1332)
+    assert ntfy.fit("short", 4000) == "short"
