@@ -138,19 +138,21 @@ async def test_a_429_waits_its_retry_after_a_5xx_is_transient_a_4xx_refused(
     assert answers[1].reason == "http_502"
     assert isinstance(answers[2], Refused)
     assert answers[2].reason == "http_410"
+    assert all(SECRET.removeprefix("whsec_") not in repr(a) for a in answers)
 
 
 async def test_a_slow_receiver_is_a_timeout_and_an_absent_one_a_connect_failure(
         fake: FakeApis) -> None:
     fake.script("webhook", Fault(None, 1.5))
     slow = await send_one(config(fake), make_alert(), timeout_s=0.3)
-    absent = await send_one(config(fake, url=f"http://127.0.0.1:{free_port()}/hooks/x"),
-                            make_alert())
+    absent_url = f"http://127.0.0.1:{free_port()}/hooks/x?token=s3cr3t-in-the-url"
+    absent = await send_one(config(fake, url=absent_url), make_alert())
 
     assert isinstance(slow, Transient)
     assert slow.reason == "timeout"
     assert isinstance(absent, Transient)
     assert absent.reason == "connect"
+    assert "s3cr3t" not in repr(absent)
 
 
 def test_max_per_minute_paces_a_webhook() -> None:
