@@ -155,8 +155,8 @@ class Email:
                     use_tls=config.security == "tls",
                     start_tls=config.security == "starttls",
                     tls_context=self.tls_context, timeout=self.timeout_s)
-        except (TimeoutError, aiosmtplib.SMTPTimeoutError) as exc:
-            return Transient("timeout", self._scrub(f"{type(exc).__name__}: {exc}"))
+        except TimeoutError:  # aiosmtplib's SMTPTimeoutError is one too
+            return Transient("timeout", f"no answer within {self.timeout_s:g} s")
         except aiosmtplib.SMTPRecipientsRefused as exc:
             return self._reply(exc.recipients[0].code, exc.recipients[0].message)
         except aiosmtplib.SMTPResponseException as exc:
