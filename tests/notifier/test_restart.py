@@ -53,7 +53,7 @@ def digest_counts(fakes: FakeApis) -> list[int]:
     return [int(m.group(1)) if (m := re.search(r"(\d+) alerts in", t)) else 1 for t in texts]
 
 
-async def test_kill_9_mid_burst_then_restart_loses_nothing_and_repeats_at_most_the_request_in_flight(
+async def test_kill_9_mid_burst_loses_nothing_and_repeats_at_most_the_request_in_flight(
         redis_server: RedisServer, fakes: FakeApis, tmp_path: Path) -> None:
     config = tmp_path / "notify.toml"
     env = write_notify_config(config, fakes, ["tg", "hooks"])
