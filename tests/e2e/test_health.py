@@ -16,7 +16,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from fake_exchange import FakeExchange, drifting_market
 from tests.support.gateway import receive
 from tests.support.processes import Pipeline, running
-from tests.support.servers import KAFKA_TEST_ENV, KafkaBroker, RedisServer
+from tests.support.servers import Bus
 
 pytestmark = pytest.mark.e2e
 
@@ -25,15 +25,6 @@ SYMBOLS = 40
 HEALTH_ENV = {"TICK_PARTITIONS": "2", "HEALTH_FEED_STALE_S": "2", "HEALTH_FEED_DOWN_S": "60",
               "HEALTH_DETECTOR_STALE_S": "2", "HEALTH_CHECK_S": "0.25",
               "DETECTOR_HEARTBEAT_S": "0.25"}
-
-
-@pytest.fixture(params=["redis", "kafka"])
-def bus_env(request: pytest.FixtureRequest) -> tuple[str, dict[str, str]]:
-    if request.param == "redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        return server.url, {}
-    broker: KafkaBroker = request.getfixturevalue("kafka_broker")
-    return broker.url, dict(KAFKA_TEST_ENV)
 
 
 async def readyz(pipeline: Pipeline) -> httpx.Response:
@@ -64,8 +55,8 @@ async def until_health(ws: ClientConnection, level: str, timeout_s: float = 20.0
 
 
 async def test_readyz_names_each_component_and_a_stopped_detector_is_reported_with_200(
-        bus_env: tuple[str, dict[str, str]], tmp_path: Path) -> None:
-    url, env = bus_env
+        bus: Bus, tmp_path: Path) -> None:
+    url, env = bus.url, bus.env
     async with FakeExchange(drifting_market(SYMBOLS, change_ratio=1.0), interval_s=0.25,
                             wall_clock=True) as exchange:
         pipeline = Pipeline(url, exchange.url("!miniTicker@arr"), tmp_path,

@@ -9,7 +9,6 @@ import signal
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,27 +18,9 @@ import pytest
 from fake_exchange import FakeExchange, Quote, drifting_market, jump_scenario, with_jump
 from tests.support.alert_client import AlertClient, alert_client
 from tests.support.processes import Pipeline, metric, running
-from tests.support.servers import KAFKA_TEST_ENV, KafkaBroker, RedisServer
+from tests.support.servers import Bus, KafkaBroker, RedisServer
 
 pytestmark = pytest.mark.e2e
-
-
-@dataclass
-class Bus:
-    """The transport a pipeline runs on: its ``BUS_URL`` and what its processes need."""
-
-    name: str
-    url: str
-    env: dict[str, str]
-
-
-@pytest.fixture(params=["redis", "kafka"])
-def bus(request: pytest.FixtureRequest) -> Bus:
-    if request.param == "redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        return Bus("redis", server.url, {})
-    broker: KafkaBroker = request.getfixturevalue("kafka_broker")
-    return Bus("kafka", broker.url, dict(KAFKA_TEST_ENV))
 
 
 only_redis = pytest.mark.parametrize("bus", ["redis"], indirect=True)

@@ -81,3 +81,13 @@ class KafkaBroker:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+@dataclass
+class Bus:
+    """The transport a pipeline runs on: its ``BUS_URL`` and what its processes need
+    (the ``bus`` fixture of tests/e2e gives one of each)."""
+
+    name: str
+    url: str
+    env: dict[str, str]
