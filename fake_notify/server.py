@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import socket
 import time
 from collections import defaultdict, deque
@@ -46,6 +47,8 @@ class Received:
     headers: dict[str, str]
     body: bytes
     status: int = 0  # what the fake answered (set once answered)
+    # The wall clock at arrival, to compare with an alert's detected_at_ms (same host).
+    arrived_wall_ms: int = 0
 
     def json(self) -> Any:
         return msgspec.json.decode(self.body)
@@ -137,8 +140,10 @@ class FakeApis:
 
     async def take(self, api: str, key: str, request: Request, handler: Handler) -> Response:
         """Record ``request``, then play the next fault or call ``handler``."""
+        arrived_wall_ms = int(time.time() * 1000)
         received = Received(api, key, time.monotonic(), request.method, request.url.path,
-                            dict(request.headers), await request.body())
+                            dict(request.headers), await request.body(),
+                            arrived_wall_ms=arrived_wall_ms)
         index = len(self.received)
         self.received.append(received)
         queued = self.faults.get(api)
@@ -147,21 +152,17 @@ class FakeApis:
             await asyncio.sleep(fault.delay_s)
         response = (fault.response if fault is not None and fault.response is not None
                     else await handler(self, received))
-        self.received[index] = _answered(received, response.status_code)
+        self.received[index] = dataclasses.replace(received, status=response.status_code)
         return response
 
     def over_limit(self, what: str) -> None:
         self.violations.append(what)
 
     async def listing(self, request: Request) -> Response:
-        rows = [{"api": r.api, "key": r.key, "at": r.arrived_at, "status": r.status,
-                 "path": r.path, "bytes": len(r.body)} for r in self.received]
+        rows = [{"api": r.api, "key": r.key, "at": r.arrived_at, "wall_ms": r.arrived_wall_ms,
+                 "status": r.status, "path": r.path, "bytes": len(r.body)}
+                for r in self.received]
         return JSONResponse({"received": rows, "violations": self.violations})
-
-
-def _answered(received: Received, status: int) -> Received:
-    return Received(received.api, received.key, received.arrived_at, received.method,
-                    received.path, received.headers, received.body, status)
 
 
 def app(fakes: FakeApis, routes: Sequence[BaseRoute]) -> Starlette:
