@@ -159,8 +159,10 @@ class FakeApis:
         self.violations.append(what)
 
     async def listing(self, request: Request) -> Response:
+        bodies = request.query_params.get("bodies") == "1"
         rows = [{"api": r.api, "key": r.key, "at": r.arrived_at, "wall_ms": r.arrived_wall_ms,
-                 "status": r.status, "path": r.path, "bytes": len(r.body)}
+                 "status": r.status, "path": r.path, "bytes": len(r.body),
+                 **({"body": r.body.decode(errors="replace")} if bodies else {})}
                 for r in self.received]
         return JSONResponse({"received": rows, "violations": self.violations})
 

@@ -12,8 +12,9 @@ import pytest
 import standardwebhooks
 
 from fake_exchange import FakeExchange, jump_scenario
+from fake_notify.notify_config import WEBHOOK_SECRET
 from fake_notify.server import running_fake
-from tests.support.notifier import WEBHOOK_SECRET, write_notify_config
+from tests.support.notifier import write_notify_config
 from tests.support.processes import Pipeline, Service, running
 from tests.support.servers import Bus
 from tools.redis_server import free_port

@@ -20,10 +20,10 @@ import standardwebhooks
 from common.bus.redis_streams import RedisConfig, RedisTransport
 from common.partitioning import ALERTS_STREAM, NOTIFICATIONS_DEAD_STREAM, NOTIFIER_GROUP
 from common.schemas import alert_json_encoder
+from fake_notify.notify_config import WEBHOOK_SECRET
 from fake_notify.server import FakeApis, running_fake
 from notifier.ledger import dead_letter_decoder
 from tests.support.notifier import (
-    WEBHOOK_SECRET,
     hosted_notifier,
     ledger_entries,
     notifier_settings,

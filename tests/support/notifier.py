@@ -4,13 +4,11 @@ and the notifier's settings and config files for the service tests."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
 
 import msgspec
 
@@ -19,7 +17,7 @@ from common.partitioning import ALERTS_STREAM, NOTIFICATIONS_LEDGER_STREAM
 from common.runner import Hosted
 from common.schemas import Alert, encode_alert
 from common.settings import NotifierSettings, load_settings
-from fake_notify import discord, slack, telegram
+from fake_notify.notify_config import channel_tables
 from fake_notify.server import FakeApis
 from notifier.channels.base import Accepted, Answer, Budget, Limit
 from notifier.ledger import Done
@@ -63,34 +61,11 @@ def notifier_settings(bus_url: str, config: Path, **overrides: object) -> Notifi
 
 # -- the service against the fake APIs -------------------------------------------------------
 
-WEBHOOK_SECRET: Final = "whsec_" + base64.b64encode(b"binance-alerter-test-key-32bytes").decode()
-
-
-def channel_tables(fakes: FakeApis, names: Sequence[str]) -> tuple[str, dict[str, str]]:
-    """``[[channel]]`` tables for the fake APIs, by test name (``tg``: a private Telegram
-    chat, ``group``: a group of the same bot, ``discord``, ``slack``, ``ntfy``, ``hooks``:
-    a webhook), and the environment their ``${VAR}`` secrets come from."""
-    tables = {
-        "tg": f'type = "telegram"\ntoken = "${{TG_TOKEN}}"\n'
-              f'chat_id = "{telegram.PRIVATE_CHAT}"\napi_url = "{fakes.url}"',
-        "group": f'type = "telegram"\ntoken = "${{TG_TOKEN}}"\n'
-                 f'chat_id = "{telegram.GROUP_CHAT}"\napi_url = "{fakes.url}"',
-        "discord": 'type = "discord"\nurl = "${DISCORD_URL}"',
-        "slack": 'type = "slack"\nurl = "${SLACK_URL}"',
-        "ntfy": f'type = "ntfy"\nserver = "{fakes.url}/ntfy"\ntopic = "alerts"',
-        "hooks": f'type = "webhook"\nurl = "{fakes.url}/hooks/main"\nsecret = "${{HOOK_SECRET}}"',
-    }
-    env = {"TG_TOKEN": telegram.TOKEN, "DISCORD_URL": discord.webhooks(fakes).url(fakes),
-           "SLACK_URL": slack.hooks(fakes).url(fakes), "HOOK_SECRET": WEBHOOK_SECRET}
-    text = "".join(f'[[channel]]\nname = "{name}"\n{tables[name]}\n\n' for name in names)
-    return text, env
-
-
 def write_notify_config(path: Path, fakes: FakeApis, names: Sequence[str],
                         routes: str | None = None) -> dict[str, str]:
     """A NOTIFY_CONFIG file at ``path`` with those channels and, unless ``routes`` is
     given, one route sending every alert to all of them; the environment it needs."""
-    text, env = channel_tables(fakes, names)
+    text, env = channel_tables(fakes.url, names)
     if routes is None:
         routes = "[[route]]\nchannels = [" + ", ".join(f'"{n}"' for n in names) + "]\n"
     path.write_text(text + routes)
