@@ -192,6 +192,7 @@ async def running_fake(port: int = 0) -> AsyncIterator[FakeApis]:
     fakes = FakeApis()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind(("127.0.0.1", port))
     fakes.port = int(sock.getsockname()[1])
     server = _Server(uvicorn.Config(app(fakes, all_routes(fakes)), log_config=None,
