@@ -1,4 +1,5 @@
-"""``/metrics`` and ``/healthz`` for the headless services, and their registries.
+"""``/metrics``, ``/healthz`` and ``/readyz`` (health with details) for the headless
+services, and their registries.
 
 A few lines of asyncio instead of ``prometheus_client.start_http_server``: that one runs in
 a thread that keeps answering "healthy" after the event loop has wedged, which is exactly
@@ -14,8 +15,9 @@ service counts.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Final
 
 from prometheus_client import (
@@ -46,10 +48,12 @@ class HealthServer:
     process-global registry (empty of its metrics) by forgetting to pass its own."""
 
     def __init__(self, host: str, port: int, *, healthy: Callable[[], bool],
-                 registry: CollectorRegistry) -> None:
+                 registry: CollectorRegistry,
+                 details: Callable[[], Mapping[str, object]] = dict) -> None:
         self._host = host
         self._port = port
         self._healthy = healthy
+        self._details = details
         self._registry = registry
         self._server: asyncio.Server | None = None
 
@@ -84,6 +88,11 @@ class HealthServer:
             ok = self._healthy()
             status = b"200 OK" if ok else b"503 Service Unavailable"
             ctype, body = b"text/plain", b"ok\n" if ok else b"unhealthy\n"
+        elif path == b"/readyz":
+            ok = self._healthy()
+            status = b"200 OK" if ok else b"503 Service Unavailable"
+            ctype, body = b"application/json", json.dumps(
+                {"healthy": ok, "details": self._details()}, default=str).encode()
         else:
             status, ctype, body = b"404 Not Found", b"text/plain", b"not found\n"
         writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Type: " + ctype

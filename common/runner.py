@@ -31,7 +31,7 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, NoReturn, TypeVar
 
@@ -64,12 +64,15 @@ class Runtime:
 
     ``healthy`` is what ``/healthz`` asks (beyond "main is running"); ``main`` replaces it
     with what says that the service does its work, e.g. "the writer task is alive".
+    ``details`` is the body of ``/readyz`` beside that answer: what an operator needs to see
+    of a service that runs but is not all well (the notifier: a channel that fails).
     """
 
     def __init__(self, transport: Transport, registry: CollectorRegistry) -> None:
         self.transport = transport
         self.registry = registry
         self.healthy: Callable[[], bool] = lambda: True
+        self.details: Callable[[], Mapping[str, object]] = dict
 
 
 ServiceMain = Callable[[S, asyncio.Event, Runtime], Coroutine[Any, Any, None]]
@@ -102,7 +105,8 @@ class Hosted(Generic[S]):
         self.runtime = Runtime(transport, registry if registry is not None else new_registry())
         self.health = None if service.metrics_port is None else HealthServer(
             settings.metrics_host, getattr(settings, service.metrics_port),
-            healthy=self.healthy, registry=self.runtime.registry)
+            healthy=self.healthy, registry=self.runtime.registry,
+            details=lambda: self.runtime.details())
         self._running = False
 
     @property
