@@ -333,10 +333,11 @@ def test_the_notifier_reads_its_channels_from_a_read_only_file(combo: str,
                                                               tmp_path: Path) -> None:
     """NOTIFY_CONFIG is the mount point of a host file: ./notify.toml beside the compose
     files, or the one NOTIFY_CONFIG_FILE names."""
-    for chosen, source in (({}, INFRA / "notify.toml"),
-                           ({"NOTIFY_CONFIG_FILE": "/srv/alerts/notify.toml"},
-                            Path("/srv/alerts/notify.toml"))):
-        env_file = write_env_file(tmp_path / ".env", **chosen)
+    choices: list[tuple[dict[str, str], Path]] = [
+        ({}, INFRA / "notify.toml"),
+        ({"NOTIFY_CONFIG_FILE": "/srv/alerts/notify.toml"}, Path("/srv/alerts/notify.toml"))]
+    for chosen, source in choices:
+        env_file = write_env_file(tmp_path / ".env", all_settings=False, **chosen)
         notifier = render(combo, env_file)["services"]["notifier"]
         assert environment(notifier)["NOTIFY_CONFIG"] == NOTIFY_MOUNT
         assert notifier["volumes"] == [f"{source}:{NOTIFY_MOUNT}:ro"]
@@ -354,7 +355,8 @@ def test_the_notifier_takes_its_secrets_from_env_never_from_the_files(
             assert name in env or path.name.endswith("kafka.yml"), (path.name, name)
             assert env.get(name) is None, (path.name, name)
     values = {name: f"value-of-{name.lower()}" for name in NOTIFY_SECRETS}
-    services = render(combo, write_env_file(tmp_path / ".env", **values))["services"]
+    env_file = write_env_file(tmp_path / ".env", all_settings=False, **values)
+    services = render(combo, env_file)["services"]
     for name, value in values.items():
         assert environment(services["notifier"])[name] == value
         for other, service in services.items():
