@@ -67,7 +67,8 @@ def made_up_alert(now_ms: int | None = None) -> Alert:
 def secrets_of(config: ChannelConfig) -> list[str]:
     """Every secret value of ``config``, longest first (so a URL is masked before a token
     that is part of it)."""
-    found = [getattr(config, name, None) for name in _SECRET_FIELDS]
+    names = {*_SECRET_FIELDS, *getattr(config, "_secrets", ())}  # the loader's own list too
+    found = [getattr(config, name, None) for name in sorted(names)]
     if isinstance(config, _SECRET_URL_TYPES):
         found.append(config.url)
     values = {v for v in found if isinstance(v, str) and len(v) >= _SHORTEST_MASKED}
@@ -108,8 +109,8 @@ def describe(answer: Answer) -> str:
 def find_channel(options: NotifyTestOptions) -> ChannelConfig:
     try:
         config = load_config(options.config_path, options.environ)
-    except SettingsError as exc:
-        raise NotifyTestError(f"{options.config_path}: {exc}") from None
+    except SettingsError as exc:  # it names the channel (or route) and the field
+        raise NotifyTestError(str(exc)) from None
     except OSError as exc:
         raise NotifyTestError(f"cannot read {options.config_path}: "
                               f"{exc.strerror or exc}") from None
