@@ -47,5 +47,7 @@ def configure_logging(level: str = "INFO", fmt: str = "text", service: str = "")
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Library chatter at INFO (every websocket handshake, every HTTP access) drowns the signal.
-    for noisy in ("websockets", "uvicorn.access", "aiokafka"):
+    # httpx also logs each request's full URL, which for a Telegram bot or a Discord or
+    # Slack webhook holds its secret: never below WARNING.
+    for noisy in ("websockets", "uvicorn.access", "aiokafka", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from fake_notify import discord, ntfy, slack, telegram, webhook
+
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
 
@@ -11,5 +13,10 @@ if TYPE_CHECKING:
 
 
 def routes(fakes: FakeApis) -> list[BaseRoute]:
-    # Each API module adds its line: ``*telegram.routes(fakes),``.
-    return []
+    return [
+        *telegram.routes(fakes),
+        *discord.routes(fakes),
+        *slack.routes(fakes),
+        *ntfy.routes(fakes),
+        *webhook.routes(fakes),
+    ]

@@ -88,6 +88,18 @@ class Windows:
                 waits.append(inside[-count] + period - now)
         return max(waits)
 
+    def remaining(self, key: str, now: float) -> int:
+        """How many more requests fit now (the tightest of the limits)."""
+        times = self._times[key]
+        return max(0, min((count - sum(1 for t in times if now - t < period)
+                           for count, period in self._limits), default=0))
+
+    def reset_after(self, key: str, now: float) -> float:
+        """Seconds until no request made so far counts against any limit any more."""
+        times = self._times[key]
+        return max((t + period - now for t in times for _, period in self._limits
+                    if now - t < period), default=0.0)
+
 
 @dataclass
 class FakeApis:
@@ -96,6 +108,9 @@ class FakeApis:
     received: list[Received] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     faults: dict[str, deque[Fault]] = field(default_factory=lambda: defaultdict(deque))
+    # Each API's own settings and counters (known tokens, webhooks, its Windows), by API
+    # name; the API module owns its entry and gives tests a typed accessor.
+    state: dict[str, Any] = field(default_factory=dict)
     port: int = 0
 
     @property

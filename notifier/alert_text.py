@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from typing import Final
+from urllib.parse import quote
 
 from common.schemas import Alert
 
@@ -20,7 +21,8 @@ MINUS: Final = "\u2212"  # a real minus sign: "−2.40 %" reads better than "-2.
 
 
 def chart_url(symbol: str) -> str:
-    return CHART_URL.format(symbol=symbol)
+    # Percent-encoded, so that the URL stays one URL inside any markup's link syntax.
+    return CHART_URL.format(symbol=quote(symbol, safe=""))
 
 
 def arrow(alert: Alert) -> str:
@@ -60,9 +62,12 @@ def headline(alert: Alert) -> str:
     return f"{short_line(alert)} in {window(alert.window_s)}"
 
 
-def short_line(alert: Alert) -> str:
-    """``▲ SOLUSDT +3.10 %``: one alert in a digest (the channel links the symbol)."""
-    return f"{arrow(alert)} {alert.symbol} {signed_pct(alert.change_pct)}"
+def short_line(alert: Alert, symbol: str | None = None) -> str:
+    """``▲ SOLUSDT +3.10 %``: one alert in a digest. A channel passes ``symbol`` already
+    marked up (escaped and linked to its chart); the arrow and the change need no escaping
+    in any markup."""
+    shown = alert.symbol if symbol is None else symbol
+    return f"{arrow(alert)} {shown} {signed_pct(alert.change_pct)}"
 
 
 def facts(alert: Alert) -> list[tuple[str, str]]:

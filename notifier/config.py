@@ -1,50 +1,108 @@
 """``NOTIFY_CONFIG``: the channels and the routes, from a TOML file (public interface: the
 README, the compose stacks and users' files rely on this shape).
 
-The structs below are the file's shape; ``load_config`` reads and checks it. Secrets are
+The structs below are the file's shape; ``load_config`` reads and checks it
+(``notifier.config_checks`` holds the checks and the wording of their errors). Secrets are
 written ``${VAR}`` and taken from the environment passed in; a missing variable or a bad
 field raises ``SettingsError`` naming the channel (or route) and the field, which stops the
-service at start with exit 2. No value that came from a ``${VAR}`` ever appears in an
-error, a log line or a repr.
+service at start with exit 2. No value that came from a ``${VAR}``, and no secret field
+(``token``, ``secret``, ``password``, the ``url`` of discord/slack/apprise), ever appears in
+an error or a repr: the repr below masks them.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import logging
+import tomllib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, ClassVar, Final, Literal
 
 import msgspec
 
+from common.settings import SettingsError
+from notifier import config_checks as checks
 
-class ChannelBase(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True,
+log = logging.getLogger(__name__)
+
+# A configuration file is a few kilobytes; anything near this is a wrong path.
+MAX_CONFIG_BYTES: Final = 1 << 20
+
+
+class _Hidden:
+    """What a repr shows instead of a value it must not show."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+class _Masked(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True,
+              dict=True):
+    """A struct whose repr hides its secret fields and every field the loader filled from
+    the environment (``dict=True`` only so that the loader can note which: the note is not
+    a field, so it is neither encoded nor compared)."""
+
+    _secrets: ClassVar[frozenset[str]] = frozenset()
+
+    def _shown(self) -> Iterator[tuple[str, object]]:
+        from_env: Mapping[str, tuple[str, ...]] = self.__dict__.get(checks.FROM_ENV, {})
+        for field in sorted(self.__struct_fields__, key=lambda f: f != "name"):
+            value = getattr(self, field)
+            if field in self._secrets and value is not None:
+                yield field, _Hidden("<secret>")
+            elif field in from_env:
+                yield field, _Hidden(f"<from {', '.join(f'${{{v}}}' for v in from_env[field])}>")
+            else:
+                yield field, value
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={value!r}" for name, value in self._shown())
+        return f"{type(self).__name__}({fields})"
+
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
+        return list(self._shown())
+
+
+class ChannelBase(_Masked, frozen=True, kw_only=True, forbid_unknown_fields=True,
                   tag_field="type"):
     name: str  # [a-z0-9_-]{1,40}, unique
     # A further limit of this channel's own (it never raises the API's limits).
     max_per_minute: int | None = None
 
 
-class TelegramChannel(ChannelBase, tag="telegram"):
+class TelegramChannel(ChannelBase, frozen=True, tag="telegram"):
+    _secrets = frozenset({"token"})
     token: str
     chat_id: str  # a number in TOML is accepted and kept as its text
     api_url: str = "https://api.telegram.org"
 
 
-class DiscordChannel(ChannelBase, tag="discord"):
+class DiscordChannel(ChannelBase, frozen=True, tag="discord"):
+    _secrets = frozenset({"url"})
     url: str  # https://discord.com/api/webhooks/<id>/<token>: a secret
     username: str | None = None
 
 
-class SlackChannel(ChannelBase, tag="slack"):
+class SlackChannel(ChannelBase, frozen=True, tag="slack"):
+    _secrets = frozenset({"url"})
     url: str  # https://hooks.slack.com/services/...: a secret
 
 
-class NtfyChannel(ChannelBase, tag="ntfy"):
+class NtfyChannel(ChannelBase, frozen=True, tag="ntfy"):
+    _secrets = frozenset({"token"})
     topic: str
     server: str = "https://ntfy.sh"
     token: str | None = None  # sent as "Authorization: Bearer <token>"
     priority: int | None = None  # 1..5; unset: 4 for a first move, 5 for an escalation
 
 
-class EmailChannel(ChannelBase, tag="email"):
+class EmailChannel(ChannelBase, frozen=True, tag="email"):
+    _secrets = frozenset({"password"})
     host: str
     sender: str = msgspec.field(name="from")
     to: list[str]
@@ -58,20 +116,29 @@ class EmailChannel(ChannelBase, tag="email"):
     ca_file: str | None = None
 
 
-class WebhookChannel(ChannelBase, tag="webhook"):
+class WebhookChannel(ChannelBase, frozen=True, tag="webhook"):
+    _secrets = frozenset({"secret"})
     url: str
     secret: str  # whsec_<base64>, Standard Webhooks
 
 
-class AppriseChannel(ChannelBase, tag="apprise"):
+class AppriseChannel(ChannelBase, frozen=True, tag="apprise"):
+    _secrets = frozenset({"url"})
     url: str  # an Apprise URL (tgram://…, mailto://…, json://…): a secret
 
 
 ChannelConfig = (TelegramChannel | DiscordChannel | SlackChannel | NtfyChannel | EmailChannel
                  | WebhookChannel | AppriseChannel)
 
+# type → struct, in the order the errors list them.
+CHANNEL_TYPES: Final[Mapping[str, type[ChannelConfig]]] = {
+    "telegram": TelegramChannel, "discord": DiscordChannel, "slack": SlackChannel,
+    "ntfy": NtfyChannel, "email": EmailChannel, "webhook": WebhookChannel,
+    "apprise": AppriseChannel,
+}
 
-class Route(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+
+class Route(_Masked, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Which alerts go where; an alert may match several routes (it goes to each channel
     once). A field left out matches everything."""
 
@@ -87,3 +154,88 @@ class Route(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
 class NotifyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     channel: list[ChannelConfig] = msgspec.field(default_factory=list)
     route: list[Route] = msgspec.field(default_factory=list)
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def load_config(path: str, environ: Mapping[str, str], *,
+                source: str = "NOTIFY_CONFIG") -> NotifyConfig:
+    """The checked configuration in the TOML file at ``path``, its ``${VAR}`` taken from
+    ``environ``; else ``SettingsError`` whose message starts with ``source`` (the variable
+    that named the file) and names the channel or route and the field to fix."""
+    try:
+        with Path(path).open("rb") as file:
+            data = file.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise SettingsError(f"{source}: cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise SettingsError(f"{source}: {path} is larger than {MAX_CONFIG_BYTES} bytes: "
+                            "not a notification config")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SettingsError(f"{source}: {path} is not UTF-8 text "
+                            f"(byte {exc.start})") from None
+    return parse_config(text, environ, source=source)
+
+
+def parse_config(text: str, environ: Mapping[str, str], *,
+                 source: str = "NOTIFY_CONFIG") -> NotifyConfig:
+    """``load_config`` for a file's text (tests, and a file read elsewhere)."""
+    if len(text) > MAX_CONFIG_BYTES or len(text.encode("utf-8", "replace")) > MAX_CONFIG_BYTES:
+        raise SettingsError(f"{source}: larger than {MAX_CONFIG_BYTES} bytes: "
+                            "not a notification config")
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        # tomllib names the place ("(at line 3, column 9)") and at most one character of it.
+        raise SettingsError(f"{source}: not valid TOML: {exc}") from None
+    for key in document:
+        if key not in ("channel", "route"):
+            raise SettingsError(f"{source}: unknown key {key!r} at the top level (the file "
+                                "holds [[channel]] and [[route]] tables only)")
+    raw_channels = checks.tables(document, "channel", source)
+    raw_routes = checks.tables(document, "route", source)
+    if not raw_channels:
+        raise SettingsError(f"{source}: no [[channel]]: the notifier has nothing to send to")
+    channels = [_channel(index, raw, environ, source)
+                for index, raw in enumerate(raw_channels, 1)]
+    checks.unique_names([c.name for c in channels], source)
+    if not raw_routes:
+        raise SettingsError(f"{source}: no [[route]]: no alert would go to any channel "
+                            "(add one with channels = [...])")
+    names = [c.name for c in channels]
+    routes = [_route(index, raw, environ, source, names)
+              for index, raw in enumerate(raw_routes, 1)]
+    routed = {name for route in routes for name in route.channels}
+    for name in names:
+        if name not in routed:
+            log.warning("%s: channel %r is in no route's channels: nothing will be sent "
+                        "to it", source, name)
+    return NotifyConfig(channel=channels, route=routes)
+
+
+def _channel(index: int, raw: dict[str, Any], environ: Mapping[str, str],
+             source: str) -> ChannelConfig:
+    item = checks.Item(source, checks.channel_label(index, raw.get("name")))
+    kind = checks.channel_type(item, raw, CHANNEL_TYPES)
+    cls = CHANNEL_TYPES[kind]
+    item.secrets = cls._secrets
+    checks.channel_name(item, raw)
+    checks.known_fields(item, raw, cls, f"a {kind} channel")
+    chat_id = raw.get("chat_id")
+    if cls is TelegramChannel and isinstance(chat_id, int) and not isinstance(chat_id, bool):
+        raw = {**raw, "chat_id": str(chat_id)}  # chat_id = -100123 in TOML is meant as text
+    channel = checks.convert(item, checks.expand(item, raw, environ), cls)
+    checks.CHANNEL_CHECKS[kind](item, channel)
+    return item.noted(channel)
+
+
+def _route(index: int, raw: dict[str, Any], environ: Mapping[str, str], source: str,
+           names: list[str]) -> Route:
+    item = checks.Item(source, f"route #{index}")
+    checks.known_fields(item, raw, Route, "a route")
+    route = checks.convert(item, checks.expand(item, raw, environ), Route)
+    checks.route(item, route, names)
+    return item.noted(route)

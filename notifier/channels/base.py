@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, NamedTuple, Protocol
+from typing import Final, Protocol
 
 import httpx
 
 from common.schemas import Alert
+from common.settings import SettingsError
 
 # Most alerts listed one by one in a digest; the rest are counted in its last line.
 DIGEST_LISTED: Final = 20
@@ -64,7 +65,8 @@ class Refused:
 Answer = Accepted | RateLimited | Transient | Refused
 
 
-class Limit(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Limit:
     """At most ``count`` messages in any ``period_s`` seconds."""
 
     count: int
@@ -135,3 +137,16 @@ def transport_failure(exc: httpx.HTTPError) -> Transient:
     """A request that got no answer: a timeout or a connection that failed."""
     reason = "timeout" if isinstance(exc, httpx.TimeoutException) else "connect"
     return Transient(reason, f"{type(exc).__name__}: {exc}"[:300])
+
+
+def own_limits(limits: Sequence[Limit], max_per_minute: int | None) -> tuple[Limit, ...]:
+    """A channel's default ``limits``, plus ``Limit(max_per_minute, 60)`` when its config
+    sets one (it only ever narrows the API's limits)."""
+    extra = () if max_per_minute is None else (Limit(max_per_minute, 60.0),)
+    return (*limits, *extra)
+
+
+def setting_error(channel: str, field: str, reason: str) -> SettingsError:
+    """The error ``create`` raises for a field it cannot use: it names the channel and the
+    field; ``reason`` must never quote the value (it may be a secret)."""
+    return SettingsError(f"channel {channel!r}: {field}: {reason}")

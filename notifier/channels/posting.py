@@ -1,0 +1,85 @@
+"""What the chat channels (Telegram, Discord, Slack) share: one pooled client that POSTs
+JSON to a URL holding the channel's secret, and never lets that URL out.
+
+The URL of a Discord or Slack webhook *is* its secret and Telegram's carries the bot token,
+so nothing derived from the URL or from httpx's exception text (which may quote it) goes
+into an answer's detail or a repr: a transport failure is reported by its exception's
+class name only, and a channel's repr names only its configured ``name``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, TypeVar
+
+import httpx
+import msgspec
+
+from notifier.channels.base import DIGEST_LISTED, Budget, Limit, Transient, transport_failure
+
+T = TypeVar("T")
+
+
+def with_own_limit(limits: tuple[Limit, ...], max_per_minute: int | None) -> tuple[Limit, ...]:
+    """The API's limits plus the channel's own ``max_per_minute``, if it has one."""
+    return limits if max_per_minute is None else (*limits, Limit(max_per_minute, 60.0))
+
+
+def quiet_failure(exc: httpx.HTTPError) -> Transient:
+    """``transport_failure`` without the exception's text, which may quote the URL."""
+    return Transient(transport_failure(exc).reason, type(exc).__name__)
+
+
+def json_object(response: httpx.Response) -> dict[str, Any]:
+    """The answer's JSON object, or ``{}`` for anything else (a proxy's HTML page)."""
+    try:
+        data = msgspec.json.decode(response.content)
+    except msgspec.DecodeError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, an ellipsis marking the cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def fitting(render: Callable[[int], T], fits: Callable[[T], bool],
+            listed: int = DIGEST_LISTED) -> T:
+    """``render(n)`` for the largest ``n <= listed`` whose result ``fits`` an API's limits
+    (a digest lists fewer alerts rather than being refused). ``render(0)`` is the last
+    resort and is returned whatever its size."""
+    for n in range(listed, 0, -1):
+        message = render(n)
+        if fits(message):
+            return message
+    return render(0)
+
+
+class HttpChannel:
+    """The common part of a chat channel: name, budget, client, ``post`` and ``aclose``."""
+
+    kind: ClassVar[str] = ""
+    human: ClassVar[bool] = True
+
+    def __init__(self, name: str, budget: Budget, *, timeout_s: float) -> None:
+        self.name = name
+        self.budget = budget
+        # No redirects: a 3xx would be the API's answer, not a place to send the secret to.
+        self._client = httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+    async def post(self, url: str, body: object,
+                   params: Mapping[str, str] | None = None) -> httpx.Response | Transient:
+        """POST ``body`` as JSON; a request that got no answer is a ``Transient``."""
+        try:
+            return await self._client.post(
+                url, content=msgspec.json.encode(body), params=params,
+                headers={"content-type": "application/json"})
+        except httpx.HTTPError as exc:
+            return quiet_failure(exc)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
