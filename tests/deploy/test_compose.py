@@ -354,6 +354,9 @@ def test_the_notifier_takes_its_secrets_from_env_never_from_the_files(
         for name in NOTIFY_SECRETS:
             assert name in env or path.name.endswith("kafka.yml"), (path.name, name)
             assert env.get(name) is None, (path.name, name)
+    # The example file's secrets are the ones passed: copied as it is, it works.
+    example = (INFRA / "notify.example.toml").read_text()
+    assert set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)\}", example)) - {"VAR"} == set(NOTIFY_SECRETS)
     values = {name: f"value-of-{name.lower()}" for name in NOTIFY_SECRETS}
     env_file = write_env_file(tmp_path / ".env", all_settings=False, **values)
     services = render(combo, env_file)["services"]
