@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final, TextIO
+from urllib.parse import urlsplit
 
 from common.runner import EXIT_CONFIG
 from common.schemas import Alert
@@ -41,6 +42,7 @@ MASK: Final = "***"
 _SECRET_FIELDS: Final = ("token", "password", "secret")
 _SECRET_URL_TYPES: Final = (DiscordChannel, SlackChannel, AppriseChannel)
 _SHORTEST_MASKED: Final = 4  # shorter values ("", "1") would mask ordinary words
+_SECRET_PART: Final = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +73,11 @@ def secrets_of(config: ChannelConfig) -> list[str]:
     found = [getattr(config, name, None) for name in sorted(names)]
     if isinstance(config, _SECRET_URL_TYPES):
         found.append(config.url)
+        # The secret part alone too (Discord's token, Slack's last segment, Apprise's
+        # credentials before the host): the long parts, not words like "webhooks".
+        parts = urlsplit(config.url)
+        found += [part for part in (*parts.path.split("/"), parts.netloc, parts.password)
+                  if part and len(part) >= _SECRET_PART]
     values = {v for v in found if isinstance(v, str) and len(v) >= _SHORTEST_MASKED}
     return sorted(values, key=len, reverse=True)
 

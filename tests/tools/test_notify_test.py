@@ -13,7 +13,9 @@ import pytest
 
 from fake_notify import telegram
 from fake_notify.server import FakeApis, running_fake
+from notifier.config import DiscordChannel, TelegramChannel
 from tests.support.recordings import CliProcess
+from tools.notify_test import mask, secrets_of
 
 WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 # A token the fake Telegram does not know: it answers 401, as Telegram does.
@@ -183,3 +185,14 @@ async def test_no_config_at_all_exits_2_saying_where_one_comes_from(tmp_path: Pa
     assert code == 2, (out, err)
     [line] = err.splitlines()
     assert str(missing) in line
+
+
+def test_every_secret_of_a_channel_and_its_parts_are_masked() -> None:
+    """The second line of defence: whatever a channel's answer quotes of its secrets."""
+    url = "https://discord.com/api/webhooks/112233445566778899/Zx9-secret-webhook-token"
+    discord = DiscordChannel(name="room", url=url)
+    shown = mask(f"404 {url} / Zx9-secret-webhook-token / unknown webhooks of room",
+                 secrets_of(discord))
+    assert shown == "404 *** / *** / unknown webhooks of room"
+    desk = TelegramChannel(name="desk", token=telegram.TOKEN, chat_id="42")
+    assert mask(f"bot{telegram.TOKEN}: 42", secrets_of(desk)) == "bot***: 42"
