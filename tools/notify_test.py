@@ -43,6 +43,9 @@ _SECRET_FIELDS: Final = ("token", "password", "secret")
 _SECRET_URL_TYPES: Final = (DiscordChannel, SlackChannel, AppriseChannel)
 _SHORTEST_MASKED: Final = 4  # shorter values ("", "1") would mask ordinary words
 _SECRET_PART: Final = 16
+# What an accepted answer's status is, by channel type (HTTP for the others); Apprise says
+# only whether the message went out.
+_PROTOCOLS: Final[dict[str, str | None]] = {"email": "SMTP", "apprise": None}
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,11 +96,13 @@ def mask(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
-def describe(answer: Answer) -> str:
-    """The API's answer in one line, for a person."""
+def describe(answer: Answer, kind: str = "webhook") -> str:
+    """The API's answer in one line, for a person; ``kind``: the channel's type, which
+    says what its status code is (SMTP's reply code, none from Apprise)."""
     match answer:
         case Accepted(status=status, detail=detail, pause_s=pause_s):
-            text = f"accepted (HTTP {status})" if status else "accepted"
+            protocol = _PROTOCOLS.get(kind, "HTTP")
+            text = f"accepted ({protocol} {status})" if status and protocol else "accepted"
             if detail:
                 text += f": {detail}"
             if pause_s:
@@ -145,7 +150,7 @@ async def send_test(config: ChannelConfig, timeout_s: float, out: TextIO) -> int
         answer = Transient("error", f"{type(exc).__name__}: {exc}")
     finally:
         await channel.aclose()
-    out.write(f"{config.name}: {mask(describe(answer), secrets)}\n")
+    out.write(f"{config.name}: {mask(describe(answer, channel_type(config)), secrets)}\n")
     out.flush()
     return 0 if isinstance(answer, Accepted) else 1
 

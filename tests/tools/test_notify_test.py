@@ -15,6 +15,7 @@ from fake_notify import telegram
 from fake_notify.server import FakeApis, running_fake
 from notifier.config import DiscordChannel, TelegramChannel
 from tests.support.recordings import CliProcess
+from tests.support.smtp import PASSWORD, USER, running_smtp
 from tools.notify_test import mask, secrets_of
 
 WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -67,7 +68,7 @@ async def notify_test(tmp_path: Path, *args: str | Path, env: dict[str, str] | N
 def assert_no_secret(*texts: str) -> None:
     for text in texts:
         for secret in (telegram.TOKEN, REVOKED_TOKEN, WEBHOOK_SECRET,
-                       WEBHOOK_SECRET.removeprefix("whsec_")):
+                       WEBHOOK_SECRET.removeprefix("whsec_"), PASSWORD):
             assert secret not in text, text
 
 
@@ -143,6 +144,47 @@ async def test_a_rate_limit_or_a_server_error_exits_1_saying_so(
     assert code == 1, (out, err)
     assert out.splitlines()[-1].startswith(expected), out
     assert len(fake.of("webhook")) == 1  # a test is one request: no retry here
+    assert_no_secret(out, err)
+
+
+def email_config(tmp_path: Path, port: int, ca_file: Path) -> Path:
+    return write_config(tmp_path, f"""
+[[channel]]
+name = "mail"
+type = "email"
+host = "127.0.0.1"
+port = {port}
+security = "starttls"
+ca_file = "{ca_file}"
+username = "{USER}"
+password = "${{SMTP_PASSWORD}}"
+from = "{USER}"
+to = ["desk@example.org"]
+
+[[route]]
+channels = ["mail"]
+""")
+
+
+@pytest.mark.parametrize("password", [PASSWORD, "wrong-password-99"])
+async def test_an_email_goes_out_over_starttls_or_its_refusal_is_shown(
+        tmp_path: Path, password: str) -> None:
+    with running_smtp(tmp_path / "smtp", "starttls", auth=True) as smtp:
+        config = email_config(tmp_path, smtp.port, smtp.ca_file)
+        code, out, err = await notify_test(tmp_path, "mail", "--config", config,
+                                           env={"SMTP_PASSWORD": password})
+    last = out.splitlines()[-1]
+    if password == PASSWORD:
+        assert code == 0, (out, err)
+        assert last.startswith("mail: accepted (SMTP 250)"), out
+        [mail] = smtp.recorder.mails
+        assert "BTCUSDT" in str(mail.message["Subject"])
+        assert mail.recipients == ["desk@example.org"]
+    else:
+        assert code == 1, (out, err)
+        assert last.startswith("mail: refused (smtp_535)"), out  # what the server said
+        assert not smtp.recorder.mails
+        assert password not in out + err
     assert_no_secret(out, err)
 
 
