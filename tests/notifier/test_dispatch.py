@@ -17,7 +17,7 @@ from common.bus import Delivery
 from common.bus.redis_streams import RedisConfig, RedisTransport
 from common.partitioning import NOTIFICATIONS_DEAD_STREAM, NOTIFICATIONS_LEDGER_STREAM
 from common.schemas import Alert
-from notifier.channels.base import Accepted, Budget, Limit, RateLimited, Refused, Transient
+from notifier.channels.base import Budget, Limit, RateLimited, Refused, Transient
 from notifier.dispatch import ChannelWorker, Ticket
 from notifier.ledger import Ledger, dead_letter_decoder
 from notifier.metrics import NotifierMetrics
@@ -121,6 +121,7 @@ async def test_a_429_waits_the_apis_figure_and_folds_in_what_arrived_meanwhile(
         harness.put(make_alert("ETHUSDT", -2.5))
         await harness.wait_settled()
     (first_at, first), (second_at, second) = channel.requests
+    assert [a.symbol for a in first] == ["BTCUSDT"]
     assert second_at - first_at >= 0.5
     assert {a.symbol for a in second} == {"BTCUSDT", "ETHUSDT"}
     assert harness.metrics.rate_limited.labels("desk")._value.get() == 1

@@ -151,7 +151,8 @@ async def running(pipeline: Pipeline) -> AsyncIterator[Pipeline]:
 
 def service_env(**values: str) -> dict[str, str]:
     """This environment without any setting a test could inherit by accident, plus ``values``."""
-    prefixes = ("BUS_", "BINANCE_", "KAFKA_", "DETECTOR_", "GATEWAY_", "INGESTOR_", "LOG_")
+    prefixes = ("BUS_", "BINANCE_", "KAFKA_", "DETECTOR_", "GATEWAY_", "INGESTOR_", "LOG_",
+                "NOTIFY_", "NOTIFIER_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
     env.update(values)
     return env
