@@ -1,13 +1,13 @@
 """``python -m common.healthcheck [SERVICE]``: the container health probe.
 
-One image runs any of the three services, and a slim image has no ``curl``, so the probe is
+One image runs any of the four services, and a slim image has no ``curl``, so the probe is
 Python from the same environment: it reads the service's own settings (the same variables the
 service reads, so a changed port is followed) and asks that service's ``/healthz``. Exit 0
 when it answers 200 within ``--timeout`` seconds, 1 otherwise, with one line saying why.
 
-``SERVICE`` is ``ingestor``, ``detector`` or ``gateway``. Without it (the image's own
-``HEALTHCHECK``, which cannot know what command a container was given) the probe asks all
-three: one container runs one service, so whichever answers is the one to judge.
+``SERVICE`` is ``ingestor``, ``detector``, ``gateway`` or ``notifier``. Without it (the
+image's own ``HEALTHCHECK``, which cannot know what command a container was given) the probe
+asks all of them: one container runs one service, so whichever answers is the one to judge.
 
 ``/healthz`` is liveness (200 while the service's main task runs), not readiness: an
 orchestrator that restarts unhealthy containers must not restart a gateway only because
@@ -27,11 +27,12 @@ from common.settings import (
     DetectorSettings,
     GatewaySettings,
     IngestorSettings,
+    NotifierSettings,
     SettingsError,
     load_settings,
 )
 
-SERVICES: Final = ("ingestor", "detector", "gateway")
+SERVICES: Final = ("ingestor", "detector", "gateway", "notifier")
 _WILDCARDS: Final = {"", "0.0.0.0", "::", "[::]"}
 
 
@@ -53,6 +54,9 @@ def health_url(service: str) -> str:
     elif service == "gateway":
         gateway = load_settings(GatewaySettings)
         host, port = gateway.gateway_host, gateway.gateway_port
+    elif service == "notifier":
+        notifier = load_settings(NotifierSettings)
+        host, port = notifier.metrics_host, notifier.notifier_metrics_port
     else:
         raise ValueError(f"unknown service {service!r}; expected one of {', '.join(SERVICES)}")
     return f"http://{_host(host)}:{port}/healthz"

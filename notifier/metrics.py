@@ -32,6 +32,8 @@ class NotifierMetrics:
             "notifier_alerts_skipped_total",
             "Alerts not sent anywhere, by reason (stale: older than NOTIFY_MAX_AGE_S; "
             "unrouted: no route matched; undecodable).", ["reason"], registry=registry)
+        for reason in ("stale", "unrouted", "undecodable"):  # at 0 from the start
+            self.alerts_skipped.labels(reason)
         self.sent = Counter(
             "notifier_messages_sent_total",
             "Messages a channel's API accepted, by channel and kind (alert, digest).",
@@ -80,6 +82,8 @@ class NotifierMetrics:
             self.queued.labels(name).set(0)
             self.rate_limited.labels(name)
             self.rate_limited_seconds.labels(name)
+            # Else the first alert's latency makes the series, and rate() cannot see it.
+            self.accepted_seconds.labels(name)
             for kind in ("alert", "digest"):
                 self.sent.labels(name, kind)
             for how in ("sent", "digested"):

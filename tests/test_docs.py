@@ -1,6 +1,7 @@
 """The documents that describe the tree keep up with it: the README's layout section names
-every top-level folder and nothing that is gone, and docs/architecture.md covers every
-package the import-linter contracts govern."""
+every top-level folder and nothing that is gone, its Settings tables every variable a
+service reads, and docs/architecture.md covers every package the import-linter contracts
+govern."""
 
 from __future__ import annotations
 
@@ -10,6 +11,17 @@ import subprocess
 import tomllib
 from pathlib import Path
 from typing import Final
+
+import pytest
+from pydantic_settings import BaseSettings
+
+from common.settings import (
+    DetectorSettings,
+    GatewaySettings,
+    IngestorSettings,
+    KafkaSettings,
+    NotifierSettings,
+)
 
 REPO: Final = Path(__file__).resolve().parents[1]
 README: Final = REPO / "README.md"
@@ -52,3 +64,16 @@ def test_the_architecture_covers_every_package_of_the_layer_contracts() -> None:
     text = ARCHITECTURE.read_text()
     assert [p for p in config["root_packages"] if f"`{p}/`" not in text] == []
     assert "[tool.importlinter]" in text
+
+
+@pytest.mark.parametrize("settings", [IngestorSettings, DetectorSettings, GatewaySettings,
+                                      NotifierSettings, KafkaSettings])
+def test_the_readme_settings_tables_name_every_variable(settings: type[BaseSettings]) -> None:
+    """A row's first column names one variable or several (`READ_COUNT` / `READ_BLOCK_MS`)."""
+    section = README.read_text().split("\n## Settings\n", 1)[1].split("\n## ", 1)[0]
+    first_columns = [line.split("|")[1] for line in section.splitlines()
+                     if line.startswith("| `")]
+    names = set(re.findall(r"`([A-Z][A-Z0-9_]*)`", "\n".join(first_columns)))
+    prefix = str(settings.model_config.get("env_prefix") or "")
+    variables = {(prefix + field).upper() for field in settings.model_fields}
+    assert variables - names == set()

@@ -54,7 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--binance-url", help="exchange WebSocket URL (a fake or replay server)")
     source.add_argument("--demo", action="store_true",
                         help="start the fake exchange with a lively scenario (no internet)")
+    up.add_argument("--notify", type=_existing_file, metavar="FILE",
+                    help="run the notifier too, with this NOTIFY_CONFIG file (channels and "
+                         "routes, README \"Notifications\")")
     up.set_defaults(run=_run_up)
+    _add_notify_test(commands)
     _add_record(commands)
     _add_replay(commands)
     _add_backtest(commands)
@@ -111,6 +115,21 @@ def _websocket_url(text: str) -> str:
         return check_websocket_url(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"{exc}, not {text!r}") from None
+
+
+def _add_notify_test(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    notify_test = commands.add_parser(
+        "notify-test", help="send a test alert through one notification channel",
+        description="Load the notifier's configuration, send one made-up alert (BTCUSDT, "
+                    "rule notify-test) through the channel named CHANNEL and print the "
+                    "API's answer. Exit 0 when the API accepted it, 1 when it did not, 2 "
+                    "for a configuration error or an unknown channel.")
+    notify_test.add_argument("channel", metavar="CHANNEL", help="a [[channel]]'s name")
+    notify_test.add_argument("--config", metavar="FILE",
+                             help="the NOTIFY_CONFIG file (default: $NOTIFY_CONFIG)")
+    notify_test.add_argument("--timeout", type=_positive, default=10.0, metavar="S",
+                             help="how long the request may take (default 10)")
+    notify_test.set_defaults(run=_run_notify_test)
 
 
 def _add_record(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -229,7 +248,29 @@ def _run_up(args: argparse.Namespace) -> int:
     return run_up(UpOptions(host=args.host, port=args.port, bus_url=args.bus_url,
                             bus=args.bus, redis_port=args.redis_port,
                             kafka_port=args.kafka_port, data_dir=args.data_dir,
-                            binance_url=args.binance_url, demo=args.demo))
+                            binance_url=args.binance_url, demo=args.demo,
+                            notify_config=args.notify))
+
+
+def _run_notify_test(args: argparse.Namespace) -> int:
+    config_path = args.config or os.environ.get("NOTIFY_CONFIG", "")
+    if not config_path:
+        print("binance-alerter notify-test: no configuration: give --config FILE or set "
+              "NOTIFY_CONFIG", file=sys.stderr)
+        return 2
+    if not logging.getLogger().handlers:
+        configure_logging("WARNING", service="notify-test")
+    try:  # the channels need the notify extra; the other commands do not
+        from tools.notify_test import NotifyTestOptions, run_notify_test
+    except ModuleNotFoundError as exc:
+        if exc.name not in {"httpx", "aiosmtplib"}:
+            raise
+        print(f"binance-alerter notify-test: {exc.name} is missing: "
+              "pip install 'binance-alerter[notify]'", file=sys.stderr)
+        return 2
+    options = NotifyTestOptions(channel=args.channel, config_path=config_path,
+                                environ=dict(os.environ), timeout_s=args.timeout)
+    return run_notify_test(options, sys.stdout, sys.stderr)
 
 
 def _run_record(args: argparse.Namespace) -> int:

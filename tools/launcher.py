@@ -3,11 +3,12 @@
 It starts a Redis-compatible server, or with ``--bus kafka`` an in-memory Kafka-protocol
 broker (``tansu``), unless ``--bus-url`` names a running one; optionally the fake exchange;
 and the three services as separate processes, exactly as they run in production,
-prefixing their output. Crashed services are restarted with backoff (a service
+prefixing their output; with ``--notify FILE`` the notifier too, reading that file as its
+``NOTIFY_CONFIG``. Crashed services are restarted with backoff (a service
 exits on purpose when a task dies, expecting a supervisor), except one that exits with
 code 2: a configuration error would only repeat, so everything stops and ``up`` exits 2
 with that service's message. Ctrl-C stops the services in pipeline order (ingestor,
-detector, gateway) so that in-flight batches drain. The page's address is printed once the
+detector, gateway, notifier) so that in-flight batches drain. The page's address is printed once the
 gateway answers ``/readyz``, and a gateway port already taken is refused before anything
 starts.
 """
@@ -43,10 +44,12 @@ from tools.redis_server import (
 log = logging.getLogger(__name__)
 
 SERVICES: Final = ("ingestor", "detector", "gateway")
+NOTIFIER: Final = "notifier"
 STOP_TIMEOUT_S: Final = 15.0
 READY_POLL_S: Final = 0.25
 _LISTENING: Final = re.compile(r"(?<=listening on )ws://[^\s/]+")
-_COLOURS: Final = {"ingestor": "36", "detector": "35", "gateway": "32", "exchange": "33"}
+_COLOURS: Final = {"ingestor": "36", "detector": "35", "gateway": "32", "exchange": "33",
+                    "notifier": "34"}
 # What services need from the local tansu: it has no idempotent producer; a fetch waiting for
 # data is answered when the wait expires, not when data arrives, so a short wait is its
 # latency (a real Kafka answers at once); it holds a new group's first join for half the
@@ -67,6 +70,8 @@ class UpOptions:
     data_dir: Path | None = None
     binance_url: str | None = None
     demo: bool = False
+    # A NOTIFY_CONFIG file: run the notifier too.
+    notify_config: Path | str | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -181,19 +186,23 @@ async def up(options: UpOptions) -> int:
             supervisor.emit("redis", f"listening on 127.0.0.1:{port} (data in {data_dir})")
         env.update(BUS_URL=bus_url, GATEWAY_HOST=options.host, GATEWAY_PORT=str(options.port))
         env.setdefault("METRICS_HOST", "127.0.0.1")
+        services: tuple[str, ...] = SERVICES
+        if options.notify_config is not None:
+            env["NOTIFY_CONFIG"] = str(options.notify_config)
+            services = (*SERVICES, NOTIFIER)
         async with asyncio.TaskGroup() as tasks:
             if options.demo:
                 env["BINANCE_WS_URL"] = await _start_demo_exchange(supervisor, tasks, env)
             elif options.binance_url:
                 env["BINANCE_WS_URL"] = options.binance_url
-            for name in SERVICES:
+            for name in services:
                 argv = [sys.executable, "-m", name]
                 tasks.create_task(supervisor.keep_running(name, argv, env), name=name)
             page = f"http://{_browser_host(options.host)}:{options.port}/"
             tasks.create_task(supervisor.announce_when_ready(page), name="announce")
             await supervisor.stopping.wait()
             supervisor.emit("up", "stopping (Ctrl-C again is ignored; services drain first)")
-            for name in (*SERVICES, "exchange"):
+            for name in (*services, "exchange"):
                 await supervisor.stop(name)
     finally:
         if redis_process is not None:
@@ -246,11 +255,26 @@ def gateway_address_problem(host: str, port: int) -> str | None:
     return None
 
 
+def notify_config_problem(path: Path | str) -> str | None:
+    """Why ``--notify`` cannot be used; ``None`` when the file is there. Its content is
+    the notifier's to judge: a bad field stops it with exit 2, which stops ``up``."""
+    if os.path.isdir(path):
+        return f"--notify: a folder, not a file: {str(path)!r}"
+    if not os.path.isfile(path):
+        return f"--notify: no such file: {str(path)!r}"
+    return None
+
+
 def run_up(options: UpOptions) -> int:
     """Check what can be checked before anything starts: exit code 2 with a message."""
     if options.bus_url is not None:
         options.bus = "kafka" if options.bus_url.startswith("kafka://") else "redis"
     problem = gateway_address_problem(options.host, options.port)
+    if problem is None and options.notify_config is not None:
+        problem = notify_config_problem(options.notify_config)
+        # The services' working directory is this one, but a path that says so is clearer
+        # in their logs.
+        options.notify_config = Path(options.notify_config).resolve()
     if problem is not None:
         print(f"binance-alerter up: {problem}", file=sys.stderr)
         return EXIT_CONFIG
@@ -258,6 +282,9 @@ def run_up(options: UpOptions) -> int:
         if options.bus == "kafka" and importlib.util.find_spec("aiokafka") is None:
             raise ServerNotFound("the Kafka transport needs aiokafka: "
                                  "pip install 'binance-alerter[kafka]'")
+        if options.notify_config is not None and importlib.util.find_spec("httpx") is None:
+            raise ServerNotFound("the notifier needs httpx: "
+                                 "pip install 'binance-alerter[notify]'")
         if options.bus_url is None and options.bus == "kafka":
             find_tansu()
         elif options.bus_url is None:

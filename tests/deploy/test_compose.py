@@ -1,7 +1,8 @@
 """The compose files: valid for Compose in every combination, and what they run is what the
 deploy issue asks for (only the gateway, Prometheus and Grafana on the host; Redis with AOF on
 a named volume; health checks and healthy dependencies; no default Grafana password; Kafka
-one switch away), in the development and production files alike."""
+one switch away), in the development and production files alike; and the notifier, behind a
+profile, with its file of channels mounted read-only and its secrets from .env."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from tests.support.deploy import (
     COMBOS,
     ENV_EXAMPLE,
     INFRA,
+    NOTIFY_MOUNT,
+    NOTIFY_SECRETS,
     PUBLISHED,
     REQUIRED,
     compose,
@@ -77,7 +80,7 @@ def test_only_the_proxy_prometheus_and_grafana_are_published(
         assert host_port == str(PUBLISHED[name])
         # The page is for the LAN; the monitoring stays on this machine unless chosen.
         assert host_ip == ("0.0.0.0" if name == "proxy" else "127.0.0.1")
-    for name in ("ingestor", "detector", "gateway", "redis", "kafka"):
+    for name in ("ingestor", "detector", "gateway", "notifier", "redis", "kafka"):
         assert not services.get(name, {}).get("ports"), name
     assert "network_mode" not in str(services)
 
@@ -152,9 +155,12 @@ def test_data_lives_on_named_volumes(combo: str, configs: dict[str, dict[str, An
         assert f"{mount}:rw" in config["services"][service]["volumes"], service
     assert set(config["volumes"]) == {m.split(":")[0] for m in expected.values()}
     for name in APP_SERVICES:
-        # The services keep no state of their own: a read-only root, nothing mounted.
+        # The services keep no state of their own: a read-only root, nothing mounted but
+        # the notifier's configuration, read-only.
         assert config["services"][name].get("read_only") is True
-        assert not config["services"][name].get("volumes")
+        volumes = config["services"][name].get("volumes") or []
+        assert volumes == ([f"{INFRA / 'notify.toml'}:{NOTIFY_MOUNT}:ro"]
+                           if name == "notifier" else []), name
 
 
 @pytest.mark.parametrize("combo", COMBOS)
@@ -272,7 +278,7 @@ def test_monitoring_configuration_matches_the_compose_services(
     observability work) point at what the compose files run and mount."""
     services = configs["dev"]["services"]
     ports = {"ingestor": "INGESTOR_METRICS_PORT", "detector": "DETECTOR_METRICS_PORT",
-             "gateway": "GATEWAY_PORT"}
+             "gateway": "GATEWAY_PORT", "notifier": "NOTIFIER_METRICS_PORT"}
     prometheus_yml = yaml.safe_load((INFRA / "prometheus" / "prometheus.yml").read_text())
     targets = {target for found in scrape_targets(prometheus_yml).values() for target in found}
     assert targets == {f"{name}:{environment(services[name])[var]}"
@@ -300,3 +306,62 @@ def test_monitoring_configuration_matches_the_compose_services(
     providers = [provider for path in (provisioning / "dashboards").glob("*.y*ml")
                  for provider in yaml.safe_load(path.read_text())["providers"]]
     assert {p["options"]["path"] for p in providers} == {"/var/lib/grafana/dashboards"}
+
+
+@pytest.mark.parametrize("combo", COMBOS)
+def test_the_notifier_runs_only_with_the_notify_profile(
+        combo: str, configs: dict[str, dict[str, Any]]) -> None:
+    """Without a file of channels there is nothing to notify: a plain ``up`` runs the rest,
+    ``COMPOSE_PROFILES=notify`` (or ``--profile notify``) adds the notifier."""
+    services = configs[combo]["services"]
+    notifier = services["notifier"]
+    assert notifier["profiles"] == ["notify"]
+    assert [name for name, service in services.items() if service.get("profiles")] == [
+        "notifier"]
+    assert notifier["command"] == ["python", "-m", "notifier"]
+    assert notifier["image"] == services["detector"]["image"]
+    env = environment(notifier)
+    assert env["NOTIFIER_METRICS_PORT"] == "9103"
+    assert env["METRICS_HOST"] == "0.0.0.0"
+    assert notifier["expose"] == ["9103"]
+    assert env["BUS_URL"] == environment(services["detector"])["BUS_URL"]
+    assert re.search(r"^# ?COMPOSE_PROFILES=notify$", ENV_EXAMPLE.read_text(), re.MULTILINE)
+
+
+@pytest.mark.parametrize("combo", COMBOS)
+def test_the_notifier_reads_its_channels_from_a_read_only_file(combo: str,
+                                                              tmp_path: Path) -> None:
+    """NOTIFY_CONFIG is the mount point of a host file: ./notify.toml beside the compose
+    files, or the one NOTIFY_CONFIG_FILE names."""
+    choices: list[tuple[dict[str, str], Path]] = [
+        ({}, INFRA / "notify.toml"),
+        ({"NOTIFY_CONFIG_FILE": "/srv/alerts/notify.toml"}, Path("/srv/alerts/notify.toml"))]
+    for chosen, source in choices:
+        env_file = write_env_file(tmp_path / ".env", all_settings=False, **chosen)
+        notifier = render(combo, env_file)["services"]["notifier"]
+        assert environment(notifier)["NOTIFY_CONFIG"] == NOTIFY_MOUNT
+        assert notifier["volumes"] == [f"{source}:{NOTIFY_MOUNT}:ro"]
+
+
+@pytest.mark.parametrize("combo", COMBOS)
+def test_the_notifier_takes_its_secrets_from_env_never_from_the_files(
+        combo: str, tmp_path: Path) -> None:
+    """Tokens and webhook URLs are passed through from .env, never written in a compose
+    file; set in .env, each reaches the notifier and no other service."""
+    for path in INFRA.glob("docker-compose*.yml"):
+        notifier = (yaml.safe_load(path.read_text())["services"] or {}).get("notifier") or {}
+        env = environment(notifier)
+        for name in NOTIFY_SECRETS:
+            assert name in env or path.name.endswith("kafka.yml"), (path.name, name)
+            assert env.get(name) is None, (path.name, name)
+    # The example file's secrets are the ones passed: copied as it is, it works.
+    example = (INFRA / "notify.example.toml").read_text()
+    assert set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)\}", example)) - {"VAR"} == set(NOTIFY_SECRETS)
+    values = {name: f"value-of-{name.lower()}" for name in NOTIFY_SECRETS}
+    env_file = write_env_file(tmp_path / ".env", all_settings=False, **values)
+    services = render(combo, env_file)["services"]
+    for name, value in values.items():
+        assert environment(services["notifier"])[name] == value
+        for other, service in services.items():
+            if other != "notifier":
+                assert name not in environment(service), (other, name)

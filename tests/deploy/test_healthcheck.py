@@ -40,7 +40,7 @@ def server(request: pytest.FixtureRequest) -> Iterator[int]:
 def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
     monkeypatch.chdir(str(tmp_path))
     for name in ("GATEWAY_HOST", "GATEWAY_PORT", "METRICS_HOST", "INGESTOR_METRICS_PORT",
-                 "DETECTOR_METRICS_PORT"):
+                 "DETECTOR_METRICS_PORT", "NOTIFIER_METRICS_PORT", "NOTIFY_CONFIG"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -48,6 +48,10 @@ def test_urls_follow_each_service_settings(monkeypatch: pytest.MonkeyPatch) -> N
     assert health_url("ingestor") == "http://127.0.0.1:9101/healthz"
     assert health_url("detector") == "http://127.0.0.1:9102/healthz"
     assert health_url("gateway") == "http://127.0.0.1:8080/healthz"
+    monkeypatch.setenv("NOTIFY_CONFIG", "/etc/binance-alerter/notify.toml")  # required
+    assert health_url("notifier") == "http://127.0.0.1:9103/healthz"
+    monkeypatch.setenv("NOTIFIER_METRICS_PORT", "9203")
+    assert health_url("notifier") == "http://127.0.0.1:9203/healthz"
     monkeypatch.setenv("GATEWAY_HOST", "::")
     monkeypatch.setenv("GATEWAY_PORT", "9000")
     monkeypatch.setenv("METRICS_HOST", "10.1.2.3")

@@ -79,7 +79,7 @@ def test_dockerfile_is_one_multi_stage_non_root_image() -> None:
     for label in ("title", "description", "licenses"):
         assert f"org.opencontainers.image.{label}=" in labels
     builder_text = " ".join(arguments for _, arguments in builder)
-    assert 'pip install --no-cache-dir ".[kafka]"' in builder_text
+    assert 'pip install --no-cache-dir ".[kafka,notify]"' in builder_text
 
 
 def context_files() -> list[Path]:
@@ -120,18 +120,19 @@ def test_build_context_holds_the_sources_and_nothing_else() -> None:
     files = context_files()
     tops = {path.parts[0] for path in files}
     assert tops == {"pyproject.toml", "README.md", "common", "ingestor", "detector", "gateway",
-                    "fake_exchange", "tools", "frontend"}
+                    "notifier", "fake_exchange", "fake_notify", "tools", "frontend"}
     assert not [path for path in files if "__pycache__" in path.parts or path.name == ".env"]
     # What the builder stage copies is exactly that.
     copied = {source for keyword, arguments in stages()[0] if keyword == "COPY"
               for source in arguments.split()[:-1]}
     assert copied == {"pyproject.toml", "README.md", "common", "ingestor", "detector",
-                      "gateway", "fake_exchange", "tools", "frontend"}
+                      "gateway", "notifier", "fake_exchange", "fake_notify", "tools",
+                      "frontend"}
 
 
 @pytest.mark.timeout(300)
 def test_the_wheel_builds_from_the_build_context(tmp_path: Path) -> None:
-    """The image's `pip install .[kafka]` builds this wheel: from the context alone it must
+    """The image's `pip install .[kafka,notify]` builds this wheel: from the context alone it must
     hold every service package, the page and the health probe."""
     context = tmp_path / "context"
     for path in context_files():
@@ -145,6 +146,7 @@ def test_the_wheel_builds_from_the_build_context(tmp_path: Path) -> None:
     (wheel,) = (tmp_path / "dist").glob("binance_alerter-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for module in ("ingestor/__main__.py", "detector/__main__.py", "gateway/__main__.py",
+                   "notifier/__main__.py", "notifier/channels/registry.py",
                    "common/healthcheck.py", "common/bus/kafka/transport.py", "tools/cli.py",
                    "frontend/index.html"):
         assert module in names, module

@@ -1,4 +1,4 @@
-"""What the compose files hand the three services is what the services accept, and every
+"""What the compose files hand the four services is what the services accept, and every
 command they run starts: each service's rendered command and environment are run here as a
 real process, outside Docker, against real servers started by the tests, until the compose
 health check passes, then stopped with SIGTERM as ``docker compose stop`` does."""
@@ -26,11 +26,14 @@ from common.settings import (
     GatewaySettings,
     IngestorSettings,
     KafkaSettings,
+    NotifierSettings,
     load_settings,
 )
 from tests.support.deploy import (
     APP_SERVICES,
     COMBOS,
+    NOTIFY_MOUNT,
+    NOTIFY_SECRETS,
     dockerfile_instructions,
     environment,
     render,
@@ -42,10 +45,28 @@ from tests.support.servers import KAFKA_TEST_ENV, KafkaBroker, RedisServer
 from tools.redis_server import free_port, wait_for_port
 
 SETTINGS: dict[str, type[BaseSettings]] = {
-    "ingestor": IngestorSettings, "detector": DetectorSettings, "gateway": GatewaySettings}
+    "ingestor": IngestorSettings, "detector": DetectorSettings, "gateway": GatewaySettings,
+    "notifier": NotifierSettings}
+# Variables a service gets that are not its settings: the notifier's file names its
+# secrets as ${VAR}, read by its configuration loader.
+NOT_SETTINGS: dict[str, tuple[str, ...]] = {"notifier": NOTIFY_SECRETS}
 # The port each service listens on inside its container, and the address it binds.
 PORT_VARIABLES = {"ingestor": "INGESTOR_METRICS_PORT", "detector": "DETECTOR_METRICS_PORT",
-                  "gateway": "GATEWAY_PORT"}
+                  "gateway": "GATEWAY_PORT", "notifier": "NOTIFIER_METRICS_PORT"}
+# A NOTIFY_CONFIG for the started notifier, in place of the host file compose mounts: one
+# signed webhook to a port nothing listens on (the notifier is healthy without a receiver).
+NOTIFY_FILE = """\
+[[channel]]
+name = "hooks"
+type = "webhook"
+url = "http://127.0.0.1:{port}/hooks/deploy-test"
+secret = "${{WEBHOOK_SECRET}}"
+
+[[route]]
+channels = ["hooks"]
+"""
+# Standard Webhooks' form: whsec_ and the base64 of the key.
+WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 BIND_VARIABLES = ("GATEWAY_HOST", "METRICS_HOST")
 
 
@@ -71,7 +92,7 @@ def test_every_variable_passed_is_a_setting_of_the_service(
     classes = [SETTINGS[service]]
     if urlsplit(env["BUS_URL"] or "").scheme == "kafka":
         classes.append(KafkaSettings)
-    names = set().union(*(accepted(cls) for cls in classes))
+    names = set().union(*(accepted(cls) for cls in classes), NOT_SETTINGS.get(service, ()))
     assert set(env) <= names, sorted(set(env) - names)
     # Every variable is set in this rendering, and each value is one the service takes.
     assert all(value is not None for value in env.values()), env
@@ -79,7 +100,8 @@ def test_every_variable_passed_is_a_setting_of_the_service(
     for name in names:
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
-        monkeypatch.setenv(name, str(value))
+        if name not in NOT_SETTINGS.get(service, ()):
+            monkeypatch.setenv(name, str(value))
     for cls in classes:
         load_settings(cls)
 
@@ -101,8 +123,9 @@ def image_environment() -> dict[str, str]:
 def runtime_environment(service_env: dict[str, str | None], *, bus_url: str,
                         exchange_port: int, home: Path) -> dict[str, str]:
     """The container's environment, with what Docker's network provides mapped to this
-    machine: the bus' service name to the test server, the exchange to the fake one, and
-    the ports each container has to itself to free loopback ports."""
+    machine: the bus' service name to the test server, the exchange to the fake one, the
+    ports each container has to itself to free loopback ports, and the notifier's mounted
+    file to one written here."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home),
            **image_environment(),
            **{name: value for name, value in service_env.items() if value is not None}}
@@ -119,6 +142,11 @@ def runtime_environment(service_env: dict[str, str | None], *, bus_url: str,
         if name in env:
             assert env[name] == "0.0.0.0", name
             env[name] = "127.0.0.1"
+    if "NOTIFY_CONFIG" in env:
+        assert env["NOTIFY_CONFIG"] == NOTIFY_MOUNT
+        notify_file = home.parent / "notify.toml"
+        notify_file.write_text(NOTIFY_FILE.format(port=free_port()))
+        env.update(NOTIFY_CONFIG=str(notify_file), WEBHOOK_SECRET=WEBHOOK_SECRET)
     return env
 
 

@@ -17,25 +17,27 @@ from prometheus_client.metrics import MetricWrapperBase
 from detector.metrics import DetectorMetrics
 from gateway.metrics import Metrics as GatewayMetrics
 from ingestor.metrics import IngestorMetrics, new_registry
+from notifier.metrics import NotifierMetrics
 from tests.support.dashboard import DASHBOARD, GRAFANA, ROOT, dashboard, panel_exprs, panels
 from tests.support.prometheus import RULES_FILE
 
 DATASOURCES: Final = GRAFANA / "provisioning" / "datasources" / "prometheus.yml"
 PROVIDERS: Final = GRAFANA / "provisioning" / "dashboards" / "dashboards.yml"
 GRID_COLUMNS: Final = 24
-SERVICES: Final = ("ingestor", "detector", "gateway")
-_METRIC_NAME: Final = re.compile(r"\b((?:ingestor|detector|gateway)_[a-z0-9_]+)\b")
+SERVICES: Final = ("ingestor", "detector", "gateway", "notifier")
+_METRIC_NAME: Final = re.compile(r"\b((?:ingestor|detector|gateway|notifier)_[a-z0-9_]+)\b")
 _SUFFIXES: Final = {"counter": ("_total",), "gauge": ("",),
                     "histogram": ("_bucket", "_count", "_sum")}
 
 
 def exported() -> dict[str, MetricWrapperBase]:
-    """Every metric the three services define, by exposed base name, from fresh
+    """Every metric the four services define, by exposed base name, from fresh
     instances (the gateway's HTTP metrics come from instrumenting an app)."""
     gateway = GatewayMetrics()
     gateway.instrument(FastAPI())
     registries: list[CollectorRegistry] = [
-        IngestorMetrics(new_registry()).registry, DetectorMetrics().registry, gateway.registry]
+        IngestorMetrics(new_registry()).registry, DetectorMetrics().registry, gateway.registry,
+        NotifierMetrics().registry]
     metrics: dict[str, MetricWrapperBase] = {}
     for registry in registries:
         # The registry keeps its collectors privately; for a test, that is the only way to
@@ -106,6 +108,19 @@ def test_panels_tile_the_grid_without_overlapping() -> None:
     ("dropped ticks", r"ingestor_ticks_dropped_total"),
     ("malformed frames", r"ingestor_malformed_frames_total"),
     ("feed alive", r"ingestor_seconds_since_last_frame"),
+    ("the notifier up", r'up\{job=~"[^"]*\bnotifier\b'),
+    ("messages sent per channel",
+     r"sum by \(channel, kind\) \(rate\(notifier_messages_sent_total"),
+    ("alert → accepted p50 per channel",
+     r"histogram_quantile\(0\.5, sum by \(le, channel\) \(rate\(notifier_alert_accepted_seconds"),
+    ("alert → accepted p99 per channel",
+     r"histogram_quantile\(0\.99, sum by \(le, channel\) \(rate\(notifier_alert_accepted_seconds"),
+    ("failures per reason", r"by \(channel, reason\) \(increase\(notifier_failures_total"),
+    ("rate-limited waits", r"increase\(notifier_rate_limited_wait_seconds_total"),
+    ("digests", r'notifier_messages_sent_total\{kind="digest"\}'),
+    ("dead letters", r"by \(channel, reason\) \(increase\(notifier_dead_letters_total"),
+    ("failing channels", r"by \(channel\) \(notifier_channel_failing\)"),
+    ("queued alerts", r"by \(channel\) \(notifier_channel_queued_alerts\)"),
 ])
 def test_the_dashboard_answers_the_operators_questions(what: str, pattern: str) -> None:
     assert any(re.search(pattern, expr) for expr in panel_exprs()), f"no panel shows {what}"
@@ -121,7 +136,8 @@ def test_every_metric_in_the_dashboard_and_the_rules_is_exported() -> None:
 def readme_metrics() -> dict[str, tuple[str, set[str]]]:
     """``| `name` | type | `label` (values), … | meaning |`` rows of the README's tables."""
     rows: dict[str, tuple[str, set[str]]] = {}
-    row = re.compile(r"^\| `((?:ingestor|detector|gateway)_[a-z0-9_]+)` \| (\w+) \|([^|]*)\|")
+    row = re.compile(
+        r"^\| `((?:ingestor|detector|gateway|notifier)_[a-z0-9_]+)` \| (\w+) \|([^|]*)\|")
     for line in (ROOT / "README.md").read_text().splitlines():
         match = row.match(line)
         if match:

@@ -21,7 +21,8 @@ from tests.support.prometheus import (
 
 HERE = Path(__file__).resolve().parent
 ALERT_NAMES = {"BinanceFeedStale", "DetectorLagGrowing", "NoTicks", "GatewayDown",
-               "GatewayNotReadingAlerts", "ServiceDown"}
+               "GatewayNotReadingAlerts", "ServiceDown", "NotifierChannelFailing",
+               "NotifierDeadLetters", "NotifierDown"}
 
 
 def promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -45,19 +46,21 @@ def test_every_alert_fires_on_its_failure_and_not_on_a_healthy_pipeline() -> Non
     promtool("test", "rules", HERE / "alerts_test.yml")
 
 
-def test_the_shipped_config_scrapes_the_three_services_by_compose_name() -> None:
+def test_the_shipped_config_scrapes_the_four_services_by_compose_name() -> None:
     config = load(SHIPPED_CONFIG)
     assert scrape_targets(config) == {job: [target] for job, target in SHIPPED_TARGETS.items()}
-    # Each gateway replica scraped on its own, not whichever one a name happens to reach.
-    (gateway,) = [job for job in config["scrape_configs"] if job["job_name"] == "gateway"]
-    assert "static_configs" not in gateway
-    assert gateway["dns_sd_configs"] == [{"names": ["gateway"], "type": "A", "port": 8080}]
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    # Each gateway replica scraped on its own, not whichever one a name happens to reach;
+    # the notifier (a compose profile) only when it runs, so none is "down" when it is off.
+    for name, port in (("gateway", 8080), ("notifier", 9103)):
+        assert "static_configs" not in jobs[name]
+        assert jobs[name]["dns_sd_configs"] == [{"names": [name], "type": "A", "port": port}]
     assert config["rule_files"] == [RULES_FILE.name]
 
 
 def test_the_rendered_copy_differs_only_in_targets_and_intervals(tmp_path: Path) -> None:
     targets = {"ingestor": "127.0.0.1:1001", "detector": "127.0.0.1:1002",
-               "gateway": "127.0.0.1:1003"}
+               "gateway": "127.0.0.1:1003", "notifier": "127.0.0.1:1004"}
     rendered = render_config(tmp_path, targets, "1s")
     promtool("check", "config", rendered)
     shipped, copy = load(SHIPPED_CONFIG), load(rendered)

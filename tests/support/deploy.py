@@ -31,7 +31,12 @@ COMBOS: Final = {
     "dev+kafka": ("docker-compose.yml", "docker-compose.kafka.yml"),
     "prod+kafka": ("docker-compose.prod.yml", "docker-compose.kafka.yml"),
 }
-APP_SERVICES: Final = ("ingestor", "detector", "gateway")
+APP_SERVICES: Final = ("ingestor", "detector", "gateway", "notifier")
+# The notifier's channels and routes: a host file mounted read-only (README, "Notifications").
+NOTIFY_MOUNT: Final = "/etc/binance-alerter/notify.toml"
+# The variables the notifier's file may name as ${VAR}, passed through from .env.
+NOTIFY_SECRETS: Final = ("TELEGRAM_BOT_TOKEN", "DISCORD_WEBHOOK_URL", "SLACK_WEBHOOK_URL",
+                         "NTFY_TOKEN", "SMTP_PASSWORD", "WEBHOOK_SECRET", "APPRISE_URL")
 # The page reaches the host through the proxy in front of the gateway replicas.
 PUBLISHED: Final = {"proxy": 8080, "prometheus": 9090, "grafana": 3000}
 

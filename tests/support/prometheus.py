@@ -2,7 +2,7 @@
 scraping the test's services with the shipped configuration.
 
 The configuration under test is ``infra/prometheus/prometheus.yml`` itself: ``render_config``
-copies it with only the three compose targets (the gateway's a DNS name for its replicas)
+copies it with only the four compose targets (the gateway's and the notifier's DNS names)
 swapped for static loopback addresses and the intervals shortened, and copies the rules
 file beside it unchanged, so that a test never checks a configuration of its own making.
 """
@@ -32,7 +32,7 @@ SHIPPED_CONFIG: Final = PROMETHEUS_DIR / "prometheus.yml"
 RULES_FILE: Final = PROMETHEUS_DIR / "alerts.yml"
 # The compose addresses of the shipped configuration, by job.
 SHIPPED_TARGETS: Final = {"ingestor": "ingestor:9101", "detector": "detector:9102",
-                          "gateway": "gateway:8080"}
+                          "gateway": "gateway:8080", "notifier": "notifier:9103"}
 SHIPPED_INTERVAL: Final = "5s"
 INTERVAL_KEYS: Final = ("scrape_interval", "evaluation_interval")
 
