@@ -134,9 +134,18 @@ def classify_http(response: httpx.Response, *, accepted_detail: str = "") -> Ans
 
 
 def transport_failure(exc: httpx.HTTPError) -> Transient:
-    """A request that got no answer: a timeout or a connection that failed."""
+    """A request that got no answer: a timeout or a connection that failed. The detail is
+    the exception's class only: httpx's text may quote the URL, which for Telegram,
+    Discord, Slack and Apprise carries the secret."""
     reason = "timeout" if isinstance(exc, httpx.TimeoutException) else "connect"
-    return Transient(reason, f"{type(exc).__name__}: {exc}"[:300])
+    return Transient(reason, type(exc).__name__)
+
+
+def http_client(timeout_s: float, headers: Mapping[str, str] | None = None
+                ) -> httpx.AsyncClient:
+    """A channel's one pooled client. No redirects: a 3xx is the API's answer, not a place
+    to send the secret to."""
+    return httpx.AsyncClient(timeout=timeout_s, headers=headers, follow_redirects=False)
 
 
 def own_limits(limits: Sequence[Limit], max_per_minute: int | None) -> tuple[Limit, ...]:

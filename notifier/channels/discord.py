@@ -31,9 +31,10 @@ from notifier.channels.base import (
     RateLimited,
     Refused,
     Transient,
+    own_limits,
     retry_after_header,
 )
-from notifier.channels.posting import HttpChannel, clip, fitting, json_object, with_own_limit
+from notifier.channels.posting import HttpChannel, clip, fitting, json_object
 from notifier.config import DiscordChannel
 
 # Discord's embed limits (characters).
@@ -56,7 +57,7 @@ def create(config: DiscordChannel, *, timeout_s: float) -> Channel:
 
 
 def budget_of(config: DiscordChannel) -> Budget:
-    return Budget(with_own_limit((Limit(5, 2.0), Limit(30, 60.0)), config.max_per_minute))
+    return Budget(own_limits((Limit(5, 2.0), Limit(30, 60.0)), config.max_per_minute))
 
 
 def escape(text: str) -> str:

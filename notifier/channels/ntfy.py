@@ -38,6 +38,7 @@ from notifier.channels.base import (
     Refused,
     Transient,
     classify_http,
+    http_client,
     own_limits,
     retry_after_header,
     setting_error,
@@ -165,7 +166,7 @@ def create(config: NtfyChannel, *, timeout_s: float) -> Ntfy:
     headers = {"content-type": "application/json"}
     if config.token:
         headers["authorization"] = f"Bearer {config.token}"
-    client = httpx.AsyncClient(timeout=timeout_s, headers=headers, follow_redirects=False)
+    client = http_client(timeout_s, headers)
     log.debug("ntfy channel %s ready", config.name)
     return Ntfy(config, client, timeout_s,
                 budget=Budget(own_limits(LIMITS, config.max_per_minute)))

@@ -15,19 +15,15 @@ from typing import Any, ClassVar, TypeVar
 import httpx
 import msgspec
 
-from notifier.channels.base import DIGEST_LISTED, Budget, Limit, Transient, transport_failure
+from notifier.channels.base import (
+    DIGEST_LISTED,
+    Budget,
+    Transient,
+    http_client,
+    transport_failure,
+)
 
 T = TypeVar("T")
-
-
-def with_own_limit(limits: tuple[Limit, ...], max_per_minute: int | None) -> tuple[Limit, ...]:
-    """The API's limits plus the channel's own ``max_per_minute``, if it has one."""
-    return limits if max_per_minute is None else (*limits, Limit(max_per_minute, 60.0))
-
-
-def quiet_failure(exc: httpx.HTTPError) -> Transient:
-    """``transport_failure`` without the exception's text, which may quote the URL."""
-    return Transient(transport_failure(exc).reason, type(exc).__name__)
 
 
 def json_object(response: httpx.Response) -> dict[str, Any]:
@@ -65,8 +61,7 @@ class HttpChannel:
     def __init__(self, name: str, budget: Budget, *, timeout_s: float) -> None:
         self.name = name
         self.budget = budget
-        # No redirects: a 3xx would be the API's answer, not a place to send the secret to.
-        self._client = httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
+        self._client = http_client(timeout_s)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
@@ -79,7 +74,7 @@ class HttpChannel:
                 url, content=msgspec.json.encode(body), params=params,
                 headers={"content-type": "application/json"})
         except httpx.HTTPError as exc:
-            return quiet_failure(exc)
+            return transport_failure(exc)
 
     async def aclose(self) -> None:
         await self._client.aclose()

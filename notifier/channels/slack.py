@@ -29,9 +29,10 @@ from notifier.channels.base import (
     RateLimited,
     Refused,
     Transient,
+    own_limits,
     retry_after_header,
 )
-from notifier.channels.posting import HttpChannel, clip, fitting, with_own_limit
+from notifier.channels.posting import HttpChannel, clip, fitting
 from notifier.config import SlackChannel
 
 MAX_BLOCKS: Final = 50
@@ -50,7 +51,7 @@ def create(config: SlackChannel, *, timeout_s: float) -> Channel:
 
 
 def budget_of(config: SlackChannel) -> Budget:
-    return Budget(with_own_limit((Limit(1, 1.0),), config.max_per_minute))
+    return Budget(own_limits((Limit(1, 1.0),), config.max_per_minute))
 
 
 def escape(text: str) -> str:

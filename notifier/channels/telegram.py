@@ -30,9 +30,10 @@ from notifier.channels.base import (
     RateLimited,
     Refused,
     Transient,
+    own_limits,
     retry_after_header,
 )
-from notifier.channels.posting import HttpChannel, fitting, json_object, with_own_limit
+from notifier.channels.posting import HttpChannel, fitting, json_object
 from notifier.config import TelegramChannel
 
 # sendMessage's limit, counted on the text after the entities are parsed; the HTML is
@@ -48,7 +49,7 @@ def create(config: TelegramChannel, *, timeout_s: float) -> Channel:
 def budget_of(config: TelegramChannel) -> Budget:
     limits = (Limit(1, 1.0), Limit(20, 60.0)) if is_group(config.chat_id) else (Limit(1, 1.0),)
     bot = hashlib.sha256(config.token.encode()).hexdigest()[:16]
-    return Budget(with_own_limit(limits, config.max_per_minute), f"telegram:{bot}",
+    return Budget(own_limits(limits, config.max_per_minute), f"telegram:{bot}",
                   (Limit(30, 1.0),))
 
 

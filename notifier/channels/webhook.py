@@ -38,6 +38,7 @@ from notifier.channels.base import (
     Budget,
     Transient,
     classify_http,
+    http_client,
     own_limits,
     setting_error,
     transport_failure,
@@ -140,7 +141,7 @@ def create(config: WebhookChannel, *, timeout_s: float) -> Webhook:
             "Webhooks); make one with: python -c \"import base64, secrets; "
             "print('whsec_' + base64.b64encode(secrets.token_bytes(32)).decode())\"")
     # No redirects: a signed alert goes to the configured endpoint or nowhere.
-    client = httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
+    client = http_client(timeout_s)
     log.debug("webhook channel %s ready", config.name)
     return Webhook(config, client, key, timeout_s,
                    Budget(own_limits((), config.max_per_minute)))
