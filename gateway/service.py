@@ -64,6 +64,11 @@ def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.soc
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+        # asyncio sets TCP_NODELAY only on sockets it creates itself. Without it a response
+        # written in two parts (starlette sends head and body apart), or a frame written
+        # while the one before is unacknowledged, waits for the client's delayed ACK:
+        # 40 ms on Linux, measured on every HTTP answer of this socket.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if hasattr(socket, "TCP_USER_TIMEOUT"):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, UNREAD_DATA_TIMEOUT_MS)
         sock.bind((host, port))
