@@ -31,13 +31,14 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, NoReturn, TypeVar
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 
-from common.bus import Transport, TransportConfigError, create_transport
+from common.backoff import Backoff
+from common.bus import BusUnavailable, Transport, TransportConfigError, create_transport
 from common.health import HealthServer, new_registry
 from common.logs import configure_logging
 from common.settings import (
@@ -51,6 +52,7 @@ from common.settings import (
 log = logging.getLogger(__name__)
 
 S = TypeVar("S", bound=BaseServiceSettings)
+T = TypeVar("T")
 Main = Callable[[S, asyncio.Event], Coroutine[Any, Any, None]]
 
 EXIT_OK = 0
@@ -262,3 +264,30 @@ async def wait_or_stop(stopping: asyncio.Event, seconds: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+async def while_bus_down(operation: Callable[[], Awaitable[T]], backoff: Backoff, *,
+                         stopping: asyncio.Event | None, counter: Counter | None = None,
+                         what: str = "retrying") -> T | None:
+    """``operation`` again and again while the bus is unavailable, with ``backoff``
+    between tries (each failure logged and counted on ``counter``).
+
+    With ``stopping`` given, give up on shutdown and return None (safe before a batch is
+    taken); without it, insist until the shutdown deadline cancels the caller, since the
+    batch in hand must be published and acknowledged or left pending.
+    """
+    while True:
+        try:
+            result = await operation()
+        except BusUnavailable as exc:
+            if counter is not None:
+                counter.inc()
+            delay = backoff.next_delay()
+            log.warning("bus unavailable (%s); %s in %.1fs", exc, what, delay)
+            if stopping is None:
+                await asyncio.sleep(delay)
+            elif await wait_or_stop(stopping, delay):
+                return None
+        else:
+            backoff.reset()
+            return result

@@ -46,7 +46,7 @@ from common.partitioning import (
     ticks_stream,
 )
 from common.rules_stream import RulesView
-from common.runner import Runtime, Service, wait_or_stop
+from common.runner import Runtime, Service, wait_or_stop, while_bus_down
 from common.schemas import (
     Alert,
     DetectorHeartbeat,
@@ -312,23 +312,10 @@ class Detector:
 
     async def _retry(self, operation: Callable[[], Awaitable[T]],
                      stopping: asyncio.Event | None) -> T | None:
-        """Retry while the bus is down. With ``stopping`` given, give up on shutdown (safe
-        before a batch is taken); without it, insist until the shutdown deadline cancels
-        us, since the batch in hand must be published and acknowledged or left pending."""
-        while True:
-            try:
-                result = await operation()
-            except BusUnavailable as exc:
-                self.metrics.bus_errors.inc()
-                delay = self._backoff.next_delay()
-                log.warning("bus unavailable (%s); retrying in %.1fs", exc, delay)
-                if stopping is None:
-                    await asyncio.sleep(delay)
-                elif await wait_or_stop(stopping, delay):
-                    return None
-            else:
-                self._backoff.reset()
-                return result
+        """Retry while the bus is down (``common.runner.while_bus_down``): with
+        ``stopping``, give up on shutdown; without it, insist."""
+        return await while_bus_down(operation, self._backoff, stopping=stopping,
+                                    counter=self.metrics.bus_errors)
 
 
 def describe_rule(rule: Rule) -> str:

@@ -30,11 +30,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Final
 
 from common.aio import race
 from common.backoff import Backoff
-from common.bus import BusUnavailable, Delivery
+from common.bus import Delivery
+from common.runner import while_bus_down
 from common.schemas import Alert
 from notifier.alert_text import by_significance
 from notifier.channels.base import Accepted, Answer, Channel, RateLimited, Refused, Transient
@@ -201,19 +203,11 @@ class ChannelWorker:
         """Record the outcome on the bus (insisting while it is down: these alerts must not
         be acknowledged before it is written), then settle their tickets."""
         alerts = [job.alert for job in jobs]
-        while True:
-            try:
-                await self._ledger.record(self.name, alerts, outcome, reason=reason,
-                                          detail=detail)
-            except BusUnavailable as exc:
-                self._metrics.bus_errors.inc()
-                delay = self._bus_backoff.next_delay()
-                log.warning("bus unavailable (%s); recording %s again in %.1fs", exc,
-                            self.name, delay)
-                await asyncio.sleep(delay)
-            else:
-                self._bus_backoff.reset()
-                break
+        await while_bus_down(
+            partial(self._ledger.record, self.name, alerts, outcome, reason=reason,
+                    detail=detail),
+            self._bus_backoff, stopping=None, counter=self._metrics.bus_errors,
+            what=f"recording {self.name}'s outcome again")
         if outcome != "dead":
             self._metrics.alerts_delivered.labels(self.name, outcome).inc(len(jobs))
         for job in jobs:

@@ -26,9 +26,9 @@ import msgspec
 
 from common.aio import race
 from common.backoff import Backoff
-from common.bus import BusUnavailable, Delivery, GroupConsumer, Retention, Transport
+from common.bus import Delivery, GroupConsumer, Retention, Transport
 from common.partitioning import ALERTS_STREAM, NOTIFIER_GROUP
-from common.runner import Runtime, Service, wait_or_stop
+from common.runner import Runtime, Service, while_bus_down
 from common.schemas import decode_alert
 from common.settings import NotifierSettings
 from notifier.channels.registry import build_channel
@@ -183,22 +183,10 @@ class Notifier:
 
     async def _retry(self, operation: Callable[[], Awaitable[T]],
                      stopping: asyncio.Event | None) -> T | None:
-        """Retry while the bus is down. With ``stopping`` given, give up on shutdown;
-        without it, insist until the shutdown deadline cancels us."""
-        while True:
-            try:
-                result = await operation()
-            except BusUnavailable as exc:
-                self.metrics.bus_errors.inc()
-                delay = self._backoff.next_delay()
-                log.warning("bus unavailable (%s); retrying in %.1fs", exc, delay)
-                if stopping is None:
-                    await asyncio.sleep(delay)
-                elif await wait_or_stop(stopping, delay):
-                    return None
-            else:
-                self._backoff.reset()
-                return result
+        """Retry while the bus is down (``common.runner.while_bus_down``): with
+        ``stopping``, give up on shutdown; without it, insist."""
+        return await while_bus_down(operation, self._backoff, stopping=stopping,
+                                    counter=self.metrics.bus_errors)
 
 
 async def wait_either(first: asyncio.Event, second: asyncio.Event) -> None:

@@ -212,3 +212,32 @@ async def test_a_refusing_channel_dead_letters_its_alerts_and_the_others_deliver
     assert [(d.channel, d.alert) for d in letters] == [("tg", a) for a in alerts]
     assert letters[0].reason == "http_401"
     assert letters[1].reason == "channel_failing"
+
+
+async def test_an_outcome_is_recorded_once_the_bus_is_back_and_nothing_is_sent_again(
+        redis_server: RedisServer, bus: RedisTransport, fakes: FakeApis, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    env = write_notify_config(tmp_path / "notify.toml", fakes, ["hooks"])
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    alert = make_alert("BTCUSDT")
+    fakes.slow("webhook", 1.0)  # the answer comes after Redis went away
+    async with hosted_notifier(notifier_settings(redis_server.url, tmp_path / "notify.toml",
+                                                 bus_timeout_s=1),
+                               bus) as notifier:
+        await publish_alerts(bus, [alert])
+
+        async def asked() -> bool:
+            return len(fakes.of("webhook")) == 1
+
+        await wait_until(asked, what="the request")
+        await asyncio.to_thread(redis_server.stop)
+        await asyncio.sleep(2.5)  # the webhook answered; its outcome cannot be written
+        await asyncio.to_thread(redis_server.start)
+        await wait_until(lambda: _none_pending(redis_server.url), what="the ack")
+        errors = notifier.registry.get_sample_value("notifier_bus_errors_total")
+    assert errors is not None
+    assert errors >= 1
+    assert len(fakes.of("webhook")) == 1
+    assert [(d.alert_id, d.channel) for d in await ledger_entries(bus)] == [
+        (alert.id, "hooks")]
