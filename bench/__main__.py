@@ -19,6 +19,7 @@ BENCHMARKS: tuple[tuple[str, ...], ...] = (
     *(("bench.latency", "--bus", bus) for bus in BUSES),
     ("bench.fanout", "--clients", "2000", "--rate", "5"),
     ("bench.fanout", "--clients", "1000", "--burst", "100", "--burst-seconds", "2"),
+    ("bench.notify",),
 )
 
 if __name__ == "__main__":

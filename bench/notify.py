@@ -118,24 +118,25 @@ def stack(work: Path, channels: list[str]) -> Iterator[tuple[str, str]]:
         server.wait()
 
 
-async def publish(redis_url: str, alerts: list[Alert]) -> None:
-    bus = RedisTransport(RedisConfig(redis_url))
-    try:
-        await bus.publish([Record(ALERTS_STREAM, a.symbol, encode_alert(a)) for a in alerts])
-    finally:
-        await bus.close()
+async def publish(bus: RedisTransport, alerts: list[Alert]) -> None:
+    await bus.publish([Record(ALERTS_STREAM, a.symbol, encode_alert(a)) for a in alerts])
 
 
 async def latency_run(work: Path, count: int) -> tuple[list[float], list[float]]:
     """Telegram's and the webhook's delays (ms), one alert every UNDER_BUDGET_S."""
     with stack(work, LATENCY_CHANNELS) as (redis_url, fake_url):
+        bus = RedisTransport(RedisConfig(redis_url))
         written: dict[str, int] = {}
-        for i in range(count):
-            one = alert(f"LAT{i:03d}USDT", 2.5 + i % 5 * 0.1)
-            written[one.symbol] = one.detected_at_ms
-            await publish(redis_url, [one])
-            await asyncio.sleep(UNDER_BUDGET_S)
-        await asyncio.sleep(1.0)
+        try:
+            await bus.ping()  # connected before the first alert is stamped
+            for i in range(count):
+                one = alert(f"LAT{i:03d}USDT", 2.5 + i % 5 * 0.1)
+                written[one.symbol] = one.detected_at_ms
+                await publish(bus, [one])
+                await asyncio.sleep(UNDER_BUDGET_S)
+            await asyncio.sleep(1.0)
+        finally:
+            await bus.close()
         rows = received(fake_url)["received"]
     telegram, webhook = [], []
     for row in rows:
@@ -152,9 +153,11 @@ async def burst_run(work: Path, count: int) -> tuple[float, Counter[str], Counte
         alerts = [alert(f"B{i:04d}USDT", (2.0 + i % 17 * 0.3) * (1 if i % 3 else -1))
                   for i in range(count)]
         client = aioredis.from_url(redis_url)
+        bus = RedisTransport(RedisConfig(redis_url))
         try:
+            await bus.ping()
             started = time.perf_counter()
-            await publish(redis_url, alerts)
+            await publish(bus, alerts)
             want = count * len(BURST_CHANNELS)
             while True:
                 done = await client.xlen(NOTIFICATIONS_LEDGER_STREAM)
@@ -165,6 +168,7 @@ async def burst_run(work: Path, count: int) -> tuple[float, Counter[str], Counte
             drained_s = time.perf_counter() - started
         finally:
             await client.aclose()
+            await bus.close()
         listing = received(fake_url)
     rows = listing["received"]
     per_api = Counter(row["api"] for row in rows)
