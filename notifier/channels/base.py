@@ -12,6 +12,8 @@ network did: every outcome is an ``Answer``.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
@@ -20,6 +22,12 @@ import httpx
 
 from common.schemas import Alert
 from common.settings import SettingsError
+
+# httpcore loads its asyncio backend (anyio's) on a client's first request: 40-65 ms that
+# the first alert after every start would wait. Loaded here, at start, instead (a private
+# module of anyio's: if it moves, the first alert just pays the import again).
+with contextlib.suppress(ImportError):
+    importlib.import_module("anyio._backends._asyncio")
 
 # Most alerts listed one by one in a digest; the rest are counted in its last line.
 DIGEST_LISTED: Final = 20
