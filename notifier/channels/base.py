@@ -12,6 +12,7 @@ network did: every outcome is an ``Answer``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 from collections.abc import Mapping, Sequence
@@ -147,6 +148,21 @@ def transport_failure(exc: httpx.HTTPError) -> Transient:
     Discord, Slack and Apprise carries the secret."""
     reason = "timeout" if isinstance(exc, httpx.TimeoutException) else "connect"
     return Transient(reason, type(exc).__name__)
+
+
+async def post(client: httpx.AsyncClient, url: str, *, content: bytes, timeout_s: float,
+               headers: Mapping[str, str] | None = None,
+               params: Mapping[str, str] | None = None) -> httpx.Response | Transient:
+    """POST ``content`` under one deadline over the whole request (httpx bounds each phase
+    only, so an answer trickling in a byte at a time would never time out); a request
+    that got no answer in time is a ``Transient``."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await client.post(url, content=content, headers=headers, params=params)
+    except httpx.HTTPError as exc:
+        return transport_failure(exc)
+    except TimeoutError:
+        return Transient("timeout", f"no answer within {timeout_s:g} s")
 
 
 def http_client(timeout_s: float, headers: Mapping[str, str] | None = None

@@ -15,7 +15,6 @@ stays within that, and 1/s keeps a phone from buzzing several times a second.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from collections.abc import Sequence
@@ -40,9 +39,9 @@ from notifier.channels.base import (
     classify_http,
     http_client,
     own_limits,
+    post,
     retry_after_header,
     setting_error,
-    transport_failure,
 )
 from notifier.config import NtfyChannel
 
@@ -135,16 +134,9 @@ class Ntfy:
 
     async def send(self, alerts: Sequence[Alert]) -> Answer:
         body = payload(alerts, topic=self.config.topic, priority=self.config.priority)
-        try:
-            # httpx bounds each phase; this bounds the whole (a trickling answer).
-            async with asyncio.timeout(self.timeout_s):
-                response = await self.client.post(self.config.server.rstrip("/") or "/",
-                                                  content=msgspec.json.encode(body))
-        except httpx.HTTPError as exc:
-            return transport_failure(exc)
-        except TimeoutError:
-            return Transient("timeout", f"no answer within {self.timeout_s:g} s")
-        return classify(response)
+        response = await post(self.client, self.config.server.rstrip("/") or "/",
+                              content=msgspec.json.encode(body), timeout_s=self.timeout_s)
+        return response if isinstance(response, Transient) else classify(response)
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -20,7 +20,7 @@ from notifier.channels.base import (
     Budget,
     Transient,
     http_client,
-    transport_failure,
+    post,
 )
 
 T = TypeVar("T")
@@ -62,19 +62,17 @@ class HttpChannel:
         self.name = name
         self.budget = budget
         self._client = http_client(timeout_s)
+        self._timeout_s = timeout_s
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
 
     async def post(self, url: str, body: object,
                    params: Mapping[str, str] | None = None) -> httpx.Response | Transient:
-        """POST ``body`` as JSON; a request that got no answer is a ``Transient``."""
-        try:
-            return await self._client.post(
-                url, content=msgspec.json.encode(body), params=params,
-                headers={"content-type": "application/json"})
-        except httpx.HTTPError as exc:
-            return transport_failure(exc)
+        """POST ``body`` as JSON (``base.post``: one deadline over the whole request)."""
+        return await post(self._client, url, content=msgspec.json.encode(body),
+                               timeout_s=self._timeout_s, params=params,
+                               headers={"content-type": "application/json"})
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -18,7 +18,6 @@ when to come back.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
@@ -40,8 +39,8 @@ from notifier.channels.base import (
     classify_http,
     http_client,
     own_limits,
+    post,
     setting_error,
-    transport_failure,
 )
 from notifier.config import WebhookChannel
 
@@ -110,16 +109,9 @@ class Webhook:
         if len(alerts) != 1:
             raise ValueError(f"a webhook takes one alert per request, not {len(alerts)}")
         headers, content = self.request_for(alerts[0])
-        try:
-            # httpx bounds each phase; this bounds the whole (a trickling answer).
-            async with asyncio.timeout(self.timeout_s):
-                response = await self.client.post(self.config.url, content=content,
-                                                  headers=headers)
-        except httpx.HTTPError as exc:
-            return transport_failure(exc)
-        except TimeoutError:
-            return Transient("timeout", f"no answer within {self.timeout_s:g} s")
-        return classify_http(response)
+        response = await post(self.client, self.config.url, content=content,
+                              headers=headers, timeout_s=self.timeout_s)
+        return response if isinstance(response, Transient) else classify_http(response)
 
     async def aclose(self) -> None:
         await self.client.aclose()
