@@ -29,7 +29,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import partial
 from typing import Final
 
@@ -73,15 +72,6 @@ class Ticket:
                 self.on_done(self)
 
 
-@dataclass(frozen=True, slots=True)
-class Job:
-    ticket: Ticket
-
-    @property
-    def alert(self) -> Alert:
-        return self.ticket.alert
-
-
 class ChannelWorker:
     """The queue and the loop of one channel; ``put`` from the consumer, ``run`` as a task."""
 
@@ -95,7 +85,8 @@ class ChannelWorker:
         self._metrics = metrics
         self._deadline_s = retry_deadline_s
         self._probe_s = probe_s
-        self._queue: deque[Job] = deque()
+        self._queue: deque[Ticket] = deque()  # oldest first
+        self._queued = metrics.queued.labels(self.name)
         self._arrived = asyncio.Event()
         self._backoff = Backoff(RETRY_MIN_S, RETRY_MAX_S)
         self._bus_backoff = Backoff()
@@ -107,8 +98,8 @@ class ChannelWorker:
         return len(self._queue)
 
     def put(self, ticket: Ticket) -> None:
-        self._queue.append(Job(ticket))
-        self._metrics.queued.labels(self.name).set(len(self._queue))
+        self._queue.append(ticket)
+        self._queued.set(len(self._queue))
         self._arrived.set()
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -127,20 +118,20 @@ class ChannelWorker:
 
     async def _deliver_next(self) -> None:
         if self.failing is not None and time.monotonic() < self._probe_at:
-            jobs = list(self._queue)
+            tickets = list(self._queue)
             self._queue.clear()
-            await self._give_up(jobs, "channel_failing", self.failing)
+            await self._give_up(tickets, "channel_failing", self.failing)
             return
         take = len(self._queue) if self.channel.human else 1
-        jobs = [self._queue.popleft() for _ in range(take)]
-        self._metrics.queued.labels(self.name).set(len(self._queue))
-        alerts = by_significance([job.alert for job in jobs])
+        tickets = [self._queue.popleft() for _ in range(take)]
+        self._queued.set(len(self._queue))
+        alerts = by_significance([ticket.alert for ticket in tickets])
         slot = self._pacer.reserve(time.monotonic())
         answer = await self.channel.send(alerts)
         slot.done(time.monotonic())
-        await self._handle(jobs, alerts, answer)
+        await self._handle(tickets, alerts, answer)
 
-    async def _handle(self, jobs: list[Job], alerts: list[Alert], answer: Answer) -> None:
+    async def _handle(self, tickets: list[Ticket], alerts: list[Alert], answer: Answer) -> None:
         now = time.monotonic()
         match answer:
             case Accepted():
@@ -152,9 +143,9 @@ class ChannelWorker:
                 if answer.pause_s > 0:
                     self._pacer.pause(now + answer.pause_s)
                     self._metrics.rate_limited_seconds.labels(self.name).inc(answer.pause_s)
-                digest = len(jobs) > 1
+                digest = len(tickets) > 1
                 self._metrics.sent.labels(self.name, "digest" if digest else "alert").inc()
-                await self._finish(jobs, "digested" if digest else "sent")
+                await self._finish(tickets, "digested" if digest else "sent")
                 accepted_s = time.time()
                 for alert in alerts:
                     self._metrics.accepted_seconds.labels(self.name).observe(
@@ -165,7 +156,7 @@ class ChannelWorker:
                 log.info("channel %s rate limited: waiting %.1fs", self.name,
                          answer.retry_after_s)
                 self._pacer.pause(now + answer.retry_after_s)
-                self._requeue(jobs)
+                self._requeue(tickets)
             case Transient():
                 self._metrics.failures.labels(self.name, answer.reason).inc()
                 delay = self._backoff.next_delay()
@@ -173,8 +164,8 @@ class ChannelWorker:
                             answer.reason, answer.detail, delay)
                 self._pacer.pause(now + delay)
                 cutoff_ms = (time.time() - self._deadline_s) * 1000
-                expired = [job for job in jobs if job.alert.detected_at_ms < cutoff_ms]
-                self._requeue([job for job in jobs if job not in expired])
+                expired = [t for t in tickets if t.alert.detected_at_ms < cutoff_ms]
+                self._requeue([t for t in tickets if t.alert.detected_at_ms >= cutoff_ms])
                 if expired:
                     await self._give_up(expired, answer.reason,
                                         f"gave up after {self._deadline_s:.0f}s: "
@@ -188,28 +179,28 @@ class ChannelWorker:
                     self._metrics.failing.labels(self.name).set(1)
                 self.failing = f"{answer.reason}: {answer.detail}"
                 self._probe_at = now + self._probe_s
-                await self._give_up(jobs, answer.reason, answer.detail)
+                await self._give_up(tickets, answer.reason, answer.detail)
 
-    def _requeue(self, jobs: list[Job]) -> None:
-        self._queue.extendleft(reversed(jobs))
-        self._metrics.queued.labels(self.name).set(len(self._queue))
+    def _requeue(self, tickets: list[Ticket]) -> None:
+        self._queue.extendleft(reversed(tickets))
+        self._queued.set(len(self._queue))
 
-    async def _give_up(self, jobs: list[Job], reason: str, detail: str) -> None:
-        self._metrics.dead_letters.labels(self.name, reason).inc(len(jobs))
-        await self._finish(jobs, "dead", reason=reason, detail=detail)
+    async def _give_up(self, tickets: list[Ticket], reason: str, detail: str) -> None:
+        self._metrics.dead_letters.labels(self.name, reason).inc(len(tickets))
+        await self._finish(tickets, "dead", reason=reason, detail=detail)
 
-    async def _finish(self, jobs: list[Job], outcome: Outcome, *, reason: str = "",
+    async def _finish(self, tickets: list[Ticket], outcome: Outcome, *, reason: str = "",
                       detail: str = "") -> None:
         """Record the outcome on the bus (insisting while it is down: these alerts must not
         be acknowledged before it is written), then settle their tickets."""
-        alerts = [job.alert for job in jobs]
+        alerts = [ticket.alert for ticket in tickets]
         await while_bus_down(
             partial(self._ledger.record, self.name, alerts, outcome, reason=reason,
                     detail=detail),
             self._bus_backoff, stopping=None, counter=self._metrics.bus_errors,
             what=f"recording {self.name}'s outcome again")
         if outcome != "dead":
-            self._metrics.alerts_delivered.labels(self.name, outcome).inc(len(jobs))
-        for job in jobs:
-            job.ticket.settle(self.name)
+            self._metrics.alerts_delivered.labels(self.name, outcome).inc(len(tickets))
+        for ticket in tickets:
+            ticket.settle(self.name)
 
