@@ -22,6 +22,7 @@ import msgspec
 
 from common.settings import SettingsError
 from notifier import config_checks as checks
+from notifier import field_checks as fields
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +229,7 @@ def _channel(index: int, raw: dict[str, Any], environ: Mapping[str, str],
     if cls is TelegramChannel and isinstance(chat_id, int) and not isinstance(chat_id, bool):
         raw = {**raw, "chat_id": str(chat_id)}  # chat_id = -100123 in TOML is meant as text
     channel = checks.convert(item, checks.expand(item, raw, environ), cls)
-    checks.CHANNEL_CHECKS[kind](item, channel)
+    fields.CHANNEL_CHECKS[kind](item, channel)
     return item.noted(channel)
 
 
@@ -237,5 +238,5 @@ def _route(index: int, raw: dict[str, Any], environ: Mapping[str, str], source: 
     item = checks.Item(source, f"route #{index}")
     checks.known_fields(item, raw, Route, "a route")
     route = checks.convert(item, checks.expand(item, raw, environ), Route)
-    checks.route(item, route, names)
+    fields.route(item, route, names)
     return item.noted(route)

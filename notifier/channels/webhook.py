@@ -19,14 +19,12 @@ when to come back.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
 from urllib.parse import urlsplit
 
 import httpx
@@ -43,12 +41,9 @@ from notifier.channels.base import (
     setting_error,
 )
 from notifier.config import WebhookChannel
+from notifier.field_checks import signing_key
 
 log = logging.getLogger(__name__)
-
-SECRET_PREFIX: Final = "whsec_"
-# Standard Webhooks: a secret of 24 to 64 random bytes.
-KEY_BYTES: Final = range(24, 65)
 
 
 def body(alert: Alert) -> bytes:
@@ -61,19 +56,6 @@ def signature(key: bytes, message_id: str, timestamp: int, content: bytes) -> st
     signed = f"{message_id}.{timestamp}.".encode() + content
     digest = hmac.new(key, signed, hashlib.sha256).digest()
     return "v1," + base64.b64encode(digest).decode("ascii")
-
-
-def signing_key(secret: str) -> bytes | None:
-    """The key of a ``whsec_<base64>`` secret; None when it has not that form."""
-    if not secret.startswith(SECRET_PREFIX):
-        return None
-    encoded = secret.removeprefix(SECRET_PREFIX)
-    try:
-        # Padding is optional in the form some tools print.
-        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    return key if len(key) in KEY_BYTES else None
 
 
 @dataclass(eq=False, repr=False)
