@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 _SAFE_TOKEN: Final = re.compile(r"[^\s/?#%]+")  # it goes into a URL's path
 _CHAT_ID: Final = re.compile(r"-?[0-9]{1,20}|@[A-Za-z][A-Za-z0-9_]{3,31}")
-_NTFY_TOPIC: Final = re.compile(r"[-_A-Za-z0-9]{1,64}")
+NTFY_TOPIC: Final = re.compile(r"[-_A-Za-z0-9]{1,64}")  # what ntfy accepts
 _ADDRESS: Final = r"[^@\s<>,;\"()\[\]\\]+@[^@\s<>,;\"()\[\]\\]+"
 _MAILBOX: Final = re.compile(rf"{_ADDRESS}|[^<>\r\n]*<{_ADDRESS}>")
 _HOST: Final = re.compile(r"[^\s/@]+")
@@ -90,7 +90,7 @@ def slack(item: Item, channel: SlackChannel) -> None:
 
 def ntfy(item: Item, channel: NtfyChannel) -> None:
     _common(item, channel)
-    _match(item, "topic", channel.topic, _NTFY_TOPIC,
+    _match(item, "topic", channel.topic, NTFY_TOPIC,
            "a topic: 1 to 64 of letters, digits, '_' and '-'")
     _url(item, "server", channel.server)
     if channel.token is not None:

@@ -16,7 +16,6 @@ stays within that, and 1/s keeps a phone from buzzing several times a second.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
@@ -44,12 +43,12 @@ from notifier.channels.base import (
     setting_error,
 )
 from notifier.config import NtfyChannel
+from notifier.field_checks import NTFY_TOPIC
 
 log = logging.getLogger(__name__)
 
 LIMITS: Final = (Limit(1, 1.0), Limit(60, 300.0))
 TAGS: Final = {"up": "chart_with_upwards_trend", "down": "chart_with_downwards_trend"}
-TOPIC_PATTERN: Final = re.compile(r"[-_A-Za-z0-9]{1,64}")  # what ntfy accepts
 # ntfy refills one request every 5 s: the wait when a 429 names none.
 DEFAULT_RETRY_S: Final = 5.0
 # ntfy turns a message over 4096 bytes into an attachment; a digest stays far below.
@@ -149,7 +148,7 @@ def create(config: NtfyChannel, *, timeout_s: float) -> Ntfy:
     server = urlsplit(config.server)
     if server.scheme not in ("http", "https") or not server.hostname:
         raise setting_error(config.name, "server", "must be an http:// or https:// URL")
-    if TOPIC_PATTERN.fullmatch(config.topic) is None:
+    if NTFY_TOPIC.fullmatch(config.topic) is None:
         # Not quoted: a topic is as good as a password on a public server.
         raise setting_error(config.name, "topic",
                             "must be 1-64 characters of A-Z, a-z, 0-9, _ and -")
