@@ -87,6 +87,7 @@ class ChannelWorker:
         self._probe_s = probe_s
         self._queue: deque[Ticket] = deque()  # oldest first
         self._queued = metrics.queued.labels(self.name)
+        self._accepted_seconds = metrics.accepted_seconds.labels(self.name)
         self._arrived = asyncio.Event()
         self._backoff = Backoff(RETRY_MIN_S, RETRY_MAX_S)
         self._bus_backoff = Backoff()
@@ -148,7 +149,7 @@ class ChannelWorker:
                 await self._finish(tickets, "digested" if digest else "sent")
                 accepted_s = time.time()
                 for alert in alerts:
-                    self._metrics.accepted_seconds.labels(self.name).observe(
+                    self._accepted_seconds.observe(
                         max(0.0, accepted_s - alert.detected_at_ms / 1000))
             case RateLimited():
                 self._metrics.rate_limited.labels(self.name).inc()
