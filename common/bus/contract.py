@@ -12,7 +12,7 @@ The streams and their semantics: docs/architecture.md#streams.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -23,6 +23,16 @@ class BusUnavailable(ConnectionError):
 
 class TransportConfigError(ValueError):
     """``BUS_URL`` or a backend's settings cannot be used; the message names the variable."""
+
+
+class OwnershipLost(Exception):
+    """This group member no longer owns ``streams`` (its lease lapsed, or the group gave
+    them to another member): nothing was written. Drop the work done for those streams'
+    entries and do not acknowledge them; their next owner gets them again."""
+
+    def __init__(self, streams: Collection[str]) -> None:
+        self.streams = frozenset(streams)
+        super().__init__(f"no longer the owner of {', '.join(sorted(self.streams))}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +48,18 @@ class Retention:
 
     max_age_s: float | None = None
     max_len: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Sharing:
+    """Divide a group consumer's streams among the group's live members, instead of
+    reading every one of them: each stream is owned by one member at a time, no member
+    owns more than ⌈streams / live members⌉, and the streams move when a member joins,
+    leaves or dies. On Redis through leases (``lease_s``: a dead member's streams are free
+    again after it, a stalled one stops owning them before that); on Kafka through the
+    consumer group, which always divides (its session timeout bounds a takeover)."""
+
+    lease_s: float = 5.0
 
 
 @dataclass(slots=True, eq=False)
@@ -77,6 +99,22 @@ class GroupConsumer(Protocol):
 
     async def lag(self) -> dict[str, ConsumerLag]:
         """Per stream: how far the group is behind, for metrics and alerting."""
+        ...
+
+    def owned(self) -> frozenset[str]:
+        """The streams whose entries this member may process now. Without ``Sharing``:
+        all of its streams. With it: those it holds, judged by its own clock, so a member
+        that stalled past its lease stops before another may start. Ownership changes only
+        inside ``fetch``: compare after each one; a stream that left means its state must
+        go, one that arrived starts with its replay."""
+        ...
+
+    async def publish(self, records: Sequence[Record], *, sources: Collection[str]) -> None:
+        """Write ``records``, the outcome of entries of the ``sources`` streams, only while
+        this member still owns every one of them: on Redis the lease check and the writes
+        are one server-side script (the fencing token), on Kafka a check just before.
+        Raises ``OwnershipLost`` (nothing written) or, like ``Transport.publish``,
+        ``BusUnavailable``."""
         ...
 
     async def close(self) -> None:
@@ -128,9 +166,12 @@ class Transport(Protocol):
         streams: Sequence[str],
         *,
         rebuild_s: float,
+        sharing: Sharing | None = None,
     ) -> GroupConsumer:
         """A member of ``group``. ``rebuild_s``: how much acknowledged history to replay
-        (flagged ``replay``) before new entries. How entries of a vanished member come
+        (flagged ``replay``) before new entries, for every stream it starts owning.
+        ``sharing``: divide ``streams`` with the other members (see ``Sharing``); without
+        it the member reads all of them. How entries of a vanished member come
         back is the backend's (its config: ``CLAIM_MIN_IDLE_S`` on Redis, the session
         timeout on Kafka)."""
         ...

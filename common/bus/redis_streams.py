@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
@@ -26,7 +26,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from common.bus.contract import BusUnavailable, ConsumerLag, Delivery, Record, Retention
+from common.bus.contract import (
+    BusUnavailable,
+    ConsumerLag,
+    Delivery,
+    Record,
+    Retention,
+    Sharing,
+    TransportConfigError,
+)
 
 if TYPE_CHECKING:
     from common.settings import BaseServiceSettings
@@ -141,9 +149,12 @@ class RedisTransport:
                 await pipe.execute()
 
     def group_consumer(self, group: str, consumer: str, streams: Sequence[str], *,
-                       rebuild_s: float) -> RedisGroupConsumer:
+                       rebuild_s: float, sharing: Sharing | None = None) -> RedisGroupConsumer:
+        if sharing is not None:
+            raise TransportConfigError("sharing streams among Redis consumers is not built yet")
         return RedisGroupConsumer(self._client, group, consumer, streams, rebuild_s=rebuild_s,
-                                  claim_min_idle_s=self.config.claim_min_idle_s)
+                                  claim_min_idle_s=self.config.claim_min_idle_s,
+                                  publish=self.publish)
 
     def broadcast_reader(self, stream: str) -> RedisBroadcastReader:
         return RedisBroadcastReader(self._client, stream)
@@ -158,8 +169,10 @@ class RedisGroupConsumer:
     """
 
     def __init__(self, client: redis.Redis, group: str, consumer: str,
-                 streams: Sequence[str], *, rebuild_s: float, claim_min_idle_s: float) -> None:
+                 streams: Sequence[str], *, rebuild_s: float, claim_min_idle_s: float,
+                 publish: Callable[[Sequence[Record]], Awaitable[None]]) -> None:
         self._client = client
+        self._publish = publish
         self._group = group
         self._consumer = consumer
         self._streams = list(streams)
@@ -288,6 +301,12 @@ class RedisGroupConsumer:
             await pipe.execute()
         for delivery in deliveries:
             delivery.acked = delivery.acked or not delivery.replay
+
+    def owned(self) -> frozenset[str]:
+        return frozenset(self._streams)
+
+    async def publish(self, records: Sequence[Record], *, sources: Collection[str]) -> None:
+        await self._publish(records)
 
     async def close(self) -> None:
         """Nothing to hand back: the group's state lives in Redis, the connections are

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from contextlib import suppress
 from typing import Any, Final
 
@@ -14,7 +14,13 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka import errors as kafka_errors
 from aiokafka.structs import TopicPartition
 
-from common.bus.contract import BusUnavailable, ConsumerLag, Delivery, TransportConfigError
+from common.bus.contract import (
+    BusUnavailable,
+    ConsumerLag,
+    Delivery,
+    Record,
+    TransportConfigError,
+)
 from common.bus.kafka.clients import (
     partition_name,
     partition_names,
@@ -70,8 +76,10 @@ class KafkaGroupConsumer:
     """
 
     def __init__(self, config: KafkaConfig, topics: Topics, group: str, consumer: str,
-                 streams: Sequence[str], *, rebuild_s: float) -> None:
+                 streams: Sequence[str], *, rebuild_s: float,
+                 publish: Callable[[Sequence[Record]], Awaitable[None]]) -> None:
         self._config = config
+        self._publish = publish
         self._topics = topics
         self._group = group
         self._name = consumer
@@ -349,6 +357,12 @@ class KafkaGroupConsumer:
                         state.committed = max(offset, state.committed or 0)
         for delivery in mine:
             delivery.acked = True
+
+    def owned(self) -> frozenset[str]:
+        return frozenset(self._streams)
+
+    async def publish(self, records: Sequence[Record], *, sources: Collection[str]) -> None:
+        await self._publish(records)
 
     async def lag(self) -> dict[str, ConsumerLag]:
         """Per stream: end offsets minus what the group has taken (behind), and what was

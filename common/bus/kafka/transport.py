@@ -21,7 +21,7 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
-from common.bus.contract import BusUnavailable, Record, Retention, TransportConfigError
+from common.bus.contract import BusUnavailable, Record, Retention, Sharing, TransportConfigError
 from common.bus.kafka.broadcast import KafkaBroadcastReader
 from common.bus.kafka.clients import quiet_library_logs, translated
 from common.bus.kafka.config import KafkaConfig
@@ -90,11 +90,12 @@ class KafkaTransport:
         await self._producer.publish(records)
 
     def group_consumer(self, group: str, consumer: str, streams: Sequence[str], *,
-                       rebuild_s: float) -> KafkaGroupConsumer:
+                       rebuild_s: float, sharing: Sharing | None = None) -> KafkaGroupConsumer:
         """A vanished member's partitions go to the others after
-        ``KAFKA_SESSION_TIMEOUT_MS``, from its last committed offset."""
+        ``KAFKA_SESSION_TIMEOUT_MS``, from its last committed offset. The group always
+        divides the partitions among its members, so ``sharing`` changes nothing here."""
         member = KafkaGroupConsumer(self.config, self.topics, group, consumer, streams,
-                                    rebuild_s=rebuild_s)
+                                    rebuild_s=rebuild_s, publish=self.publish)
         self._consumers.append(member)
         return member
 

@@ -140,4 +140,4 @@ async def test_lag_counts_undelivered_and_pending_entries(transport: Transport) 
 def test_group_consumer_takes_no_backend_option(implementation: Any) -> None:
     """How a vanished member's entries come back is a backend's config, not the call's."""
     parameters = inspect.signature(implementation.group_consumer).parameters
-    assert list(parameters) == ["self", "group", "consumer", "streams", "rebuild_s"]
+    assert list(parameters) == ["self", "group", "consumer", "streams", "rebuild_s", "sharing"]

@@ -118,7 +118,8 @@ class FakeRecord:
 ])
 async def test_the_rebuild_starts_at_the_offset_for_the_time_or_reads_forward(
         bus: KafkaTransport, answer: OffsetAndTimestamp | None, start: int) -> None:
-    consumer = KafkaGroupConsumer(bus.config, bus.topics, "g", "c", ["ticks.0"], rebuild_s=60)
+    consumer = KafkaGroupConsumer(bus.config, bus.topics, "g", "c", ["ticks.0"], rebuild_s=60,
+                                  publish=bus.publish)
     fake = FakeConsumer(answer, beginning=7)
     tp = TopicPartition("ticks.0", 0)
     state = PartitionState(1, 100, phase="probe", replay_until=100)
