@@ -58,7 +58,7 @@ def installed(tree: Path, *, stamp_age_s: float) -> None:
 
 @pytest.mark.parametrize(("target", "runs"), [
     ("test", ".venv/bin/python -m pytest"),
-    ("test-fast", ".venv/bin/python -m pytest -m"),
+    ("test-fast", ".venv/bin/python -m pytest -n 2 --dist worksteal -m"),
     ("demo", ".venv/bin/binance-alerter up --demo"),
     ("up", ".venv/bin/binance-alerter up"),
     ("lint", ".venv/bin/lint-imports"),
