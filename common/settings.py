@@ -58,6 +58,9 @@ class BaseServiceSettings(BaseSettings):
     # pending list is claimed. Here rather than in one service's settings because every
     # group consumer (the detector, the coming notifier) shares the Redis backend's config.
     claim_min_idle_s: PositiveSeconds = 30.0
+    # A group consumer (the detector, the notifier) runs an entry whose processing raises
+    # this many times in all before it moves it to ``<stream>.dead`` (common.dead_letters).
+    poison_max_attempts: Annotated[int, Field(ge=1, le=100)] = 3
     # Where a service's health server listens (the gateway serves /metrics on its own port).
     metrics_host: str = "0.0.0.0"
     shutdown_timeout_s: PositiveSeconds = 10.0

@@ -6,12 +6,13 @@ Names are public interface: the README's metrics table, the alerting rules in
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from common.bus import ConsumerLag
+from common.dead_letters import REASONS
 from common.health import new_registry
 
 __all__ = ["DIRECTIONS", "LAG_KINDS", "DetectorMetrics", "new_registry"]
@@ -49,6 +50,15 @@ class DetectorMetrics:
         self.bad_payloads = Counter(
             "detector_bad_payloads_total", "Bus entries that could not be decoded as ticks.",
             registry=registry)
+        self.poison_entries = Counter(
+            "detector_poison_entries_total",
+            "Entries of a ticks stream moved to <stream>.dead and acknowledged, by stream and "
+            "reason (undecodable; failed: the engine raised POISON_MAX_ATTEMPTS times).",
+            ["stream", "reason"], registry=registry)
+        self.replay_errors = Counter(
+            "detector_replay_errors_total",
+            "Replayed entries whose window rebuild raised, skipped (their live pass buried "
+            "them).", registry=registry)
         self.rules_skipped = Counter(
             "detector_rules_entries_skipped_total",
             "Entries of the rules stream skipped, by kind (undecodable, invalid, unversioned); "
@@ -83,6 +93,13 @@ class DetectorMetrics:
         # (and a dashboard panel is not empty) before the first alert of a direction.
         for direction in DIRECTIONS:
             self.alerts.labels(direction)
+
+    def declare_streams(self, streams: Iterable[str]) -> None:
+        """Create each stream's poison series at zero, so that ``increase()`` sees the
+        first one."""
+        for stream in streams:
+            for reason in REASONS:
+                self.poison_entries.labels(stream, reason)
 
     def set_lag(self, lags: Mapping[str, ConsumerLag], now_s: float) -> None:
         for stream, lag in lags.items():

@@ -10,6 +10,10 @@ the newest rule set there is applied (an empty stream is seeded with the one rul
 ``WINDOW_S``/``THRESHOLD_*``/``COOLDOWN_S``), and a task follows the stream with a short
 block so that a change is applied to the running engine within a second, between batches.
 
+An entry that cannot be decoded, or on which the engine raises ``POISON_MAX_ATTEMPTS``
+times, is moved to ``ticks.{p}.dead`` and acknowledged (``common.dead_letters``): it costs
+that entry, never the partition or the process.
+
 Where this sits in a tick's path: docs/architecture.md#a-tick-from-socket-to-browser.
 """
 
@@ -21,6 +25,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Final, TypeVar
 
 import msgspec
@@ -32,9 +37,20 @@ from common.bus import (
     BusUnavailable,
     Delivery,
     GroupConsumer,
+    OwnershipLost,
     Record,
     Retention,
     Transport,
+)
+from common.dead_letters import (
+    DEAD_RETENTION,
+    Attempts,
+    DeadEntry,
+    attempt,
+    bury,
+    dead_entry,
+    dead_stream,
+    describe_error,
 )
 from common.partitioning import (
     ALERTS_STREAM,
@@ -50,7 +66,6 @@ from common.runner import Runtime, Service, wait_or_stop, while_bus_down
 from common.schemas import (
     Alert,
     DetectorHeartbeat,
-    Rule,
     RuleSet,
     decode_alert,
     decode_ticks,
@@ -60,7 +75,7 @@ from common.schemas import (
 from common.settings import DetectorSettings
 from detector.engine import DetectionEngine
 from detector.metrics import DetectorMetrics
-from detector.rules import rule_from_settings
+from detector.rules import describe_rule, rule_from_settings
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +115,8 @@ class Detector:
         self._rules_reader: BroadcastReader | None = None
         self.streams = [ticks_stream(p) for p in settings.partitions]
         self._seen = SeenIds()
+        self._attempts = Attempts(settings.poison_max_attempts)
+        self.metrics.declare_streams(self.streams)
         self._backoff = Backoff()
         self.rebuilt = asyncio.Event()
         # For the heartbeat: the newest live event time processed, entries behind (if known).
@@ -109,6 +126,7 @@ class Detector:
     async def run(self, stopping: asyncio.Event) -> None:
         settings = self._settings
         await self._transport.declare(self.streams, Retention(max_age_s=settings.ticks_retention_s))
+        await self._transport.declare([dead_stream(s) for s in self.streams], DEAD_RETENTION)
         await self._transport.declare([ALERTS_STREAM], Retention(max_len=settings.alerts_maxlen))
         await self._transport.declare([RULES_STREAM], Retention(max_len=RULES_KEPT))
         await self._retry(self._load_rules, stopping)
@@ -270,24 +288,16 @@ class Detector:
         started = time.perf_counter()
         now_ms = int(time.time() * 1000)
         fresh: list[Alert] = []
+        poisoned: list[DeadEntry] = []
         for delivery in batch:
-            try:
-                ticks = decode_ticks(delivery.payload)
-            except msgspec.DecodeError:
-                self.metrics.bad_payloads.inc()
-                log.warning("undecodable entry %s on %s skipped", delivery.position,
-                            delivery.stream)
-                continue
             if delivery.replay:
-                self.engine.rebuild(ticks)
-                self.metrics.ticks_replayed.inc(len(ticks))
+                self._rebuild_from(delivery)
                 continue
-            self.metrics.ticks_processed.inc(len(ticks))
-            if ticks:
-                newest = max(tick.event_time_ms for tick in ticks)
-                if self.newest_event_ms is None or newest > self.newest_event_ms:
-                    self.newest_event_ms = newest
-            for alert in self.engine.process(ticks, now_ms):
+            outcome = self._detect(delivery, now_ms)
+            if isinstance(outcome, DeadEntry):
+                poisoned.append(outcome)
+                continue
+            for alert in outcome:
                 if alert.id in self._seen:
                     self.metrics.duplicates_skipped.inc()
                     continue
@@ -305,10 +315,73 @@ class Detector:
                 log.info("alert %s %s %+.2f%% at %s (rule %s, level %d)", alert.symbol,
                          alert.direction, alert.change_pct, alert.price, alert.rule,
                          alert.level)
-        await self._retry(lambda: consumer.ack(batch), None)
+        lost = await self._bury(poisoned, consumer)
+        done = [d for d in batch if d.stream not in lost] if lost else batch
+        await self._retry(lambda: consumer.ack(done), None)
         self.metrics.symbols_tracked.set(self.engine.symbols_tracked)
         if not batch[0].replay:
             self.metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    def _rebuild_from(self, delivery: Delivery) -> None:
+        """Feed a replayed entry to the windows. One that cannot be decoded or raises is
+        skipped: it was buried on its live pass (replay has no side effects), and a raise
+        here would stop every restart within the rebuild span."""
+        try:
+            ticks = decode_ticks(delivery.payload)
+        except msgspec.DecodeError:
+            self.metrics.bad_payloads.inc()
+            return
+        try:
+            self.engine.rebuild(ticks)
+        except Exception as exc:
+            self.metrics.replay_errors.inc()
+            log.warning("replayed entry %s of %s skipped: %s", delivery.position,
+                        delivery.stream, describe_error(exc))
+            return
+        self.metrics.ticks_replayed.inc(len(ticks))
+
+    def _detect(self, delivery: Delivery, now_ms: int) -> list[Alert] | DeadEntry:
+        """The alerts of one live entry, or the entry to bury (``common.dead_letters``).
+
+        Undecodable: at once, as decoding the same bytes again gives the same error. The
+        engine raising: it runs the entry again, up to ``POISON_MAX_ATTEMPTS`` in all.
+        A re-run starts from what the failed run left: the ticks before the one that
+        raised are in the windows already (an observation repeated at the same time
+        changes no window), and an alert one of them fired in the failed run is lost to
+        its cooldown. The engine checks its input and does not raise on any tick that
+        decodes; this is the net under a bug, so that it costs one entry, not the stream.
+        """
+        try:
+            ticks = decode_ticks(delivery.payload)
+        except msgspec.DecodeError as exc:
+            self.metrics.bad_payloads.inc()
+            return dead_entry(delivery, "undecodable", exc, attempts=1)
+        self.metrics.ticks_processed.inc(len(ticks))
+        if ticks:
+            newest = max(tick.event_time_ms for tick in ticks)
+            if self.newest_event_ms is None or newest > self.newest_event_ms:
+                self.newest_event_ms = newest
+        return attempt(lambda: self.engine.process(ticks, now_ms), delivery, self._attempts)
+
+    async def _bury(self, entries: list[DeadEntry], consumer: GroupConsumer) -> frozenset[str]:
+        """Write the poison entries to their dead streams, through the consumer's fenced
+        publish; the streams this member lost meanwhile (their entries must not be
+        acknowledged: the next owner gets them again)."""
+        if not entries:
+            return frozenset()
+        sources = {entry.stream for entry in entries}
+        try:
+            await self._retry(lambda: bury(partial(consumer.publish, sources=sources),
+                                           entries), None)
+        except OwnershipLost as exc:
+            log.info("poison entries of %s left to their next owner", ", ".join(exc.streams))
+            return exc.streams
+        for entry in entries:
+            self.metrics.poison_entries.labels(entry.stream, entry.reason).inc()
+            log.error("entry %s of %s moved to %s after %d attempt(s) (%s): %s",
+                      entry.position, entry.stream, dead_stream(entry.stream), entry.attempts,
+                      entry.reason, entry.error)
+        return frozenset()
 
     async def _retry(self, operation: Callable[[], Awaitable[T]],
                      stopping: asyncio.Event | None) -> T | None:
@@ -316,23 +389,6 @@ class Detector:
         ``stopping``, give up on shutdown; without it, insist."""
         return await while_bus_down(operation, self._backoff, stopping=stopping,
                                     counter=self.metrics.bus_errors)
-
-
-def describe_rule(rule: Rule) -> str:
-    """One line for a log: the settings that decide what fires."""
-    parts = [f"{rule.name}: {rule.window_s}s +{rule.threshold_up_pct:g}%/-"
-             f"{rule.threshold_down_pct:g}% cooldown {rule.cooldown_s}s"]
-    if rule.escalation_step_pct:
-        parts.append(f"escalation +{rule.escalation_step_pct:g}%")
-    if rule.min_quote_volume:
-        parts.append(f"min volume {rule.min_quote_volume:g}")
-    if rule.allow:
-        parts.append(f"allow {','.join(rule.allow)}")
-    if rule.deny:
-        parts.append(f"deny {','.join(rule.deny)}")
-    if rule.overrides:
-        parts.append(f"{len(rule.overrides)} overrides")
-    return " ".join(parts)
 
 
 async def main(settings: DetectorSettings, stopping: asyncio.Event, runtime: Runtime) -> None:

@@ -259,7 +259,9 @@ class Hub:
         The new alerts of one read go out together, in one frame per client (oldest
         first): a crash that fires dozens of alerts costs one write per client, not
         dozens. The startup backlog (``live=False``) only fills the ring: those alerts are
-        history, not news.
+        history, not news. An entry that is not an alert is counted and skipped, never
+        moved to ``alerts.dead``: every gateway reads every entry, and each would bury it
+        again (the notifier, in its group, buries it once).
         """
         fresh: list[Entry] = []
         event_times: list[int] = []

@@ -12,6 +12,7 @@ from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from common.dead_letters import REASONS
 from common.health import new_registry
 
 __all__ = ["NotifierMetrics", "new_registry"]
@@ -34,6 +35,11 @@ class NotifierMetrics:
             "unrouted: no route matched; undecodable).", ["reason"], registry=registry)
         for reason in ("stale", "unrouted", "undecodable"):  # at 0 from the start
             self.alerts_skipped.labels(reason)
+        self.poison_entries = Counter(
+            "notifier_poison_entries_total",
+            "Entries of the alerts stream moved to alerts.dead and acknowledged, by stream "
+            "and reason (undecodable; failed: routing raised POISON_MAX_ATTEMPTS times).",
+            ["stream", "reason"], registry=registry)
         self.sent = Counter(
             "notifier_messages_sent_total",
             "Messages a channel's API accepted, by channel and kind (alert, digest).",
@@ -73,6 +79,13 @@ class NotifierMetrics:
         self.bus_errors = Counter(
             "notifier_bus_errors_total", "Bus operations that failed and were retried.",
             registry=registry)
+
+    def declare_streams(self, streams: Iterable[str]) -> None:
+        """Create each stream's poison series at zero, so that ``increase()`` sees the
+        first one."""
+        for stream in streams:
+            for reason in REASONS:
+                self.poison_entries.labels(stream, reason)
 
     def declare_channels(self, names: Iterable[str]) -> None:
         """Create each channel's series at zero, so a dashboard and ``increase()`` see

@@ -6,6 +6,10 @@ has written "done" to the ledger (``notifier.ledger``), and a redelivered alert 
 crash, or claimed back on Redis) skips the channels the ledger says are done. One worker
 per channel (``notifier.dispatch``) paces, folds bursts into digests, retries and gives up.
 
+An ``alerts`` entry that cannot be decoded, or whose routing raises ``POISON_MAX_ATTEMPTS``
+times, goes to ``alerts.dead`` and is acknowledged (``common.dead_letters``); what a channel
+could not deliver goes to ``notifications.dead`` (``notifier.ledger``).
+
 The configuration (``NOTIFY_CONFIG``, ``notifier.config``) is read once at start; a bad
 file stops the service with exit 2 naming the channel and the field.
 
@@ -27,9 +31,18 @@ import msgspec
 from common.aio import race
 from common.backoff import Backoff
 from common.bus import Delivery, GroupConsumer, Retention, Transport
+from common.dead_letters import (
+    DEAD_RETENTION,
+    Attempts,
+    DeadEntry,
+    attempt,
+    bury,
+    dead_entry,
+    dead_stream,
+)
 from common.partitioning import ALERTS_STREAM, NOTIFIER_GROUP
 from common.runner import Runtime, Service, while_bus_down
-from common.schemas import decode_alert
+from common.schemas import Alert, decode_alert
 from common.settings import NotifierSettings
 from notifier.channels.registry import build_channel
 from notifier.config import NotifyConfig, load_config
@@ -72,6 +85,8 @@ class Notifier:
         self._room = asyncio.Event()
         self._room.set()
         self._backoff = Backoff()
+        self._attempts = Attempts(settings.poison_max_attempts)
+        self.metrics.declare_streams([ALERTS_STREAM])
         self.consumer: GroupConsumer | None = None
         self.started = asyncio.Event()
 
@@ -86,6 +101,8 @@ class Notifier:
         try:
             await self._retry(lambda: self._transport.declare(
                 [ALERTS_STREAM], Retention(max_len=settings.alerts_maxlen)), stopping)
+            await self._retry(lambda: self._transport.declare(
+                [dead_stream(ALERTS_STREAM)], DEAD_RETENTION), stopping)
             await self._retry(self.ledger.declare, stopping)
             loaded = await self._retry(self.ledger.load, stopping)
             if loaded is None:
@@ -118,25 +135,29 @@ class Notifier:
                 lambda: consumer.fetch(settings.read_count, settings.read_block_ms), stopping)
             if batch is None:
                 break
+            poisoned: list[tuple[Delivery, DeadEntry]] = []
             for delivery in batch:
-                self._take(delivery)
+                entry = self._take(delivery)
+                if entry is not None:
+                    poisoned.append((delivery, entry))
+            if poisoned:
+                await self._bury(poisoned)
         log.info("notifier stopped reading")
 
-    def _take(self, delivery: Delivery) -> None:
-        """Route one delivered alert to its workers, or settle it at once."""
+    def _take(self, delivery: Delivery) -> DeadEntry | None:
+        """Route one delivered alert to its workers, or settle it at once; or the entry to
+        bury (``common.dead_letters``): undecodable at once, or routing it raised
+        ``POISON_MAX_ATTEMPTS`` times."""
         if delivery.replay:
-            return
+            return None
         key = (delivery.stream, delivery.position)
         if key in self._held:  # claimed back while still in hand (Redis, CLAIM_MIN_IDLE_S)
-            return
+            return None
         try:
             alert = decode_alert(delivery.payload)
-        except msgspec.DecodeError:
+        except msgspec.DecodeError as exc:
             self.metrics.alerts_skipped.labels("undecodable").inc()
-            log.warning("undecodable entry %s on %s skipped", delivery.position,
-                        delivery.stream)
-            self._settled(delivery)
-            return
+            return dead_entry(delivery, "undecodable", exc, attempts=1)
         self.metrics.alerts_received.inc()
         age_s = time.time() - alert.detected_at_ms / 1000
         if age_s > self._settings.notify_max_age_s:
@@ -144,20 +165,41 @@ class Notifier:
             log.info("alert %s is %.0fs old (NOTIFY_MAX_AGE_S=%.0f): not sent", alert.id,
                      age_s, self._settings.notify_max_age_s)
             self._settled(delivery)
-            return
+            return None
+        routed = attempt(lambda: self._route(delivery, alert), delivery, self._attempts)
+        if isinstance(routed, DeadEntry):
+            return routed
+        ticket, workers = routed
+        if not workers:
+            self._settled(delivery)
+            return None
+        self._held[key] = ticket
+        if len(self._held) >= MAX_HELD:
+            self._room.clear()
+        for worker in workers:
+            worker.put(ticket)
+        return None
+
+    def _route(self, delivery: Delivery, alert: Alert) -> tuple[Ticket, list[ChannelWorker]]:
+        """The alert's ticket and the workers of the channels not done with it yet; no
+        side effect but a metric, so that a raise leaves nothing half done."""
         routed = self.router.channels_for(alert)
         if not routed:
             self.metrics.alerts_skipped.labels("unrouted").inc()
         channels = [name for name in routed if not self.ledger.is_done(alert.id, name)]
-        if not channels:
+        workers = [self.workers[name] for name in channels]
+        return Ticket(delivery, alert, channels, self._ticket_done), workers
+
+    async def _bury(self, poisoned: list[tuple[Delivery, DeadEntry]]) -> None:
+        """Write the poison entries to ``alerts.dead``, then settle them (acknowledged)."""
+        await self._retry(lambda: bury(self._transport.publish, [e for _, e in poisoned]),
+                          None)
+        for delivery, entry in poisoned:
+            self.metrics.poison_entries.labels(entry.stream, entry.reason).inc()
+            log.error("entry %s of %s moved to %s after %d attempt(s) (%s): %s",
+                      entry.position, entry.stream, dead_stream(entry.stream), entry.attempts,
+                      entry.reason, entry.error)
             self._settled(delivery)
-            return
-        ticket = Ticket(delivery, alert, channels, self._ticket_done)
-        self._held[key] = ticket
-        if len(self._held) >= MAX_HELD:
-            self._room.clear()
-        for name in channels:
-            self.workers[name].put(ticket)
 
     def _ticket_done(self, ticket: Ticket) -> None:
         self._held.pop((ticket.delivery.stream, ticket.delivery.position), None)

@@ -22,6 +22,7 @@ def test_defaults_match_the_documented_interface(monkeypatch: pytest.MonkeyPatch
     assert detector.effective_cooldown_s == 60
     assert detector.partitions == (0, 1, 2, 3)
     assert detector.detector_metrics_port == 9102
+    assert detector.poison_max_attempts == 3
     ingestor = load_settings(IngestorSettings)
     assert ingestor.binance_ws_url == (
         "wss://fstream.binance.com/market/stream?streams=!miniTicker@arr")
@@ -51,6 +52,7 @@ def test_cooldown_defaults_to_the_window(monkeypatch: pytest.MonkeyPatch) -> Non
         (DetectorSettings, "DETECTOR_PARTITIONS", "0,x"),
         (DetectorSettings, "DETECTOR_PARTITIONS", "0,7"),
         (DetectorSettings, "READ_BLOCK_MS", "60000"),
+        (DetectorSettings, "POISON_MAX_ATTEMPTS", "0"),
         (IngestorSettings, "BINANCE_WS_URL", "http://example.invalid/"),
         (IngestorSettings, "STALE_AFTER_S", "soon"),
         (IngestorSettings, "INGESTOR_METRICS_PORT", "70000"),

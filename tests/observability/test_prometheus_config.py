@@ -22,7 +22,7 @@ from tests.support.prometheus import (
 HERE = Path(__file__).resolve().parent
 ALERT_NAMES = {"BinanceFeedStale", "DetectorLagGrowing", "NoTicks", "GatewayDown",
                "GatewayNotReadingAlerts", "ServiceDown", "NotifierChannelFailing",
-               "NotifierDeadLetters", "NotifierDown"}
+               "NotifierDeadLetters", "NotifierDown", "PoisonEntries"}
 
 
 def promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:

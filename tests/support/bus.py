@@ -6,19 +6,23 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 import fakeredis
+import pytest
+import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
-from common.bus import BusUnavailable, ConsumerLag, Delivery, GroupConsumer, Record
+from common.bus import BusUnavailable, ConsumerLag, Delivery, GroupConsumer, Record, Transport
 from common.bus.kafka.config import KafkaConfig
+from common.bus.kafka.tansu import log_bounds
 from common.bus.kafka.transport import KafkaTransport
 from common.bus.redis_streams import RedisConfig, RedisTransport
 from common.settings import BaseServiceSettings, KafkaSettings, load_settings
-from tests.support.servers import KAFKA_TEST_ENV, KafkaBroker
+from tests.support.servers import KAFKA_TEST_ENV, KafkaBroker, RedisServer
 
 T = TypeVar("T")
 
@@ -102,3 +106,45 @@ async def eventually(operation: Callable[[], Awaitable[T]], timeout_s: float = 2
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.2)
+
+
+# -- either backend --------------------------------------------------------------------------
+
+@dataclass
+class RealBus:
+    """A transport on a real server of either backend (``name``: redis or kafka), and what
+    a test asks that server directly."""
+
+    name: str
+    url: str
+    transport: Transport
+
+    async def unacknowledged(self, group: str, stream: str) -> int:
+        """Entries of ``stream`` (one partition) that ``group`` has not acknowledged: pending
+        on Redis; on Kafka, past the group's committed offset."""
+        if self.name == "redis":
+            client = aioredis.from_url(self.url)
+            try:
+                return int((await client.xpending(stream, group))["pending"])
+            finally:
+                await client.aclose()
+        probe = AIOKafkaConsumer(bootstrap_servers=self.url.removeprefix("kafka://"),
+                                 group_id=group, enable_auto_commit=False)
+        await probe.start()
+        try:
+            tp = TopicPartition(stream, 0)
+            probe.assign([tp])
+            _, ends = await log_bounds(probe, [tp], timeout_s=5)
+            return int(ends[tp] - (await probe.committed(tp) or 0))
+        finally:
+            await probe.stop()
+
+
+def real_bus(request: pytest.FixtureRequest) -> RealBus:
+    """For a fixture parametrized with ``["redis", "kafka"]``: the bus of that backend,
+    on a server of its own (the ``redis_server`` and ``kafka_broker`` fixtures)."""
+    if request.param == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        return RealBus("redis", server.url, RedisTransport(RedisConfig(server.url, timeout_s=3)))
+    broker: KafkaBroker = request.getfixturevalue("kafka_broker")
+    return RealBus("kafka", broker.url, kafka_transport(broker))

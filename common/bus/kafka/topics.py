@@ -1,10 +1,12 @@
 """Topics: one per stream, created when missing, kept as the stream's retention says.
 
 Every stream is a topic of the same name: ``ticks.0`` … ``ticks.{P-1}``, ``alerts``,
-``rules``. A missing topic is created with ``KAFKA_TOPIC_PARTITIONS`` partitions (default
-1) and ``KAFKA_REPLICATION_FACTOR``; topics that exist are left as they are. Ticks are kept
-by age (``retention.ms`` = ``TICKS_RETENTION_S``). A Kafka log cannot be capped by count,
-so ``alerts`` and ``rules`` get a generous ``retention.ms`` (a week); the gateway's
+``rules``, and the dead-letter streams beside them (``ticks.3.dead``, ``alerts.dead``:
+``common.dead_letters``; dots are legal in a topic name). A missing topic is created with
+``KAFKA_TOPIC_PARTITIONS`` partitions (default 1) and ``KAFKA_REPLICATION_FACTOR``; topics
+that exist are left as they are. Ticks are kept by age (``retention.ms`` =
+``TICKS_RETENTION_S``). A Kafka log cannot be capped by count, so ``alerts``, ``rules`` and
+the dead-letter topics get a generous ``retention.ms`` (a week); the gateway's
 ``backlog(N)`` still serves the newest N by offsets, so what a trader sees is the same as
 on Redis. A broker that lost its state is recovered from: the topics are checked at most
 once a second and created again when missing.
