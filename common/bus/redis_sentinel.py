@@ -134,8 +134,7 @@ class CheckedMasterPool(SentinelConnectionPool):
 
     _next_check = 0.0
 
-    async def get_connection(self, command_name: Any = None, *keys: Any,
-                             **options: Any) -> AbstractConnection:
+    async def get_connection(self, *args: Any, **options: Any) -> AbstractConnection:
         now = time.monotonic()
         if now >= self._next_check:
             self._next_check = now + MASTER_CHECK_S
@@ -147,7 +146,7 @@ class CheckedMasterPool(SentinelConnectionPool):
                 if before is not None and self.master_address != before:
                     log.warning("the Sentinels name a new master for %s", self.service_name)
         connection: AbstractConnection = await super().get_connection(  # type: ignore[no-untyped-call]
-            command_name, *keys, **options)
+            *args, **options)
         if (self.master_address is not None and connection.is_connected
                 and (connection.host, getattr(connection, "port", None))
                 != self.master_address):
