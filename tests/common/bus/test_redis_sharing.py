@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from common.bus import Delivery, OwnershipLost, Record, Sharing, TransportConfigError
+from common.bus import (
+    BusUnavailable,
+    Delivery,
+    OwnershipLost,
+    Record,
+    Sharing,
+    TransportConfigError,
+)
 from common.bus.redis_leases import LeaseKeys, quota, renew_interval, safety_margin
 from common.bus.redis_shared import SharedRedisGroupConsumer
 from common.bus.redis_streams import RedisConfig, RedisTransport
@@ -315,3 +322,28 @@ async def test_entries_another_member_left_pending_on_an_owned_stream_come_back(
     assert took > LEASE_S - 0.3  # not before the other could have stopped
     assert [(d.payload, d.replay) for d in a.got] == [(b"m0", False), (b"m1", False)]
     assert (await a.transport.client.xpending("ticks.0", "g"))["pending"] == 0
+
+
+async def test_a_member_cut_off_from_redis_stops_owning_and_resumes(
+        redis_server: RedisServer, members: list[Member]) -> None:
+    a = join(members, redis_server, "a", 2)
+    changes: list[tuple[str, str, str]] = []
+    a.consumer.listener = lambda c: changes.append((c.stream, c.change, c.cause))
+    while len(a.consumer.owned()) < 2:
+        await a.consumer.fetch(100, 50)
+    redis_server.stop()
+    cut_at = time.monotonic()
+    with pytest.raises(BusUnavailable):
+        await a.consumer.fetch(100, 50)
+    await until(lambda: not a.consumer.owned(), timeout_s=LEASE_S + 1)
+    assert time.monotonic() - cut_at < LEASE_S
+    with pytest.raises(OwnershipLost):
+        await a.consumer.publish(records("alerts", 1), sources=["ticks.0"])
+    redis_server.start()
+    started = time.monotonic()
+    while len(a.consumer.owned()) < 2:
+        assert time.monotonic() - started < 10
+        with contextlib.suppress(BusUnavailable):
+            await a.consumer.fetch(100, 50)
+    assert ("ticks.0", "released", "lapsed") in changes
+    assert changes.count(("ticks.0", "gained", "joined")) == 1
