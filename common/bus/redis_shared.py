@@ -99,7 +99,7 @@ class SharedRedisGroupConsumer(RedisGroupConsumer):
         if self._closed:
             await asyncio.sleep(min(block_ms / 1000, IDLE_WAIT_S))
             return []
-        async with _translated_errors():
+        async with self._group_commands():
             await self._ensure_groups()
             if self._leases.due():
                 for change in await self._leases.round():

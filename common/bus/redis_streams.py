@@ -215,8 +215,21 @@ class RedisGroupConsumer:
         self._groups_ready = True
         self._pending_ids = dict.fromkeys(self._streams, b"0")
 
+    @asynccontextmanager
+    async def _group_commands(self) -> AsyncIterator[None]:
+        """The errors of the contract, and a group that vanished (a failover to a replica
+        that never had it, ``XGROUP DESTROY`` by hand) made again on the next call."""
+        try:
+            async with _translated_errors():
+                yield
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            self._groups_ready = False
+            raise BusUnavailable(f"consumer group {self._group} is missing: {exc}") from exc
+
     async def fetch(self, count: int, block_ms: int) -> list[Delivery]:
-        async with _translated_errors():
+        async with self._group_commands():
             await self._ensure_groups()
             if not self._replay_done:
                 if self._replay is None:

@@ -9,7 +9,7 @@ import fakeredis
 import pytest
 import redis.asyncio as redis
 
-from common.bus import BusUnavailable, Retention
+from common.bus import BusUnavailable, Retention, Sharing
 from common.bus.redis_streams import RedisConfig, RedisTransport
 from common.settings import DetectorSettings, load_settings
 from tests.support.bus import drain, records
@@ -55,6 +55,25 @@ async def test_claim_min_idle_s_comes_from_the_settings(monkeypatch: pytest.Monk
     heir = bus.group_consumer("g", "heir", STREAMS, rebuild_s=60)
     assert sorted(d.payload for d in await drain(heir, 2)) == [b"m0", b"m1"]
     await bus.close()
+
+
+@pytest.mark.parametrize("sharing", [None, Sharing(lease_s=1.0)])
+async def test_a_group_that_vanished_is_unavailable_once_then_made_again(
+        redis_server: RedisServer, sharing: Sharing | None) -> None:
+    """A failover to a replica that never had the group (it was made within the
+    replication lag) must not crash the service: the next fetch makes it again."""
+    redis_transport = RedisTransport(RedisConfig(redis_server.url, timeout_s=3))
+    consumer = redis_transport.group_consumer("g", "c", STREAMS, rebuild_s=60, sharing=sharing)
+    await redis_transport.publish(records("ticks.0", 1))
+    assert [d.payload for d in await drain(consumer, 1)] == [b"m0"]
+    for stream in STREAMS:
+        await redis_transport.client.xgroup_destroy(stream, "g")
+    await redis_transport.publish(records("ticks.0", 1, start=1))
+    with pytest.raises(BusUnavailable, match="consumer group g is missing"):
+        await drain(consumer, 1)
+    # Made again from the start of the stream: both entries, the first one again.
+    assert sorted(d.payload for d in await drain(consumer, 2)) == [b"m0", b"m1"]
+    await redis_transport.close()
 
 
 async def test_group_creation_tolerates_an_existing_group(redis_transport: RedisTransport) -> None:
