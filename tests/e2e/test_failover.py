@@ -172,7 +172,6 @@ async def test_kill_9_of_one_of_three_detectors_mid_stream(rig: Rig) -> None:
     assert balanced(2, PARTITIONS)(rig.beats.shares(since=taken_at, of=survivors(victim)))
 
 
-@only_redis
 @pytest.mark.parametrize("rig", [2], indirect=True)
 async def test_a_paused_detector_publishes_nothing_for_the_partitions_it_lost(
         rig: Rig) -> None:
