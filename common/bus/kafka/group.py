@@ -171,13 +171,21 @@ class KafkaGroupConsumer:
             self._rebuilding.discard(tp)
 
     async def assigned(self, assigned: set[TopicPartition]) -> None:
-        """Set up each new partition: replay up to its committed offset, or start live."""
+        """Set up each new partition: replay up to its committed offset, or start live.
+
+        The fetcher reads new partitions at once, and a ``fetch`` may run while this waits
+        for the committed offsets: the partitions stay paused, and unknown to ``fetch``,
+        until each is set up, or their first records would reach the caller live, before
+        the windows were rebuilt (and the replay after them could no longer count)."""
         consumer = self._consumer
         self._epoch += 1
         self._parts.clear()
         self._rebuilding.clear()
         if consumer is None:
             return
+        consumer.pause(*assigned)
+        parts: dict[TopicPartition, PartitionState] = {}
+        rebuilding: set[TopicPartition] = set()
         for tp in sorted(assigned):
             try:
                 async with translated("reading the committed offset", self._timeout_s):
@@ -196,8 +204,9 @@ class KafkaGroupConsumer:
                     async with asyncio.timeout(self._timeout_s):
                         await consumer.position(tp)
                 consumer.seek(tp, committed - 1)
-                self._rebuilding.add(tp)
-            self._parts[tp] = state
+                rebuilding.add(tp)
+            parts[tp] = state
+        self._parts, self._rebuilding = parts, rebuilding
         self._pause_for_rebuild(consumer)
         log.info("assigned %s%s", partition_names(self._parts) or "no partitions",
                  f"; rebuilding {partition_names(self._rebuilding)}" if self._rebuilding else "")
@@ -206,6 +215,7 @@ class KafkaGroupConsumer:
     def _pause_for_rebuild(self, consumer: AIOKafkaConsumer) -> None:
         if self._rebuilding:
             self._rebuild_progress = time.monotonic()
+            consumer.resume(*self._rebuilding)
             consumer.pause(*(tp for tp in self._parts if tp not in self._rebuilding))
         else:
             consumer.resume(*self._parts)
@@ -282,7 +292,10 @@ class KafkaGroupConsumer:
         for tp, records in batches.items():
             state = self._parts.get(tp)
             if state is None:
-                state = self._parts[tp] = PartitionState(self._epoch, None)
+                # Fetched as its assignment is being set up: leave it to the setup.
+                with suppress(kafka_errors.IllegalStateError):
+                    consumer.seek(tp, records[0].offset)
+                continue
             if state.phase == "probe":
                 records = await self._probe(consumer, tp, state, records)
             for record in records:
