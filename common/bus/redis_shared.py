@@ -207,7 +207,8 @@ class SharedRedisGroupConsumer(RedisGroupConsumer):
 
     async def close(self) -> None:
         """Release every lease and leave the group, so that the others take the streams
-        over at their next round; idempotent."""
+        over at their next round; idempotent. Call it once no ``fetch`` runs any more (a
+        round still under way could take streams again)."""
         if self._closed:
             return
         self._closed = True
