@@ -84,7 +84,11 @@ async def rig(request: pytest.FixtureRequest, bus: Bus, log_dir: Path) -> AsyncI
             await beats.wait_for(balanced(detectors, PARTITIONS), since=time.monotonic(),
                                  what=f"{detectors} balanced shares")
             async with alert_client(pipeline.ws_url) as client:
-                yield Rig(bus, market, pipeline, beats, client)
+                rig = Rig(bus, market, pipeline, beats, client)
+                yield rig
+            # All at once: on Kafka a member leaving while the group rebalances for the one
+            # before waits for its bus timeout.
+            await asyncio.gather(*(asyncio.to_thread(s.stop) for s in rig.detectors))
 
 
 def client_alerts(client: AlertClient) -> list[dict[str, Any]]:
