@@ -1,0 +1,61 @@
+"""What this detector knows of the alerts already on the ``alerts`` stream: their ids (never
+published twice) and, through the engine, their cooldowns (a restart or a takeover stays
+quiet about moves already alerted).
+
+Read at start for every symbol, and again for the symbols of a partition taken over, since
+its previous owner may have published after this detector started
+(docs/reliability.md#several-detectors).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Final
+
+import msgspec
+
+from common.bus import Delivery
+from common.schemas import decode_alert
+from detector.engine import DetectionEngine
+
+SEEN_IDS_CAPACITY: Final = 100_000
+
+
+class SeenIds:
+    """Bounded memory of published alert ids, oldest forgotten first."""
+
+    def __init__(self, capacity: int = SEEN_IDS_CAPACITY) -> None:
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._capacity = capacity
+
+    def __contains__(self, alert_id: object) -> bool:
+        return alert_id in self._ids
+
+    def add(self, alert_id: str) -> None:
+        self._ids[alert_id] = None
+        if len(self._ids) > self._capacity:
+            self._ids.popitem(last=False)
+
+
+def remember(published: Sequence[Delivery], seen: SeenIds, engine: DetectionEngine,
+             symbols: Callable[[str], bool] | None = None) -> None:
+    """Note every published id in ``seen``, and in ``engine`` the cooldowns of the alerts
+    of ``symbols`` (all of them when None). An entry that does not decode is skipped: the
+    consumers of ``alerts`` bury such entries."""
+    for delivery in published:
+        try:
+            alert = decode_alert(delivery.payload)
+        except msgspec.DecodeError:
+            continue
+        seen.add(alert.id)
+        if symbols is not None and not symbols(alert.symbol):
+            continue
+        name = alert.rule
+        if name is None:  # written before rules had names: its window tells the rule
+            rule = engine.rule_for_window(alert.window_s)
+            if rule is None:
+                continue
+            name = rule.name
+        engine.note_alert(alert.symbol, alert.event_time_ms, rule=name,
+                          change_pct=alert.change_pct, level=alert.level)
