@@ -30,6 +30,7 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Final
@@ -69,6 +70,9 @@ class Options:
     warmup_s: float = 120.0  # no fault, no expected move, no memory sample before this
     tail_s: float = 60.0  # no fault and no expected move in the last tail_s: time to recover
     restart_delay_s: float = 2.0
+    # "fixed": DETECTOR_PARTITIONS splits the partitions; "shared": leases divide them.
+    detectors: str = "fixed"
+    lease_s: float = 5.0
     targets: tuple[str, ...] = (*SERVICES, "redis")
 
     def problem(self) -> str | None:
@@ -115,14 +119,23 @@ def build(options: Options, scratch: Path, t0: float
         "INGESTOR_METRICS_PORT": str(ports["ingestor"])}, scratch / "ingestor.log"),
         health_url=f"http://127.0.0.1:{ports['ingestor']}/healthz")
     for i, role in enumerate(DETECTORS):
-        share = [p for p in range(PARTITIONS) if p % len(DETECTORS) == i]
-        procs[role] = Proc(role, python_launcher("detector", {
-            **common, "WINDOW_S": str(options.window_s),
-            "THRESHOLD_UP_PCT": str(THRESHOLD_PCT), "THRESHOLD_DOWN_PCT": str(THRESHOLD_PCT),
-            "REBUILD_MARGIN_S": str(REBUILD_MARGIN_S),
-            "DETECTOR_PARTITIONS": ",".join(map(str, share)), "DETECTOR_CONSUMER": role,
-            "DETECTOR_METRICS_PORT": str(ports[role])}, scratch / f"{role}.log"),
-            health_url=f"http://127.0.0.1:{ports[role]}/healthz")
+        env = {**common, "WINDOW_S": str(options.window_s),
+               "THRESHOLD_UP_PCT": str(THRESHOLD_PCT), "THRESHOLD_DOWN_PCT": str(THRESHOLD_PCT),
+               "REBUILD_MARGIN_S": str(REBUILD_MARGIN_S),
+               "DETECTOR_METRICS_PORT": str(ports[role])}
+        per_start = None
+        if options.detectors == "fixed":
+            # Half the partitions each, for good; a restart takes its own back by name.
+            share = [p for p in range(PARTITIONS) if p % len(DETECTORS) == i]
+            env.update(DETECTOR_PARTITIONS=",".join(map(str, share)), DETECTOR_CONSUMER=role)
+        else:
+            # Shared through leases: every process a member of its own, as the default
+            # name (host and pid) would be, but one the report can tie to its role.
+            env["LEASE_S"] = str(options.lease_s)
+            per_start = _member_name(role)
+        procs[role] = Proc(role, python_launcher("detector", env, scratch / f"{role}.log",
+                                                 per_start=per_start),
+                           health_url=f"http://127.0.0.1:{ports[role]}/healthz")
     procs["gateway"] = Proc("gateway", python_launcher("gateway", {
         **common, "GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": str(ports["gateway"])},
         scratch / "gateway.log"), health_url=f"http://127.0.0.1:{ports['gateway']}/readyz")
@@ -138,6 +151,10 @@ def build(options: Options, scratch: Path, t0: float
     addresses = {"ws": f"ws://127.0.0.1:{ports['gateway']}/ws",
                  "market_port": str(ports["market"])}
     return cluster, bus, addresses
+
+
+def _member_name(role: str) -> Callable[[int], dict[str, str]]:
+    return lambda start: {"DETECTOR_CONSUMER": f"{role}.{start}"}
 
 
 async def inject(cluster: Cluster, plan: list[tuple[float, str]], faults: list[Fault],
@@ -196,7 +213,7 @@ async def run(options: Options, scratch: Path) -> Report:
         unknown_since=client.unknown_since,
         settings={**asdict(options), "started_s": started,
                   "partitions": PARTITIONS, "threshold_pct": THRESHOLD_PCT,
-                  "bus": "redis", "detectors": "fixed split", "cores": os.cpu_count(),
+                  "bus": "redis", "cores": os.cpu_count(),
                   "load_average": os.getloadavg()})
 
 
@@ -214,11 +231,17 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, Path | None, Pat
     p.add_argument("--warmup", type=float, default=d.warmup_s, help="seconds")
     p.add_argument("--tail", type=float, default=d.tail_s, help="seconds")
     p.add_argument("--restart-delay", type=float, default=d.restart_delay_s, help="seconds")
+    p.add_argument("--detectors", choices=("fixed", "shared"), default=d.detectors,
+                   help="fixed: DETECTOR_PARTITIONS halves; shared: leases (LEASE_S)")
+    p.add_argument("--lease", type=float, default=d.lease_s, help="LEASE_S, shared only")
     p.add_argument("--json", type=Path, help="write the report there as JSON")
     p.add_argument("--logs", type=Path, help="keep the processes' logs in this folder")
     a = p.parse_args(argv)
-    options = Options(a.duration, a.symbols, a.frames_per_s, a.move_every, a.fault_every,
-                      a.seed, a.window, a.warmup, a.tail, a.restart_delay)
+    options = Options(
+        duration_s=a.duration, symbols=a.symbols, frames_per_s=a.frames_per_s,
+        move_every_s=a.move_every, fault_every_s=a.fault_every, seed=a.seed,
+        window_s=a.window, warmup_s=a.warmup, tail_s=a.tail, restart_delay_s=a.restart_delay,
+        detectors=a.detectors, lease_s=a.lease)
     problem = options.problem()
     if problem is not None:
         p.error(problem)

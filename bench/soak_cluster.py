@@ -96,9 +96,18 @@ class Proc:
 
 
 def python_launcher(module: str, env: dict[str, str], log_path: Path,
-                    args: list[str] | None = None) -> Callable[[], subprocess.Popen[bytes]]:
-    """``python -m module [args]`` with ``env``, output appended to ``log_path``."""
+                    args: list[str] | None = None,
+                    per_start: Callable[[int], dict[str, str]] | None = None,
+                    ) -> Callable[[], subprocess.Popen[bytes]]:
+    """``python -m module [args]`` with ``env`` (and ``per_start(n)`` for the n-th start,
+    from 1), output appended to ``log_path``."""
+    starts = 0
+
     def launch() -> subprocess.Popen[bytes]:
+        nonlocal starts
+        starts += 1
+        if per_start is not None:
+            env.update(per_start(starts))
         with log_path.open("ab") as out:
             out.write(f"--- start at {time.time():.3f} ---\n".encode())
             out.flush()
