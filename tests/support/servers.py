@@ -7,7 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tools.kafka_server import find_tansu, start_tansu
-from tools.redis_server import ServerNotFound, free_port, start_redis_server
+from tools.redis_server import (
+    SentinelSetup,
+    ServerNotFound,
+    free_port,
+    start_redis_server,
+    start_sentinel_setup,
+)
 
 
 @dataclass
@@ -34,6 +40,48 @@ class RedisServer:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+@dataclass
+class SentinelCluster:
+    """A master, one replica and three Sentinels (``tools.redis_server``), for failovers.
+
+    ``kill_master`` is a kill -9 of whichever node is the master now; ``wait_for_failover``
+    returns once every Sentinel names the promoted replica and it says it is the master.
+    """
+
+    base_dir: Path
+    password: str | None = field(default=None, repr=False)
+    sentinel_password: str | None = field(default=None, repr=False)
+    setup: SentinelSetup | None = None
+
+    @property
+    def url(self) -> str:
+        return self._setup.url
+
+    @property
+    def _setup(self) -> SentinelSetup:
+        if self.setup is None:
+            raise RuntimeError("the Sentinel cluster is not started")
+        return self.setup
+
+    def start(self) -> None:
+        self.setup = start_sentinel_setup(self.base_dir, password=self.password,
+                                          sentinel_password=self.sentinel_password)
+
+    def master_port(self) -> int:
+        return self._setup.master_port()
+
+    def kill_master(self) -> int:
+        return self._setup.kill_master()
+
+    def wait_for_failover(self, old_port: int, timeout_s: float = 30.0) -> int:
+        return self._setup.wait_for_failover(old_port, timeout_s)
+
+    def stop(self) -> None:
+        if self.setup is not None:
+            self.setup.stop()
+            self.setup = None
 
 
 # What every Kafka process of the tests needs: tansu has no idempotent producer, and short
