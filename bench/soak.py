@@ -40,6 +40,7 @@ from bench.soak_cluster import (
     Cluster,
     PlainRedis,
     Proc,
+    SentinelRedis,
     clean_environment,
     healthy,
     python_launcher,
@@ -73,6 +74,9 @@ class Options:
     # "fixed": DETECTOR_PARTITIONS splits the partitions; "shared": leases divide them.
     detectors: str = "fixed"
     lease_s: float = 5.0
+    # "redis": one server, restarted after a kill; "sentinel": a master, a replica and
+    # three Sentinels, a kill of the master fails over.
+    bus: str = "redis"
     targets: tuple[str, ...] = (*SERVICES, "redis")
 
     def problem(self) -> str | None:
@@ -102,15 +106,23 @@ def fault_plan(options: Options, started_s: float) -> list[tuple[float, str]]:
     return plan
 
 
-def build(options: Options, scratch: Path, t0: float
-          ) -> tuple[Cluster, PlainRedis, dict[str, str]]:
-    """Every process, not started, the market's first move at ``t0``; the addresses the
-    harness watches."""
-    bus = PlainRedis(scratch / "redis")
+Bus = PlainRedis | SentinelRedis
+
+
+def make_bus(options: Options, scratch: Path) -> Bus:
+    if options.bus == "sentinel":
+        return SentinelRedis(scratch / "sentinel")
+    return PlainRedis(scratch / "redis")
+
+
+def build(options: Options, scratch: Path, t0: float, bus_url: str
+          ) -> tuple[dict[str, Proc], dict[str, str]]:
+    """The services and the market, not started, the market's first move at ``t0``; the
+    addresses the harness watches."""
     ports = {name: free_port() for name in ("market", "gateway", "ingestor", *DETECTORS)}
     retention_s = options.window_s + REBUILD_MARGIN_S + 30
     common = clean_environment(
-        BUS_URL=bus.url, TICK_PARTITIONS=str(PARTITIONS), TICKS_RETENTION_S=str(retention_s),
+        BUS_URL=bus_url, TICK_PARTITIONS=str(PARTITIONS), TICKS_RETENTION_S=str(retention_s),
         METRICS_HOST="127.0.0.1", LOG_LEVEL="INFO", SHUTDOWN_TIMEOUT_S="10")
     procs: dict[str, Proc] = {}
     procs["ingestor"] = Proc("ingestor", python_launcher("ingestor", {
@@ -139,32 +151,34 @@ def build(options: Options, scratch: Path, t0: float
     procs["gateway"] = Proc("gateway", python_launcher("gateway", {
         **common, "GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": str(ports["gateway"])},
         scratch / "gateway.log"), health_url=f"http://127.0.0.1:{ports['gateway']}/readyz")
-    # The market and the bus last: Cluster.stop stops them after the services.
     market_argv = ["--port", str(ports["market"]), "--symbols", str(options.symbols),
                    "--frames-per-s", str(options.frames_per_s), "--t0", f"{t0:.3f}",
                    "--move-every", str(options.move_every_s)]
     procs["market"] = Proc("market", python_launcher(
         "bench.soak_market", common, scratch / "market.log", market_argv), restart=False)
-    for proc in bus.procs():
-        procs[proc.role] = proc
-    cluster = Cluster(procs, options.restart_delay_s)
     addresses = {"ws": f"ws://127.0.0.1:{ports['gateway']}/ws",
                  "market_port": str(ports["market"])}
-    return cluster, bus, addresses
+    return procs, addresses
 
 
 def _member_name(role: str) -> Callable[[int], dict[str, str]]:
     return lambda start: {"DETECTOR_CONSUMER": f"{role}.{start}"}
 
 
-async def inject(cluster: Cluster, plan: list[tuple[float, str]], faults: list[Fault],
-                 stopping: asyncio.Event) -> None:
+async def inject(cluster: Cluster, bus: Bus, plan: list[tuple[float, str]],
+                 faults: list[Fault], stopping: asyncio.Event) -> None:
     for at, role in plan:
         if await wait_or_stop(stopping, max(0.0, at - time.time())):
             return
-        life = cluster.kill(role)
-        faults.append(Fault(time.time(), role, None if life is None else life.pid))
-        log.info("kill -9 %s (pid %s)", role, None if life is None else life.pid)
+        node = await asyncio.to_thread(bus.master_role) if role == "redis" else role
+        life = cluster.kill(node)
+        killed_at = time.time()
+        log.info("kill -9 %s (%s, pid %s)", role, node, None if life is None else life.pid)
+        promoted = None
+        if role == "redis" and life is not None:
+            promoted = await asyncio.to_thread(bus.wait_promoted, node)
+        faults.append(Fault(killed_at, role, None if life is None else life.pid,
+                            node if node != role else "", promoted))
 
 
 async def wait_ready(cluster: Cluster, timeout_s: float = 60.0) -> None:
@@ -178,15 +192,19 @@ async def wait_ready(cluster: Cluster, timeout_s: float = 60.0) -> None:
 
 
 async def run(options: Options, scratch: Path) -> Report:
-    t0 = time.time() + 5.0
-    cluster, bus, addresses = build(options, scratch, t0)
-    script = Script(t0, options.move_every_s, options.symbols)
+    bus = make_bus(options, scratch)
+    cluster = Cluster({}, options.restart_delay_s)
     stopping = asyncio.Event()
-    client = ResumingClient(addresses["ws"])
-    beats = HeartbeatLog(bus.url)
     faults: list[Fault] = []
     try:
-        await asyncio.to_thread(cluster.start, [bus.master_role(), "market"])
+        await asyncio.to_thread(bus.start, cluster)
+        t0 = time.time() + 5.0
+        procs, addresses = build(options, scratch, t0, bus.url)
+        cluster.procs.update(procs)
+        script = Script(t0, options.move_every_s, options.symbols)
+        client = ResumingClient(addresses["ws"])
+        beats = HeartbeatLog(bus.url)
+        await asyncio.to_thread(cluster.start, ["market"])
         await asyncio.to_thread(wait_for_port, "127.0.0.1", int(addresses["market_port"]))
         await asyncio.to_thread(cluster.start, list(SERVICES))
         await wait_ready(cluster)
@@ -197,11 +215,12 @@ async def run(options: Options, scratch: Path) -> Report:
             tasks.create_task(cluster.supervise(stopping), name="supervisor")
             tasks.create_task(client.run(stopping), name="client")
             tasks.create_task(beats.run(stopping), name="heartbeats")
-            tasks.create_task(inject(cluster, plan, faults, stopping), name="faults")
+            tasks.create_task(inject(cluster, bus, plan, faults, stopping), name="faults")
             await wait_or_stop(stopping, started + options.duration_s - time.time())
             stopping.set()
     finally:
-        await asyncio.to_thread(cluster.stop)
+        await asyncio.to_thread(cluster.stop, [*SERVICES, "market"])
+        await asyncio.to_thread(bus.stop)
     expected = script.moves_between(started + options.warmup_s,
                                     started + options.duration_s - options.tail_s)
     verdict = alerts_verdict(script, expected, client.received, client.duplicates)
@@ -213,7 +232,7 @@ async def run(options: Options, scratch: Path) -> Report:
         unknown_since=client.unknown_since,
         settings={**asdict(options), "started_s": started,
                   "partitions": PARTITIONS, "threshold_pct": THRESHOLD_PCT,
-                  "bus": "redis", "cores": os.cpu_count(),
+                  "cores": os.cpu_count(),
                   "load_average": os.getloadavg()})
 
 
@@ -234,6 +253,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, Path | None, Pat
     p.add_argument("--detectors", choices=("fixed", "shared"), default=d.detectors,
                    help="fixed: DETECTOR_PARTITIONS halves; shared: leases (LEASE_S)")
     p.add_argument("--lease", type=float, default=d.lease_s, help="LEASE_S, shared only")
+    p.add_argument("--bus", choices=("redis", "sentinel"), default=d.bus,
+                   help="redis: one server, restarted; sentinel: master, replica, 3 Sentinels")
     p.add_argument("--json", type=Path, help="write the report there as JSON")
     p.add_argument("--logs", type=Path, help="keep the processes' logs in this folder")
     a = p.parse_args(argv)
@@ -241,7 +262,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, Path | None, Pat
         duration_s=a.duration, symbols=a.symbols, frames_per_s=a.frames_per_s,
         move_every_s=a.move_every, fault_every_s=a.fault_every, seed=a.seed,
         window_s=a.window, warmup_s=a.warmup, tail_s=a.tail, restart_delay_s=a.restart_delay,
-        detectors=a.detectors, lease_s=a.lease)
+        detectors=a.detectors, lease_s=a.lease, bus=a.bus)
     problem = options.problem()
     if problem is not None:
         p.error(problem)

@@ -25,7 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from tools.redis_server import free_port, start_redis_server
+from tools.redis_server import (
+    SentinelSetup,
+    free_port,
+    start_redis_server,
+    start_sentinel_setup,
+)
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +92,10 @@ class Proc:
         return self.lives[-1] if self.lives else None
 
     def spawn(self) -> None:
-        self.process = self.launch()
+        self.adopt(self.launch())
+
+    def adopt(self, process: subprocess.Popen[bytes]) -> None:
+        self.process = process
         life = Life(self.process.pid, time.time())
         if self.health_url is None:
             life.ready_s = life.started_s  # its launch returned once it listens
@@ -137,11 +145,78 @@ class PlainRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def procs(self) -> list[Proc]:
-        return [Proc("redis", lambda: start_redis_server(self.port, self._data_dir))]
+    def start(self, cluster: Cluster) -> None:
+        proc = Proc("redis", lambda: start_redis_server(self.port, self._data_dir))
+        cluster.procs[proc.role] = proc
+        proc.spawn()
 
     def master_role(self) -> str:
         return "redis"
+
+    def wait_promoted(self, killed_role: str) -> float | None:
+        """No replica to promote: the outage lasts until the restart."""
+        return None
+
+    def stop(self) -> None:
+        """Its process is the cluster's."""
+
+
+class SentinelRedis:
+    """A master, a replica and three Sentinels (``tools.redis_server``), ``BUS_URL``
+    ``redis+sentinel://``. "Kill the master" is kill -9 of whichever node is master now;
+    the Sentinels promote the replica, and the supervisor starts the killed node again
+    (once the promotion is done) as the new master's replica, so that the next kill fails
+    over too. Each promotion's time is noted for the report."""
+
+    def __init__(self, data_dir: Path, down_after_ms: int = 1000) -> None:
+        self._data_dir = data_dir
+        self._down_after_ms = down_after_ms
+        self.setup: SentinelSetup | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.setup is not None, "start() first"
+        return self.setup.url
+
+    def start(self, cluster: Cluster) -> None:
+        setup = self.setup = start_sentinel_setup(self._data_dir,
+                                                  down_after_ms=self._down_after_ms)
+        for i, port in enumerate(setup.data_ports, 1):
+            proc = Proc(f"redis-{i}", self._relauncher(port))
+            proc.adopt(setup.processes[port])
+            cluster.procs[proc.role] = proc
+        for i, port in enumerate(setup.sentinel_ports, 1):
+            proc = Proc(f"sentinel-{i}", self._relauncher(port), restart=False)
+            proc.adopt(setup.processes[port])
+            cluster.procs[proc.role] = proc
+
+    def master_role(self) -> str:
+        assert self.setup is not None
+        return f"redis-{self.setup.data_ports.index(self.setup.master_port()) + 1}"
+
+    def _relauncher(self, port: int) -> Callable[[], subprocess.Popen[bytes]]:
+        def relaunch() -> subprocess.Popen[bytes]:
+            setup = self.setup
+            assert setup is not None
+            if setup.master_port() == port:  # a replica of itself would never serve
+                setup.wait_for_failover(port)
+            setup.restart_node(port)
+            return setup.processes[port]
+        return relaunch
+
+    def wait_promoted(self, killed_role: str) -> float | None:
+        """When a replica was promoted in place of the killed master (None: not in 30 s)."""
+        assert self.setup is not None
+        port = self.setup.data_ports[int(killed_role.rsplit("-", 1)[1]) - 1]
+        try:
+            self.setup.wait_for_failover(port)
+        except TimeoutError:
+            return None
+        return time.time()
+
+    def stop(self) -> None:
+        if self.setup is not None:
+            self.setup.stop()
 
 
 @dataclass
@@ -217,9 +292,11 @@ class Cluster:
                 life.rss_first = (now, kib)
             life.rss_last = (now, kib)
 
-    def stop(self) -> None:
-        """SIGTERM in pipeline order (ingestor first, the bus last), SIGKILL after 15 s."""
-        for proc in self.procs.values():
+    def stop(self, first: list[str]) -> None:
+        """SIGTERM the ``first`` roles in that order (the pipeline's: ingestor first, so
+        that batches drain), then the rest (the bus); SIGKILL after 15 s."""
+        order = [*first, *(role for role in self.procs if role not in first)]
+        for proc in (self.procs[role] for role in order if role in self.procs):
             if proc.process is not None and proc.process.poll() is None:
                 proc.process.send_signal(signal.SIGTERM)
                 try:

@@ -31,8 +31,10 @@ CLOCK_SLACK_S = 0.5  # the exchange stamps at send time; the harness schedules b
 @dataclass(frozen=True, slots=True)
 class Fault:
     at_s: float
-    role: str
+    role: str  # what the plan said: a service, or "redis" (the master)
     pid: int | None  # None: the role was not running, nothing was killed
+    node: str = ""  # the process killed, when it differs from ``role`` (a Redis node)
+    promoted_s: float | None = None  # a replica took over as master (Sentinel)
 
 
 @dataclass
@@ -42,7 +44,7 @@ class FaultOutcome:
     pid: int | None
     kind: str  # "takeover" (a detector) or "recovery"
     seconds: float | None  # None: never within the run
-    ready_s: float | None = None
+    ready_s: float | None = None  # the killed process healthy again, or a replica promoted
     partitions: list[int] = field(default_factory=list)
     by: list[str] = field(default_factory=list)  # the detectors that took the partitions
 
@@ -188,7 +190,10 @@ def fault_outcomes(faults: list[Fault], beats: list[Beat], received: list[Receiv
             restarted = recovery(fault, [], procs.get(fault.role))
             outcome.ready_s = restarted.ready_s
         else:
-            outcome = recovery(fault, received, procs.get(fault.role))
+            outcome = recovery(fault, received, procs.get(fault.node or fault.role))
+            if fault.promoted_s is not None:
+                outcome.ready_s = round(fault.promoted_s - fault.at_s, 3)
+                outcome.by = [fault.node]
         outcomes.append(outcome)
     return outcomes
 
@@ -224,6 +229,8 @@ def render(report: Report) -> str:
         ready = "-" if f.ready_s is None else f"{f.ready_s:.2f}"
         detail = (f"partitions {f.partitions} → {', '.join(f.by) or 'nobody'}"
                   if f.kind == "takeover" else "first alert after the kill")
+        if f.by and f.kind == "recovery":
+            detail += f"; master {f.by[0]} killed, ready = a replica promoted"
         if f.pid is None:
             detail = "not running: skipped"
         lines.append(f"{f.at_s - start:>8.1f}s  {f.role:<11} {f.kind:<9} {seconds:>8} "
