@@ -84,10 +84,24 @@ class Report:
     unknown_since: int
     settings: dict[str, Any] = field(default_factory=dict)
 
+    def by_role(self) -> list[tuple[str, int, int, float]]:
+        """Each role across its restarts: its first sample of the run, its last, the
+        change in % (a role whose processes grow from one life to the next drifts here)."""
+        first: dict[str, int] = {}
+        last: dict[str, int] = {}
+        for m in self.memory:
+            first.setdefault(m.role, m.start_kib)
+            last[m.role] = m.end_kib
+        return [(role, first[role], last[role], (last[role] - first[role]) / first[role] * 100)
+                for role in first]
+
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         for row, memory in zip(out["memory"], self.memory, strict=True):
             row["change_pct"] = round(memory.change_pct, 2)
+        out["memory_by_role"] = [{"role": role, "start_kib": a, "end_kib": b,
+                                  "change_pct": round(pct, 2)}
+                                 for role, a, b, pct in self.by_role()]
         return out
 
 
@@ -241,6 +255,9 @@ def render(report: Report) -> str:
         lines.append(f"{m.role:<11} {m.pid:>7} {m.lived_s:>8.0f} {m.sampled_s:>9.0f} "
                      f"{m.start_kib / 1024:>8.1f}MB {m.end_kib / 1024:>8.1f}MB "
                      f"{m.change_pct:>+7.1f}%")
+    lines.append("across restarts (a role's first sample → its last): " + ", ".join(
+        f"{role} {a / 1024:.1f} → {b / 1024:.1f} MB ({pct:+.1f}%)"
+        for role, a, b, pct in report.by_role()))
     if report.crashes:
         lines += ["", "exits the soak did not cause: " + ", ".join(
             f"{role} (code {code}) at {at - start:.0f}s" for role, at, code in report.crashes)]
