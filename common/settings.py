@@ -374,9 +374,15 @@ def _describe(exc: ValidationError, prefix: str = "") -> str:
 
 
 def redact_url(url: str) -> str:
-    """Hide a password embedded in a URL before it reaches a log or an error message."""
+    """Hide the passwords a URL holds (before its hosts, or a ``…password=`` option, as in
+    ``redis+sentinel://…?sentinel_password=``) before it reaches a log or an error message."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    if parts.password is not None:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        parts = parts._replace(netloc=netloc)
+    if "password" in parts.query:
+        query = "&".join(
+            f"{name}=***" if "password" in name.lower() else f"{name}{sep}{value}"
+            for name, sep, value in (item.partition("=") for item in parts.query.split("&")))
+        parts = parts._replace(query=query)
+    return parts.geturl()

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.prerequisites import require
-from tests.support.servers import KafkaBroker, RedisServer, tansu_available
+from tests.support.servers import KafkaBroker, RedisServer, SentinelCluster, tansu_available
 
 
 @pytest.fixture
@@ -17,6 +17,17 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def sentinel_cluster(tmp_path: Path) -> Iterator[SentinelCluster]:
+    """A master, a replica and three Sentinels (a failover takes 2-4 s after a kill)."""
+    cluster = SentinelCluster(tmp_path / "sentinel")
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture

@@ -41,6 +41,7 @@ _BACKENDS: dict[str, Backend] = {
     "redis": Backend("common.bus.redis_streams", "from_settings"),
     "rediss": Backend("common.bus.redis_streams", "from_settings"),
     "unix": Backend("common.bus.redis_streams", "from_settings"),
+    "redis+sentinel": Backend("common.bus.redis_sentinel", "from_settings"),
     "kafka": Backend("common.bus.kafka.transport", "from_settings", extra="kafka"),
 }
 
