@@ -16,6 +16,10 @@ calls made during it, which the services already retry; the first call after it 
 the promoted replica. The same timeouts as the plain client, and no retries (a retried
 ``XADD`` could write twice).
 
+A master that refuses writes because no replica is in reach (``min-replicas-to-write``,
+``NOREPLICAS``) is unavailable too, as is a replica's ``MASTERDOWN``: both are waited out,
+not taken for a bad command.
+
 One gap of that pool is closed here: it asks the Sentinels only when it opens a
 connection, and a master that was failed over while still alive (a manual failover, a
 network blip) keeps accepting writes until the Sentinels demote it, seconds later, and
@@ -35,9 +39,10 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import redis.asyncio as redis
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from common.bus.contract import TransportConfigError
@@ -51,6 +56,8 @@ log = logging.getLogger(__name__)
 SCHEME: Final = "redis+sentinel"
 MASTER_CHECK_S: Final = 1.0
 DEFAULT_PORT: Final = 26379
+# Replies that say "not now" rather than "not this": the Redis backend's BusUnavailable.
+_UNAVAILABLE_REPLIES: Final = ("NOREPLICAS", "MASTERDOWN")
 _QUERY_KEYS: Final = frozenset({"sentinel_username", "sentinel_password"})
 _FORM: Final = "redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/<master>[/<db>]"
 
@@ -127,6 +134,24 @@ def _host_port(item: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
+class MasterConnection(SentinelManagedConnection):
+    """redis-py's connection to the master (``READONLY`` from a demoted one is already a
+    connection error there), with the replies of a master that cannot write now as
+    connection errors too."""
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().read_response(*args, **kwargs)
+        except ResponseError as exc:
+            text = str(exc)
+            if not text.startswith(_UNAVAILABLE_REPLIES) and \
+                    getattr(exc, "status_code", None) not in _UNAVAILABLE_REPLIES:
+                raise
+            await self.disconnect()
+            raise RedisConnectionError(text.split(" ", 1)[0] + ": the master cannot write "
+                                       "now") from exc
+
+
 class CheckedMasterPool(SentinelConnectionPool):
     """redis-py's pool of connections to the master, asking the Sentinels where the
     master is at most every ``MASTER_CHECK_S`` rather than only on a new connection, and
@@ -171,7 +196,8 @@ def master_client(address: SentinelAddress, timeout_s: float) -> tuple[Sentinel,
                          "password": address.sentinel_password},
     )
     client = sentinel.master_for(
-        address.master, connection_pool_class=CheckedMasterPool, db=address.db,
+        address.master, connection_pool_class=CheckedMasterPool,
+        connection_class=MasterConnection, db=address.db,
         username=address.username, password=address.password,
         retry=Retry(NoBackoff(), 0), health_check_interval=30,
         socket_timeout=timeout_s, socket_connect_timeout=connect_s)

@@ -31,6 +31,12 @@ COMBOS: Final = {
     "dev+kafka": ("docker-compose.yml", "docker-compose.kafka.yml"),
     "prod+kafka": ("docker-compose.prod.yml", "docker-compose.kafka.yml"),
 }
+# The Sentinel override goes on top of either stack too; judged by its own tests (the ones
+# above run on COMBOS) to keep the suite's time.
+SENTINEL_COMBOS: Final = {
+    "dev+sentinel": ("docker-compose.yml", "docker-compose.sentinel.yml"),
+    "prod+sentinel": ("docker-compose.prod.yml", "docker-compose.sentinel.yml"),
+}
 APP_SERVICES: Final = ("ingestor", "detector", "gateway", "notifier")
 # The notifier's channels and routes: a host file mounted read-only (README, "Notifications").
 NOTIFY_MOUNT: Final = "/etc/binance-alerter/notify.toml"
@@ -83,7 +89,8 @@ def write_env_file(path: Path, *, all_settings: bool = False, **values: str) -> 
 def compose(combo: str, env_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """``docker-compose --env-file ENV -f … ARGS`` from the repository root, in a clean
     environment so that nothing of the caller's shell leaks into the substitution."""
-    files = [arg for name in COMBOS[combo] for arg in ("-f", str(INFRA / name))]
+    names = COMBOS[combo] if combo in COMBOS else SENTINEL_COMBOS[combo]
+    files = [arg for name in names for arg in ("-f", str(INFRA / name))]
     return subprocess.run(
         [docker_compose(), "--env-file", str(env_file), *files, *args],
         cwd=REPO, capture_output=True, text=True, timeout=60,

@@ -128,3 +128,27 @@ async def test_a_demoted_master_is_unavailable_not_an_error(
         await transport.publish([record("second")])
     with pytest.raises(BusUnavailable):
         await group.fetch(10, 10)  # XREADGROUP writes too (the group's state)
+
+
+async def test_a_master_without_replicas_to_write_to_is_unavailable_until_one_is_back(
+        sentinel_cluster: SentinelCluster, transport: SentinelTransport) -> None:
+    """With ``min-replicas-to-write`` (what bounds the writes a partitioned master takes)
+    the master refuses writes while no replica is in reach: waited out like an outage."""
+    setup = sentinel_cluster.setup
+    assert setup is not None
+    master, replica = setup.data_ports
+    with setup.data_client(master) as client:
+        await asyncio.to_thread(client.config_set, "min-replicas-max-lag", "1")
+        await asyncio.to_thread(client.config_set, "min-replicas-to-write", "1")
+    await transport.publish([record("replicated")])
+    process = setup.processes.pop(replica)
+    process.kill()
+    await asyncio.to_thread(process.wait)
+    deadline = time.monotonic() + 10
+    with pytest.raises(BusUnavailable, match="NOREPLICAS"):  # noqa: PT012
+        while True:  # the master notices within min-replicas-max-lag
+            await transport.publish([record("refused")])
+            assert time.monotonic() < deadline, "writes were still taken without a replica"
+            await asyncio.sleep(0.1)
+    await asyncio.to_thread(setup.restart_node, replica)
+    await until_available(lambda: transport.publish([record("taken again")]))
