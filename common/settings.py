@@ -6,6 +6,8 @@ names the variable an operator has to fix; pydantic's own messages name the Pyth
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 from typing import Annotated, Literal, Self, TypeVar
 from urllib.parse import urlsplit
@@ -114,7 +116,13 @@ class DetectorSettings(BaseServiceSettings):
     threshold_down_pct: Annotated[float, Field(gt=0)] = 2.0
     cooldown_s: Annotated[int, Field(ge=0)] | None = None
     detector_partitions: str = ""
-    detector_consumer: Annotated[str, Field(min_length=1, max_length=200)] = "detector-1"
+    # The member's name in group ``detector``: unique per process unless set, so that any
+    # number of detectors can be started from one configuration.
+    detector_consumer: Annotated[str, Field(min_length=1, max_length=200)] = Field(
+        default_factory=lambda: unique_consumer_name())
+    # With DETECTOR_PARTITIONS unset, detectors share the partitions through leases of this
+    # length: a dead detector's partitions are taken over after it (plus the rebuild).
+    lease_s: Annotated[float, Field(ge=0.5, le=300)] = 5.0
     read_count: Annotated[int, Field(ge=1, le=10_000)] = 256
     read_block_ms: Annotated[int, Field(ge=1)] = 1000
     rebuild_margin_s: Annotated[float, Field(ge=0)] = 10.0
@@ -128,8 +136,15 @@ class DetectorSettings(BaseServiceSettings):
         return self.window_s if self.cooldown_s is None else self.cooldown_s
 
     @property
+    def shared(self) -> bool:
+        """True when the partitions are divided among the running detectors (leases on
+        Redis, the consumer group on Kafka); False for a fixed ``DETECTOR_PARTITIONS``."""
+        return not self.detector_partitions.strip()
+
+    @property
     def partitions(self) -> tuple[int, ...]:
-        """The partitions this detector reads: ``DETECTOR_PARTITIONS``, or all of them."""
+        """The partitions this detector may read: ``DETECTOR_PARTITIONS``, or all of them
+        (shared with the other detectors)."""
         if not self.detector_partitions.strip():
             return tuple(range(self.tick_partitions))
         return tuple(int(p) for p in self.detector_partitions.split(","))
@@ -161,7 +176,17 @@ class DetectorSettings(BaseServiceSettings):
     def _consistent(self) -> Self:
         if self.read_block_ms / 1000 >= self.bus_timeout_s:
             raise ValueError("READ_BLOCK_MS must stay below BUS_TIMEOUT_S")
+        # A lease is renewed between reads: a blocking read and the batch after it must fit
+        # in it twice over, or a healthy detector would let its partitions go.
+        if self.shared and self.lease_s < 2 * self.read_block_ms / 1000:
+            raise ValueError(f"LEASE_S={self.lease_s:g} must be at least twice READ_BLOCK_MS "
+                             f"({self.read_block_ms} ms): leases are renewed between reads")
         return self
+
+
+def unique_consumer_name() -> str:
+    """``<host>-<pid>``: a group member name no other running detector has."""
+    return f"{socket.gethostname()[:180] or 'detector'}-{os.getpid()}"
 
 
 class GatewaySettings(BaseServiceSettings):

@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import islice
 from typing import Final, TypeVar
 
@@ -203,6 +203,19 @@ class DetectionEngine:
             if state is None or until >= state.until_ms:
                 cooldowns[symbol] = _Cooldown(
                     until, math.nan if change_pct is None else change_pct, level)
+
+    def forget(self, predicate: Callable[[str], bool]) -> int:
+        """Drop everything known about the symbols ``predicate`` picks (their windows,
+        volumes and cooldowns): another detector took them over. If they come back, the
+        replay of their history and the alerts on the bus rebuild it. Returns how many
+        symbols with a window were forgotten."""
+        gone = [symbol for symbol in self._series if predicate(symbol)]
+        for symbol in gone:
+            del self._series[symbol]
+        for cooldowns in self._cooldowns.values():
+            for symbol in [s for s in cooldowns if predicate(s)]:
+                del cooldowns[symbol]
+        return len(gone)
 
     def rule_for_window(self, window_s: int) -> Rule | None:
         """The rule with this window (windows are unique in a set), for alerts without a

@@ -14,9 +14,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from common.bus import ConsumerLag
 from common.health import new_registry
 
-__all__ = ["DIRECTIONS", "LAG_KINDS", "DetectorMetrics", "new_registry"]
+__all__ = ["DIRECTIONS", "LAG_KINDS", "OWNERSHIP_CHANGES", "DetectorMetrics", "new_registry"]
 
 DIRECTIONS: Final = ("up", "down")
+# gained: a partition this detector started reading; released: one it handed over (another
+# detector joined, or this one stops); lost: one taken away after this detector stalled
+# past its lease or found another owner when publishing.
+OWNERSHIP_CHANGES: Final = ("gained", "lost", "released")
 LAG_KINDS: Final = ("behind", "pending")
 
 # A batch of a few hundred entries takes well under a millisecond of engine time; the
@@ -66,8 +70,20 @@ class DetectorMetrics:
             buckets=_ALERT_BUCKETS, registry=registry)
         self.rebuild_seconds = Gauge(
             "detector_rebuild_duration_seconds",
-            "Duration of the last window rebuild from tick history (at start).",
+            "Duration of the last window rebuild from tick history (at start, or after taking "
+            "partitions over).", registry=registry)
+        self.partitions_owned = Gauge(
+            "detector_partitions_owned", "Tick partitions this detector reads now.",
             registry=registry)
+        self.ownership_changes = Counter(
+            "detector_ownership_changes_total",
+            "Tick partitions that came to this detector (gained) or left it (released: handed "
+            "over; lost: taken away after it stalled or found another owner).", ["change"],
+            registry=registry)
+        self.alerts_dropped = Counter(
+            "detector_alerts_dropped_total",
+            "Alerts not published because their partition had moved to another detector, "
+            "which publishes them instead.", registry=registry)
         self.symbols_tracked = Gauge(
             "detector_symbols_tracked", "Symbols with a live window in the engine.",
             registry=registry)
@@ -83,6 +99,8 @@ class DetectorMetrics:
         # (and a dashboard panel is not empty) before the first alert of a direction.
         for direction in DIRECTIONS:
             self.alerts.labels(direction)
+        for change in OWNERSHIP_CHANGES:
+            self.ownership_changes.labels(change)
 
     def set_lag(self, lags: Mapping[str, ConsumerLag], now_s: float) -> None:
         for stream, lag in lags.items():

@@ -43,3 +43,20 @@ def rule_from_settings(settings: DetectorSettings) -> Rule:
         threshold_down_pct=settings.threshold_down_pct,
         cooldown_s=settings.effective_cooldown_s,
     )
+
+
+def describe_rule(rule: Rule) -> str:
+    """One line for a log: the settings that decide what fires."""
+    parts = [f"{rule.name}: {rule.window_s}s +{rule.threshold_up_pct:g}%/-"
+             f"{rule.threshold_down_pct:g}% cooldown {rule.cooldown_s}s"]
+    if rule.escalation_step_pct:
+        parts.append(f"escalation +{rule.escalation_step_pct:g}%")
+    if rule.min_quote_volume:
+        parts.append(f"min volume {rule.min_quote_volume:g}")
+    if rule.allow:
+        parts.append(f"allow {','.join(rule.allow)}")
+    if rule.deny:
+        parts.append(f"deny {','.join(rule.deny)}")
+    if rule.overrides:
+        parts.append(f"{len(rule.overrides)} overrides")
+    return " ".join(parts)

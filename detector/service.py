@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import OrderedDict
@@ -32,8 +33,10 @@ from common.bus import (
     BusUnavailable,
     Delivery,
     GroupConsumer,
+    OwnershipLost,
     Record,
     Retention,
+    Sharing,
     Transport,
 )
 from common.partitioning import (
@@ -43,14 +46,15 @@ from common.partitioning import (
     HEARTBEATS_KEPT_S,
     RULES_KEPT,
     RULES_STREAM,
+    partition_of,
     ticks_stream,
+    ticks_streams,
 )
 from common.rules_stream import RulesView
 from common.runner import Runtime, Service, wait_or_stop, while_bus_down
 from common.schemas import (
     Alert,
     DetectorHeartbeat,
-    Rule,
     RuleSet,
     decode_alert,
     decode_ticks,
@@ -60,7 +64,8 @@ from common.schemas import (
 from common.settings import DetectorSettings
 from detector.engine import DetectionEngine
 from detector.metrics import DetectorMetrics
-from detector.rules import rule_from_settings
+from detector.ownership import Ownership, partition_of_stream
+from detector.rules import describe_rule, rule_from_settings
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +103,13 @@ class Detector:
         self.engine = DetectionEngine(rule_from_settings(settings))
         self._rules = RulesView()  # the rules stream as read here, and the entry in force
         self._rules_reader: BroadcastReader | None = None
-        self.streams = [ticks_stream(p) for p in settings.partitions]
+        self.streams = (ticks_streams(settings.tick_partitions) if settings.shared
+                        else [ticks_stream(p) for p in settings.partitions])
+        self.ownership = Ownership(settings.tick_partitions, self.metrics)
         self._seen = SeenIds()
         self._backoff = Backoff()
-        self.rebuilt = asyncio.Event()
+        self.rebuilt = asyncio.Event()  # set once the first rebuild is done
+        self._rebuilding_since: float | None = time.perf_counter()
         # For the heartbeat: the newest live event time processed, entries behind (if known).
         self.newest_event_ms: int | None = None
         self.behind: int | None = None
@@ -117,30 +125,69 @@ class Detector:
         consumer = self._transport.group_consumer(
             DETECTOR_GROUP, settings.detector_consumer, self.streams,
             rebuild_s=longest_s + settings.rebuild_margin_s,
+            sharing=Sharing(settings.lease_s) if settings.shared else None,
         )
         self.consumer = consumer
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self._follow_rules(stopping), name="detector-rules")
-            await self._consume(consumer, stopping)
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._follow_rules(stopping), name="detector-rules")
+                await self._consume(consumer, stopping)
+        finally:
+            # Hand the partitions over now rather than when a lease runs out.
+            with contextlib.suppress(BusUnavailable):
+                await consumer.close()
+            self.ownership.update(frozenset(), stalled=False)
 
     async def _consume(self, consumer: GroupConsumer, stopping: asyncio.Event) -> None:
         settings = self._settings
-        rebuild_started = time.perf_counter()
-        replaying = True
+        fetched_at = time.monotonic()
         while not stopping.is_set():
             batch = await self._retry(
                 lambda: consumer.fetch(settings.read_count, settings.read_block_ms), stopping)
             if batch is None:
                 break
-            if replaying and not (batch and batch[0].replay):
-                replaying = False
-                self.metrics.rebuild_seconds.set(time.perf_counter() - rebuild_started)
-                log.info("windows rebuilt for %d symbols in %.2fs",
-                         self.engine.symbols_tracked, time.perf_counter() - rebuild_started)
-                self.rebuilt.set()
+            # Longer than a lease since the last fetch: whatever left was taken, not given.
+            now = time.monotonic()
+            stalled, fetched_at = now - fetched_at > settings.lease_s, now
+            fetched = bool(batch)
+            batch, gained = await self._follow_ownership(consumer.owned(), batch,
+                                                         stalled=stalled)
+            # Rebuilt once a fetch brings no replay (the one that gained a stream may be
+            # empty: its replay comes next).
+            if (self._rebuilding_since is not None and not (batch and batch[0].replay)
+                    and (fetched or not gained)):
+                self._rebuild_done()
             if batch:
                 await self._handle(batch, consumer)
         log.info("detector stopped reading")
+
+    async def _follow_ownership(self, owned: frozenset[str], batch: list[Delivery], *,
+                                stalled: bool) -> tuple[list[Delivery], bool]:
+        """Apply what moved since the last fetch: the deliveries this detector may process,
+        and whether a stream arrived."""
+        moves = self.ownership.update(owned, stalled=stalled)
+        if moves.left:
+            self._forget(moves.left)
+        if moves.gained:
+            if self._rebuilding_since is None:
+                self._rebuilding_since = time.perf_counter()
+            # The previous owner may have published since this detector read the history.
+            await self._retry(lambda: self._load_published(
+                {partition_of_stream(s) for s in moves.gained}), None)
+        return [d for d in batch if d.stream in owned], bool(moves.gained)
+
+    def _forget(self, streams: frozenset[str]) -> None:
+        forgotten = self.engine.forget(self.ownership.symbols_of(streams))
+        log.info("state of %d symbols forgotten with their partitions", forgotten)
+        self.metrics.symbols_tracked.set(self.engine.symbols_tracked)
+
+    def _rebuild_done(self) -> None:
+        assert self._rebuilding_since is not None
+        took_s = time.perf_counter() - self._rebuilding_since
+        self._rebuilding_since = None
+        self.metrics.rebuild_seconds.set(took_s)
+        log.info("windows rebuilt for %d symbols in %.2fs", self.engine.symbols_tracked, took_s)
+        self.rebuilt.set()
 
     async def watch_lag(self, stopping: asyncio.Event, every_s: float = LAG_REFRESH_S) -> None:
         """Refresh the consumer-lag gauges until shutdown, as a task of its own.
@@ -165,9 +212,9 @@ class Detector:
     def heartbeat(self) -> DetectorHeartbeat:
         return DetectorHeartbeat(
             consumer=self._settings.detector_consumer,
-            partitions=list(self._settings.partitions), sent_at_ms=int(time.time() * 1000),
+            partitions=self.ownership.partitions(), sent_at_ms=int(time.time() * 1000),
             newest_event_ms=self.newest_event_ms, behind=self.behind,
-            rebuilding=not self.rebuilt.is_set())
+            rebuilding=self._rebuilding_since is not None)
 
     async def beat(self, stopping: asyncio.Event) -> None:
         """Publish a heartbeat every ``DETECTOR_HEARTBEAT_S`` until shutdown, as a task of
@@ -246,16 +293,20 @@ class Detector:
                  rule_set.updated_by, when, rule_set.change or "-",
                  "; ".join(describe_rule(r) for r in rule_set.rules))
 
-    async def _load_published(self) -> None:
-        """Seed dedupe and cooldowns from the alert history so a restart stays quiet."""
+    async def _load_published(self, partitions: set[int] | None = None) -> None:
+        """Seed dedupe and cooldowns from the alert history so a restart stays quiet; with
+        ``partitions``, only the cooldowns of their symbols (partitions just taken over)."""
         reader = self._transport.broadcast_reader(ALERTS_STREAM)
         published = await reader.backlog(min(self._settings.alerts_maxlen, SEEN_IDS_CAPACITY))
+        total = self._settings.tick_partitions
         for delivery in published:
             try:
                 alert = decode_alert(delivery.payload)
             except msgspec.DecodeError:
                 continue
             self._seen.add(alert.id)
+            if partitions is not None and partition_of(alert.symbol, total) not in partitions:
+                continue
             name = alert.rule
             if name is None:  # written before rules had names: its window tells the rule
                 rule = self.engine.rule_for_window(alert.window_s)
@@ -264,12 +315,14 @@ class Detector:
                 name = rule.name
             self.engine.note_alert(alert.symbol, alert.event_time_ms, rule=name,
                                    change_pct=alert.change_pct, level=alert.level)
-        log.info("%d published alerts remembered", len(published))
+        log.info("%d published alerts remembered%s", len(published),
+                 "" if partitions is None else
+                 f" for partitions {','.join(map(str, sorted(partitions)))}")
 
     async def _handle(self, batch: list[Delivery], consumer: GroupConsumer) -> None:
         started = time.perf_counter()
         now_ms = int(time.time() * 1000)
-        fresh: list[Alert] = []
+        fresh: list[tuple[str, Alert]] = []  # (the stream it came from, the alert)
         for delivery in batch:
             try:
                 ticks = decode_ticks(delivery.payload)
@@ -291,12 +344,11 @@ class Detector:
                 if alert.id in self._seen:
                     self.metrics.duplicates_skipped.inc()
                     continue
-                fresh.append(alert)
-        if fresh:
-            records = [Record(ALERTS_STREAM, a.symbol, encode_alert(a)) for a in fresh]
-            await self._retry(lambda: self._transport.publish(records), None)
+                fresh.append((delivery.stream, alert))
+        published = await self._publish(fresh, consumer)
+        if published:
             published_s = time.time()
-            for alert in fresh:
+            for alert in published:
                 self._seen.add(alert.id)
                 self.metrics.alerts.labels(alert.direction).inc()
                 # Clamped: a clock behind the exchange's would make it negative.
@@ -305,10 +357,32 @@ class Detector:
                 log.info("alert %s %s %+.2f%% at %s (rule %s, level %d)", alert.symbol,
                          alert.direction, alert.change_pct, alert.price, alert.rule,
                          alert.level)
-        await self._retry(lambda: consumer.ack(batch), None)
+        owned = self.ownership.streams
+        await self._retry(lambda: consumer.ack([d for d in batch if d.stream in owned]), None)
         self.metrics.symbols_tracked.set(self.engine.symbols_tracked)
         if not batch[0].replay:
             self.metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    async def _publish(self, fresh: list[tuple[str, Alert]], consumer: GroupConsumer
+                       ) -> list[Alert]:
+        """Publish, fenced by ownership of the streams the alerts came from; the alerts of a
+        stream found lost are dropped (its new owner publishes them) and its state goes.
+        Returns what was published."""
+        while fresh:
+            records = [Record(ALERTS_STREAM, a.symbol, encode_alert(a)) for _, a in fresh]
+            sources = frozenset(stream for stream, _ in fresh)
+            try:
+                await self._retry(functools.partial(consumer.publish, records, sources=sources),
+                                  None)
+            except OwnershipLost as exc:
+                lost = (exc.streams & sources) or sources  # never the same set again
+                self.metrics.alerts_dropped.inc(sum(s in lost for s, _ in fresh))
+                self.ownership.lose(lost)
+                self._forget(lost)
+                fresh = [(s, a) for s, a in fresh if s not in lost]
+                continue
+            return [a for _, a in fresh]
+        return []
 
     async def _retry(self, operation: Callable[[], Awaitable[T]],
                      stopping: asyncio.Event | None) -> T | None:
@@ -316,23 +390,6 @@ class Detector:
         ``stopping``, give up on shutdown; without it, insist."""
         return await while_bus_down(operation, self._backoff, stopping=stopping,
                                     counter=self.metrics.bus_errors)
-
-
-def describe_rule(rule: Rule) -> str:
-    """One line for a log: the settings that decide what fires."""
-    parts = [f"{rule.name}: {rule.window_s}s +{rule.threshold_up_pct:g}%/-"
-             f"{rule.threshold_down_pct:g}% cooldown {rule.cooldown_s}s"]
-    if rule.escalation_step_pct:
-        parts.append(f"escalation +{rule.escalation_step_pct:g}%")
-    if rule.min_quote_volume:
-        parts.append(f"min volume {rule.min_quote_volume:g}")
-    if rule.allow:
-        parts.append(f"allow {','.join(rule.allow)}")
-    if rule.deny:
-        parts.append(f"deny {','.join(rule.deny)}")
-    if rule.overrides:
-        parts.append(f"{len(rule.overrides)} overrides")
-    return " ".join(parts)
 
 
 async def main(settings: DetectorSettings, stopping: asyncio.Event, runtime: Runtime) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import socket
+
 import pytest
 
 from common.settings import (
@@ -30,6 +33,30 @@ def test_defaults_match_the_documented_interface(monkeypatch: pytest.MonkeyPatch
     assert (gateway.gateway_host, gateway.gateway_port, gateway.history_size) == (
         "0.0.0.0", 8080, 50)
     assert (gateway.log_level, gateway.log_format) == ("INFO", "text")
+
+
+def test_detectors_share_the_partitions_unless_told_which(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir("/")  # no .env
+    shared = load_settings(DetectorSettings)
+    assert (shared.shared, shared.lease_s, shared.partitions) == (True, 5.0, (0, 1, 2, 3))
+    monkeypatch.setenv("DETECTOR_PARTITIONS", "1,3")
+    fixed = load_settings(DetectorSettings, lease_s=1.0)  # no lease to renew: any length
+    assert (fixed.shared, fixed.partitions) == (False, (1, 3))
+    monkeypatch.setenv("LEASE_S", "1.5")
+    monkeypatch.setenv("READ_BLOCK_MS", "500")
+    monkeypatch.delenv("DETECTOR_PARTITIONS")
+    assert load_settings(DetectorSettings).lease_s == 1.5
+
+
+def test_an_unnamed_detector_gets_a_name_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two detectors started from one configuration must be two members of the group."""
+    monkeypatch.chdir("/")
+    name = load_settings(DetectorSettings).detector_consumer
+    assert name.endswith(f"-{os.getpid()}")
+    assert name.startswith(socket.gethostname()[:20])
+    monkeypatch.setenv("DETECTOR_CONSUMER", "detector-east")
+    assert load_settings(DetectorSettings).detector_consumer == "detector-east"
 
 
 def test_cooldown_defaults_to_the_window(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -72,6 +99,9 @@ def test_cooldown_defaults_to_the_window(monkeypatch: pytest.MonkeyPatch) -> Non
         (GatewaySettings, "HEALTH_SYMBOLS_WINDOW_S", "never"),
         (GatewaySettings, "HEALTH_CHECK_S", "60"),
         (DetectorSettings, "DETECTOR_HEARTBEAT_S", "0"),
+        (DetectorSettings, "LEASE_S", "0.1"),
+        (DetectorSettings, "LEASE_S", "1.5"),  # below twice READ_BLOCK_MS (1000 ms)
+        (DetectorSettings, "LEASE_S", "forever"),
     ],
 )
 def test_each_bad_value_names_its_variable(monkeypatch: pytest.MonkeyPatch,

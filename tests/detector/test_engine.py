@@ -146,3 +146,17 @@ def test_a_price_that_is_not_positive_changes_nothing() -> None:
     ticks = [tick("A", 0, 0.0), tick("A", 1, 100.0), tick("A", 2, -5.0), tick("A", 3, 103.0)]
     [alert] = run(ticks)
     assert alert.base_price == 100.0
+
+
+def test_forget_drops_the_windows_and_cooldowns_of_the_symbols_picked_only() -> None:
+    engine = DetectionEngine(RULE)
+    engine.process([tick("A", 0, 100.0), tick("B", 0, 100.0)])
+    assert [a.symbol for a in engine.process([tick("A", 1, 103.0), tick("B", 1, 103.0)])
+            ] == ["A", "B"]
+    assert engine.forget(lambda symbol: symbol == "A") == 1
+    assert engine.symbols_tracked == 1
+    # A starts over: its first tick again is only a base, and no cooldown holds it back.
+    assert engine.process([tick("A", 2, 97.0), tick("B", 2, 97.0)]) == []
+    assert [a.base_price for a in engine.process([tick("A", 3, 100.0)])] == [97.0]
+    # B kept its window and its cooldown: a reversal inside it stays quiet.
+    assert engine.process([tick("B", 3, 99.0)]) == []

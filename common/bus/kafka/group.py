@@ -18,6 +18,7 @@ from common.bus.contract import (
     BusUnavailable,
     ConsumerLag,
     Delivery,
+    OwnershipLost,
     Record,
     TransportConfigError,
 )
@@ -29,8 +30,14 @@ from common.bus.kafka.clients import (
     translated,
 )
 from common.bus.kafka.config import KafkaConfig
-from common.bus.kafka.group_state import KafkaDelivery, PartitionState, commit_targets
-from common.bus.kafka.tansu import fetched_end, offset_for_time, past_the_end
+from common.bus.kafka.group_state import (
+    KafkaDelivery,
+    PartitionState,
+    commit_targets,
+    group_lag,
+)
+from common.bus.kafka.liveness import StallWatch
+from common.bus.kafka.tansu import offset_for_time, past_the_end
 from common.bus.kafka.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -73,6 +80,14 @@ class KafkaGroupConsumer:
     Revocation: the batch in hand is waited for (bounded) and what was acknowledged is
     committed before the partitions go; acknowledgements of deliveries from partitions
     this member no longer owns are no-ops (the new owner gets them again).
+
+    Ownership (``owned``, ``publish``): the group always divides its topics among the
+    members (a ``Sharing`` asked for changes nothing here). A member owns the topics of its
+    assigned partitions, and none once it stood still for longer than the session timeout
+    minus a margin (``StallWatch``: the coordinator has given them away); it then rejoins
+    the group and starts again from the committed offsets. ``publish`` checks this just
+    before producing; a produce already under way when the process stops is not fenced
+    (the alert ids are deterministic: the readers drop the second copy).
     """
 
     def __init__(self, config: KafkaConfig, topics: Topics, group: str, consumer: str,
@@ -96,6 +111,10 @@ class KafkaGroupConsumer:
         self._timeout_s = config.timeout_s
         # The batch in hand must be finished within the rebalance (= session) timeout.
         self._revoke_wait_s = min(config.timeout_s, config.kafka.session_timeout_ms / 2000)
+        session_ms, heartbeat_ms = (config.kafka.session_timeout_ms,
+                                    config.kafka.heartbeat_interval_ms)
+        self._watch = StallWatch((session_ms - max(heartbeat_ms, session_ms / 4)) / 1000)
+        self._owned: frozenset[str] = frozenset()
 
     async def _ready(self) -> AIOKafkaConsumer:
         async with self._start_lock:
@@ -120,11 +139,14 @@ class KafkaGroupConsumer:
             # Before subscribing: the assignment callback works on self._consumer.
             self._consumer = consumer
             consumer.subscribe(self._streams, listener=_Listener(self))
+            self._watch.start()
             return consumer
 
     async def close(self) -> None:
         """Commit what was acknowledged and leave the group (its partitions move now)."""
         consumer, self._consumer = self._consumer, None
+        self._watch.stop()
+        self._owned = frozenset()
         if consumer is None:
             return
         offsets = commit_targets(self._parts)
@@ -205,6 +227,34 @@ class KafkaGroupConsumer:
 
     async def fetch(self, count: int, block_ms: int) -> list[Delivery]:
         consumer = await self._ready()
+        if self._watch.stalled():
+            self._lapse(consumer)
+            return []
+        try:
+            return await self._fetch(consumer, count, block_ms)
+        finally:
+            self._owned = frozenset() if self._watch.stalled() else self._assigned_topics()
+
+    def _lapse(self, consumer: AIOKafkaConsumer) -> None:
+        """Stood still past the session: own nothing, and rejoin the group (its answer is
+        the next assignment, with a rebuild of every partition in it)."""
+        log.warning("this member stood still for longer than the session timeout: its "
+                    "partitions %s may belong to another member now; rejoining the group",
+                    partition_names(self._parts) or "(none)")
+        self._epoch += 1
+        self._parts.clear()
+        self._rebuilding.clear()
+        self._owned = frozenset()
+        self._assigned.clear()
+        consumer.unsubscribe()
+        consumer.subscribe(self._streams, listener=_Listener(self))
+        self._watch.reset()
+
+    def _assigned_topics(self) -> frozenset[str]:
+        return frozenset(tp.topic for tp in self._parts)
+
+    async def _fetch(self, consumer: AIOKafkaConsumer, count: int, block_ms: int
+                     ) -> list[Delivery]:
         await self._topics.ensure(self._streams)
         if not self._assigned.is_set():
             # The first join takes a rebalance; waiting for it keeps "replay first" true.
@@ -359,31 +409,19 @@ class KafkaGroupConsumer:
             delivery.acked = True
 
     def owned(self) -> frozenset[str]:
-        return frozenset(self._streams)
+        return self._owned
 
     async def publish(self, records: Sequence[Record], *, sources: Collection[str]) -> None:
+        """Produce only while assigned every source and not stalled past the session."""
+        lost = (frozenset(sources) if self._watch.stalled()
+                else frozenset(sources) - self._assigned_topics())
+        if lost:
+            raise OwnershipLost(lost)
         await self._publish(records)
 
     async def lag(self) -> dict[str, ConsumerLag]:
         """Per stream: end offsets minus what the group has taken (behind), and what was
         handed out but not acknowledged (pending; known for this member's partitions)."""
         consumer = await self._ready()
-        lags = {stream: ConsumerLag(0, 0) for stream in self._streams}
         async with translated("reading consumer lag", self._timeout_s):
-            tps = [TopicPartition(stream, p) for stream in self._streams
-                   for p in sorted(consumer.partitions_for_topic(stream) or ())]
-            if not tps:
-                return lags
-            ends = await consumer.end_offsets(tps)
-            for tp in tps:
-                state = self._parts.get(tp)
-                if state is not None:
-                    ends[tp] = fetched_end(consumer, tp, ends[tp])
-                    done = max(state.next_offset, state.committed or 0, state.replay_until)
-                    pending = len(state.unacked)
-                else:  # another member's partition: what the group committed
-                    done, pending = await consumer.committed(tp) or 0, 0
-                previous = lags[tp.topic]
-                lags[tp.topic] = ConsumerLag(previous.behind + max(0, ends[tp] - done),
-                                             previous.pending + pending)
-        return lags
+            return await group_lag(consumer, self._streams, self._parts)

@@ -1,14 +1,17 @@
 """What a group member keeps per assigned partition: where replay ends, what it handed
-out, what is still unacknowledged, and so which offset to commit."""
+out, what is still unacknowledged, and so which offset to commit and how far behind it is."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
-from common.bus.contract import Delivery
+from common.bus.contract import ConsumerLag, Delivery
+from common.bus.kafka.tansu import fetched_end
 
 
 @dataclass(slots=True, eq=False)
@@ -56,3 +59,27 @@ def commit_targets(parts: dict[TopicPartition, PartitionState]) -> dict[TopicPar
         if target is not None:
             targets[tp] = target
     return targets
+
+
+async def group_lag(consumer: AIOKafkaConsumer, streams: Sequence[str],
+                    parts: dict[TopicPartition, PartitionState]) -> dict[str, ConsumerLag]:
+    """Per stream: end offsets minus what the group has taken (behind), and what was handed
+    out but not acknowledged (pending; known for the member's own partitions ``parts``)."""
+    lags = {stream: ConsumerLag(0, 0) for stream in streams}
+    tps = [TopicPartition(stream, p) for stream in streams
+           for p in sorted(consumer.partitions_for_topic(stream) or ())]
+    if not tps:
+        return lags
+    ends = await consumer.end_offsets(tps)
+    for tp in tps:
+        state = parts.get(tp)
+        if state is not None:
+            ends[tp] = fetched_end(consumer, tp, ends[tp])
+            done = max(state.next_offset, state.committed or 0, state.replay_until)
+            pending = len(state.unacked)
+        else:  # another member's partition: what the group committed
+            done, pending = await consumer.committed(tp) or 0, 0
+        previous = lags[tp.topic]
+        lags[tp.topic] = ConsumerLag(previous.behind + max(0, ends[tp] - done),
+                                     previous.pending + pending)
+    return lags
