@@ -12,6 +12,7 @@ The transport takes a ``RedisConfig`` built from the service settings at start
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
@@ -33,7 +34,6 @@ from common.bus.contract import (
     Record,
     Retention,
     Sharing,
-    TransportConfigError,
 )
 
 if TYPE_CHECKING:
@@ -103,6 +103,7 @@ class RedisTransport:
             health_check_interval=30,
         )
         self._retention: dict[str, Retention] = {}
+        self._shared: list[RedisGroupConsumer] = []  # closed (handed over) with the transport
 
     @property
     def client(self) -> redis.Redis:
@@ -113,6 +114,10 @@ class RedisTransport:
         start while Redis is still down and report not-ready instead of crash-looping."""
 
     async def close(self) -> None:
+        for consumer in self._shared:
+            with contextlib.suppress(BusUnavailable):
+                await consumer.close()
+        self._shared.clear()
         await self._client.aclose()
 
     async def ping(self) -> bool:
@@ -139,19 +144,32 @@ class RedisTransport:
             for start in range(0, len(records), PIPELINE_CHUNK):
                 pipe = self._client.pipeline(transaction=True)
                 for record in records[start : start + PIPELINE_CHUNK]:
-                    retention = self._retention.get(record.stream)
-                    maxlen = retention.max_len if retention else None
-                    minid = None
-                    if retention and retention.max_age_s is not None:
-                        minid = now_ms - int(retention.max_age_s * 1000)
+                    maxlen, minid = self.trim(record.stream, now_ms)
                     pipe.xadd(record.stream, {PAYLOAD_FIELD: record.payload},
                               maxlen=maxlen, minid=minid, approximate=True)
                 await pipe.execute()
 
+    def trim(self, stream: str, now_ms: int) -> tuple[int | None, int | None]:
+        """The ``MAXLEN`` and ``MINID`` a write to ``stream`` trims with (its retention)."""
+        retention = self._retention.get(stream)
+        if retention is None:
+            return None, None
+        minid = None
+        if retention.max_age_s is not None:
+            minid = now_ms - int(retention.max_age_s * 1000)
+        return retention.max_len, minid
+
     def group_consumer(self, group: str, consumer: str, streams: Sequence[str], *,
                        rebuild_s: float, sharing: Sharing | None = None) -> RedisGroupConsumer:
         if sharing is not None:
-            raise TransportConfigError("sharing streams among Redis consumers is not built yet")
+            # Imported here: the shared consumer builds on this module's.
+            from common.bus.redis_shared import SharedRedisGroupConsumer
+
+            shared = SharedRedisGroupConsumer(
+                self._client, group, consumer, streams, rebuild_s=rebuild_s, sharing=sharing,
+                transport=self)
+            self._shared.append(shared)
+            return shared
         return RedisGroupConsumer(self._client, group, consumer, streams, rebuild_s=rebuild_s,
                                   claim_min_idle_s=self.config.claim_min_idle_s,
                                   publish=self.publish)
@@ -218,28 +236,33 @@ class RedisGroupConsumer:
 
     async def _history(self) -> AsyncIterator[list[Delivery]]:
         for stream in self._streams:
-            groups = await self._client.xinfo_groups(stream)
-            info = next((g for g in groups if _text(g.get("name")) == self._group), None)
-            if info is None:
-                continue
-            last_delivered = _text(info.get("last-delivered-id")) or "0-0"
-            if last_delivered == "0-0":
-                continue
-            pending = await self._pending_positions(stream)
-            start = max(0, _entry_ms(last_delivered) - self._rebuild_ms)
-            cursor = f"{start}-0"
-            while True:
-                entries = await self._client.xrange(stream, cursor, last_delivered,
-                                                    count=HISTORY_PAGE)
-                if not entries:
-                    break
-                batch = [_delivery(stream, eid, fields, replay=True) for eid, fields in entries
-                         if _text(eid) not in pending]
-                if batch:
-                    yield batch
-                if len(entries) < HISTORY_PAGE:
-                    break
-                cursor = "(" + _text(entries[-1][0])
+            async for batch in self._stream_history(stream):
+                yield batch
+
+    async def _stream_history(self, stream: str) -> AsyncIterator[list[Delivery]]:
+        """The group's acknowledged entries of ``stream`` within the rebuild span."""
+        groups = await self._client.xinfo_groups(stream)
+        info = next((g for g in groups if _text(g.get("name")) == self._group), None)
+        if info is None:
+            return
+        last_delivered = _text(info.get("last-delivered-id")) or "0-0"
+        if last_delivered == "0-0":
+            return
+        pending = await self._pending_positions(stream)
+        start = max(0, _entry_ms(last_delivered) - self._rebuild_ms)
+        cursor = f"{start}-0"
+        while True:
+            entries = await self._client.xrange(stream, cursor, last_delivered,
+                                                count=HISTORY_PAGE)
+            if not entries:
+                break
+            batch = [_delivery(stream, eid, fields, replay=True) for eid, fields in entries
+                     if _text(eid) not in pending]
+            if batch:
+                yield batch
+            if len(entries) < HISTORY_PAGE:
+                break
+            cursor = "(" + _text(entries[-1][0])
 
     async def _pending_positions(self, stream: str) -> set[str]:
         positions: set[str] = set()
