@@ -29,6 +29,8 @@ class Service:
     exit_codes: list[int] = field(default_factory=list)
     # In a session (and process group) of its own, as a terminal's foreground job is.
     own_session: bool = False
+    # ``python -m <module>``: the name, unless several processes run one service.
+    module: str | None = None
 
     @property
     def log_path(self) -> Path:
@@ -40,7 +42,7 @@ class Service:
         log.write(f"--- start #{self.starts} ---\n".encode())
         log.flush()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", self.name], env={**os.environ, **self.env},
+            [sys.executable, "-m", self.module or self.name], env={**os.environ, **self.env},
             stdout=log, stderr=subprocess.STDOUT, start_new_session=self.own_session)
         log.close()
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
+from aiokafka import AIOKafkaConsumer
 from aiokafka.helpers import create_ssl_context
 
 from common.bus.contract import TransportConfigError
@@ -91,3 +92,20 @@ def security_options(kafka: KafkaSettings) -> dict[str, Any]:
         options["ssl_context"] = create_ssl_context(
             cafile=kafka.ssl_cafile, certfile=kafka.ssl_certfile, keyfile=kafka.ssl_keyfile)
     return options
+
+
+def group_member(config: KafkaConfig, group: str, name: str) -> AIOKafkaConsumer:
+    """A consumer-group member with manual commits and the group timings of the settings."""
+    kafka = config.kafka
+    return AIOKafkaConsumer(
+        group_id=group,
+        client_id=name,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",  # a new group sees what was written before it
+        session_timeout_ms=kafka.session_timeout_ms,
+        heartbeat_interval_ms=kafka.heartbeat_interval_ms,
+        fetch_max_wait_ms=kafka.fetch_max_wait_ms,
+        # A JoinGroup may be held by the broker for up to the rebalance timeout.
+        request_timeout_ms=max(config.request_timeout_ms, kafka.session_timeout_ms + 5000),
+        **config.client_options(),
+    )

@@ -29,7 +29,7 @@ from common.bus.kafka.clients import (
     stop_consumer,
     translated,
 )
-from common.bus.kafka.config import KafkaConfig
+from common.bus.kafka.config import KafkaConfig, group_member
 from common.bus.kafka.group_state import (
     KafkaDelivery,
     PartitionState,
@@ -121,20 +121,7 @@ class KafkaGroupConsumer:
             if self._consumer is not None:
                 return self._consumer
             await self._topics.ensure(self._streams)
-            config, kafka = self._config, self._config.kafka
-            consumer = AIOKafkaConsumer(
-                group_id=self._group,
-                client_id=self._name,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",  # a new group sees what was written before it
-                session_timeout_ms=kafka.session_timeout_ms,
-                heartbeat_interval_ms=kafka.heartbeat_interval_ms,
-                fetch_max_wait_ms=kafka.fetch_max_wait_ms,
-                # A JoinGroup may be held by the broker for up to the rebalance timeout.
-                request_timeout_ms=max(config.request_timeout_ms,
-                                       kafka.session_timeout_ms + 5000),
-                **config.client_options(),
-            )
+            consumer = group_member(self._config, self._group, self._name)
             await start_consumer(consumer, "joining the consumer group", self._timeout_s)
             # Before subscribing: the assignment callback works on self._consumer.
             self._consumer = consumer
