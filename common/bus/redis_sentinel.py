@@ -167,10 +167,12 @@ class CheckedMasterPool(SentinelConnectionPool):
             # a new connection would fail on it anyway, with BusUnavailable.
             with suppress(RedisConnectionError, RedisTimeoutError, OSError):
                 before = self.master_address
-                await self.get_master_address()  # type: ignore[no-untyped-call]  # drops idle connections when it moved
+                # When the master moved, this drops the idle connections too.
+                await self.get_master_address()  # type: ignore[no-untyped-call]
                 if before is not None and self.master_address != before:
                     log.warning("the Sentinels name a new master for %s", self.service_name)
-        connection: AbstractConnection = await super().get_connection(  # type: ignore[no-untyped-call]
+        get = super().get_connection
+        connection: AbstractConnection = await get(  # type: ignore[no-untyped-call]
             *args, **options)
         if (self.master_address is not None and connection.is_connected
                 and (connection.host, getattr(connection, "port", None))
