@@ -3,8 +3,9 @@ killed, measured from outside as a trader would see it.
 
 Run (for the note, on a quiet machine, not in CI): ``python -m bench.soak`` — one hour at
 ten times the real load (1,000 symbols × 10 frames/s, a scripted move every second), an
-ingestor, two detectors and a gateway on Redis, and every two minutes a kill -9 of one of
-them or of the Redis master, chosen by a seeded RNG (a shuffled round of all five, then
+ingestor, two detectors sharing the partitions through leases and a gateway on Redis
+behind Sentinels (a master, a replica, three Sentinels), and every two minutes a kill -9 of
+one of them or of the Redis master, chosen by a seeded RNG (a shuffled round of all five, then
 another, so every kind recurs evenly). A supervisor restarts what was killed after
 ``--restart-delay`` s, as systemd or Compose would. ``--json FILE`` writes the figures
 (the test suite runs a five-minute version, tests/e2e/test_soak.py).
@@ -72,11 +73,11 @@ class Options:
     tail_s: float = 60.0  # no fault and no expected move in the last tail_s: time to recover
     restart_delay_s: float = 2.0
     # "fixed": DETECTOR_PARTITIONS splits the partitions; "shared": leases divide them.
-    detectors: str = "fixed"
+    detectors: str = "shared"
     lease_s: float = 5.0
     # "redis": one server, restarted after a kill; "sentinel": a master, a replica and
     # three Sentinels, a kill of the master fails over.
-    bus: str = "redis"
+    bus: str = "sentinel"
     targets: tuple[str, ...] = (*SERVICES, "redis")
 
     def problem(self) -> str | None:
@@ -251,10 +252,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, Path | None, Pat
     p.add_argument("--tail", type=float, default=d.tail_s, help="seconds")
     p.add_argument("--restart-delay", type=float, default=d.restart_delay_s, help="seconds")
     p.add_argument("--detectors", choices=("fixed", "shared"), default=d.detectors,
-                   help="fixed: DETECTOR_PARTITIONS halves; shared: leases (LEASE_S)")
+                   help="shared: leases (LEASE_S, the default); fixed: DETECTOR_PARTITIONS "
+                        "halves")
     p.add_argument("--lease", type=float, default=d.lease_s, help="LEASE_S, shared only")
     p.add_argument("--bus", choices=("redis", "sentinel"), default=d.bus,
-                   help="redis: one server, restarted; sentinel: master, replica, 3 Sentinels")
+                   help="sentinel: master, replica, 3 Sentinels (the default); redis: one "
+                        "server, restarted after its kill")
     p.add_argument("--json", type=Path, help="write the report there as JSON")
     p.add_argument("--logs", type=Path, help="keep the processes' logs in this folder")
     a = p.parse_args(argv)

@@ -1,11 +1,12 @@
 """The soak under faults, five minutes of it (``python -m bench.soak`` runs the hour).
 
-The same run as the benchmark, every part a real process: an ingestor, two detectors and a
-gateway on Redis behind Sentinels (a master, a replica, three Sentinels), the market from
-the fake exchange in its own process, a kill -9 of one of the four services or of the Redis
-master every ~46 s so that each kind happens (a shuffled round of all
-five, then one more), a supervisor that restarts the killed part after 2 s, and a WebSocket
-client that resumes with ``since``. Every scripted move must reach the client exactly once.
+The same run as the benchmark, every part a real process: an ingestor, two detectors
+sharing the partitions through leases (LEASE_S 2 s) and a gateway on Redis behind Sentinels
+(a master, a replica, three Sentinels), the market from the fake exchange in its own
+process, a kill -9 of one of the four services or of the Redis master every ~46 s so that
+each kind happens (a shuffled round of all five, then one more), a supervisor that restarts
+the killed part after 2 s, and a WebSocket client that resumes with ``since``. Every
+scripted move must reach the client exactly once.
 
 The load is scaled to what a loaded 2-core CI box sustains beside nothing else: 200
 symbols × 2 frames/s (a twenty-fifth of the hour's 1,000 × 10) with a move every second, and
@@ -36,7 +37,7 @@ BUS = os.environ.get("SOAK_BUS", "sentinel")
 # The detectors: "shared" divides the partitions through leases (a kill is taken over by
 # the survivor after LEASE_S), "fixed" gives each half for good (a kill waits for its
 # restart).
-DETECTORS = os.environ.get("SOAK_DETECTORS", "fixed")
+DETECTORS = os.environ.get("SOAK_DETECTORS", "shared")
 LEASE_S = 2.0
 TARGETS = {"ingestor", "detector-a", "detector-b", "gateway", "redis"}
 # Kill to partitions owned again, or to the first alert after the kill: the restart delay
