@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as redis
 
@@ -70,6 +70,8 @@ class SharedRedisGroupConsumer(RedisGroupConsumer):
         self._transport = transport
         self._leases = Leases(client, group, consumer, streams, sharing.lease_s)
         self._takeovers: dict[str, _Takeover] = {}
+        self._lease_s = sharing.lease_s
+        self._next_sweep = 0.0
         self._closed = False
 
     @property
@@ -89,6 +91,8 @@ class SharedRedisGroupConsumer(RedisGroupConsumer):
         self._leases.listener = listener
 
     def owned(self) -> frozenset[str]:
+        """Streams gain only inside ``fetch``; one may also leave between fetches, when its
+        lease runs out by this process's clock (it stalled, or could not renew)."""
         return self._leases.owned()
 
     async def fetch(self, count: int, block_ms: int) -> list[Delivery]:
@@ -108,6 +112,11 @@ class SharedRedisGroupConsumer(RedisGroupConsumer):
                 if batch:
                     return batch
             live = [s for s in self._streams if s in owned]
+            if live and time.monotonic() >= self._next_sweep:
+                self._next_sweep = time.monotonic() + self._lease_s
+                strays = await self._claim_strays(live, count)
+                if strays:
+                    return strays
             # Never block past the next round: renewals must not be late.
             wait_ms = max(1, min(block_ms, int(self._leases.seconds_to_round() * 1000)))
             if not live:
@@ -150,6 +159,27 @@ class SharedRedisGroupConsumer(RedisGroupConsumer):
             log.info("%s took over %s in %.2fs: %d pending entries claimed", self._consumer,
                      stream, time.monotonic() - takeover.started, takeover.claimed)
         return [_delivery(stream, eid, fields) for eid, fields in entries]
+
+    async def _claim_strays(self, streams: list[str], count: int) -> list[Delivery]:
+        """Entries of owned streams left pending with another member for longer than a
+        lease. None in the normal course (a takeover claims them all); after a Redis
+        failover lost a renewal, a member that still believed it owned a stream may have
+        read from it while this one already did: without this they would stay pending."""
+        idle_ms = int(self._lease_s * 1000)
+        deliveries: list[Delivery] = []
+        for stream in streams:
+            rows = await self._client.xpending_range(stream, self._group, "-", "+", count,
+                                                     idle=idle_ms)
+            strays: list[Any] = [row["message_id"] for row in rows
+                      if _text(row["consumer"]) != self._consumer]
+            if not strays:
+                continue
+            claimed: list[Any] = await self._client.xclaim(
+                stream, self._group, self._consumer, idle_ms, strays)
+            log.warning("%s claimed %d entries of %s left pending by another member",
+                        self._consumer, len(claimed), stream)
+            deliveries += [_delivery(stream, eid, fields) for eid, fields in claimed]
+        return deliveries
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         """Acknowledge those of streams still owned: an entry of a stream that left goes
