@@ -182,13 +182,13 @@ async def put_rules(bus: RedisTransport, version: int, *rules: Rule) -> None:
 
 async def test_an_empty_rules_stream_is_seeded_from_the_environment(
         bus: RedisTransport, redis_server: RedisServer) -> None:
-    await run_until(Detector(settings(redis_server.url, window_s=30, threshold_up_pct=1.5,
-                                      cooldown_s=10), bus))
+    seeding = settings(redis_server.url, window_s=30, threshold_up_pct=1.5, cooldown_s=10)
+    await run_until(Detector(seeding, bus))
     [seeded] = await rules_on_bus(bus)
     assert seeded.rules == [Rule(window_s=30, threshold_up_pct=1.5, threshold_down_pct=2.0,
                                  cooldown_s=10)]
     assert seeded.version == 1
-    assert seeded.updated_by == "detector detector-1"
+    assert seeded.updated_by == f"detector {seeding.detector_consumer}"
     # A restart finds it and writes nothing more.
     await run_until(Detector(settings(redis_server.url), bus))
     assert len(await rules_on_bus(bus)) == 1

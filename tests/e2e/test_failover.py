@@ -132,11 +132,6 @@ def covered_by(detectors: int) -> Callable[[dict[str, list[int]]], bool]:
     return check
 
 
-def survivors(gone: Service) -> Callable[[str], bool]:
-    is_gone = member(gone)
-    return lambda name: not is_gone(name)
-
-
 def report(what: str, seconds: float) -> None:
     print(f"\n{what}: {seconds:.2f}s")
 
@@ -169,7 +164,8 @@ async def test_kill_9_of_one_of_three_detectors_mid_stream(rig: Rig) -> None:
            taken_at - killed_at)
     assert taken_at - killed_at < LEASE_S + MARGIN_S
     await assert_each_move_alerted_exactly_once(rig)
-    assert balanced(2, PARTITIONS)(rig.beats.shares(since=taken_at, of=survivors(victim)))
+    assert balanced(2, PARTITIONS)(rig.beats.shares(since=taken_at,
+                                                    of=lambda name: not mine(name)))
 
 
 @pytest.mark.parametrize("rig", [2], indirect=True)
