@@ -9,6 +9,12 @@ from tests.support.prerequisites import require
 from tests.support.servers import KafkaBroker, RedisServer, SentinelCluster, tansu_available
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The soak first: it takes minutes in one test, so started first it runs beside the
+    rest of the suite on the other test process instead of after it."""
+    items.sort(key=lambda item: item.get_closest_marker("soak") is None)
+
+
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path / "redis")
