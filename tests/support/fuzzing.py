@@ -1,0 +1,36 @@
+"""The budgets of the fuzz tests: short by default (the test suite, CI), a hundred times
+longer under ``HYPOTHESIS_PROFILE=fuzz``.
+
+``HYPOTHESIS_PROFILE`` names the hypothesis profile these tests start from: unset, the one
+hypothesis chose (its ``ci`` profile under ``CI=true``: derandomized, no example database);
+``fuzz`` is registered here (no deadline, the failing example printed as a blob to replay).
+Only the fuzz tests read it; every other property test keeps its own fixed budget.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Final
+
+from hypothesis import HealthCheck, settings
+
+PROFILE_VARIABLE: Final = "HYPOTHESIS_PROFILE"
+FUZZ_PROFILE: Final = "fuzz"
+FUZZ_FACTOR: Final = 100
+
+settings.register_profile(FUZZ_PROFILE, deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+
+
+def fuzzing() -> bool:
+    return os.environ.get(PROFILE_VARIABLE) == FUZZ_PROFILE
+
+
+def budget(examples: int) -> settings:
+    """``examples`` examples per test (``FUZZ_FACTOR`` times as many when fuzzing), on the
+    profile ``HYPOTHESIS_PROFILE`` names; no deadline, as the machine may be loaded."""
+    name = os.environ.get(PROFILE_VARIABLE)
+    parent = settings.get_profile(name) if name else settings.default
+    return settings(parent, max_examples=examples * (FUZZ_FACTOR if fuzzing() else 1),
+                    deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
