@@ -142,13 +142,13 @@ def register_admin(app: FastAPI, settings: GatewaySettings, follower: RulesFollo
             raise HTTPException(404, f"no rule named {name!r}")
         return Response(_json.encode(rule), media_type="application/json")
 
-    @router.put("/rules/{name}", openapi_extra=admin_operation(answer="AdminRules", body="Rule",
-                                                               write=True))
+    @router.put("/rules/{name}", openapi_extra=admin_operation(
+        answer="AdminRules", body="RuleFields", write=True))
     async def replace_rule(name: str, request: Request) -> Response:
         return await admin.write(request, admin.replace_one, name=name)
 
     @router.patch("/rules/{name}", openapi_extra=admin_operation(
-        answer="AdminRules", body="RulePatch", write=True))
+        answer="AdminRules", body="RuleFields", write=True))
     async def patch_rule(name: str, request: Request) -> Response:
         return await admin.write(request, admin.patch_one, name=name)
 

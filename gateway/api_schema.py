@@ -117,9 +117,11 @@ def components(answers: list[type[Any]]) -> dict[str, Any]:
         properties = schemas[name]["properties"]
         for field, bound in bounds.items():
             properties[field] = _bounded(properties[field], bound)
-    # A rule to PATCH: any of the fields, each as bounded as in a whole rule.
-    schemas["RulePatch"] = {"type": "object", "additionalProperties": False,
-                            "properties": schemas["Rule"]["properties"]}
+    # The body of PUT and PATCH /rules/{name}: the path gives the name (the body may repeat
+    # it, never change it), and each field is as bounded as in a whole rule.
+    fields = {k: v for k, v in schemas["Rule"]["properties"].items() if k != "name"}
+    schemas["RuleFields"] = {"type": "object", "additionalProperties": False,
+                             "properties": fields}
     schemas["NewRule"] = {"allOf": [{"$ref": _REF.format(name="Rule")}],
                           "required": ["name"]}
     schemas["History"] = {"type": "array", "items": entry}  # the last answer: an entry

@@ -12,6 +12,7 @@ reason). Without a valid token, every admin answer is a 401 or a 403. Budgets: s
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,7 @@ ADMIN = [("GET", "/api/admin/rules"), ("PUT", "/api/admin/rules"), ("POST", "/ap
 TOKENS = {"token": TOKEN, "no token": None, "wrong token": WRONG_TOKEN}
 
 
+@pytest.mark.e2e  # a gateway process
 def test_the_operations_here_are_every_operation_of_the_schema(
         apis: dict[str, schemathesis.BaseSchema]) -> None:
     found = set()
@@ -78,6 +80,7 @@ def test_the_operations_here_are_every_operation_of_the_schema(
     assert found == set(PUBLIC) | set(ADMIN)
 
 
+@pytest.mark.e2e  # a gateway process
 def test_the_schema_describes_every_route_the_admin_api_included(gateway: LiveGateway) -> None:
     document = httpx.get(f"{gateway.url}/openapi.json").json()
     assert set(document["paths"]) == {
@@ -116,6 +119,12 @@ def cases(api: schemathesis.BaseSchema, method: str, path: str) -> st.SearchStra
                      operation.as_strategy(GenerationMode.NEGATIVE))
 
 
+def tally(statuses: list[int]) -> str:
+    """``"12 requests: 200 ×7, 422 ×5"``."""
+    counts = sorted(Counter(statuses).items())
+    return f"{len(statuses)} requests: " + ", ".join(f"{s} ×{n}" for s, n in counts)
+
+
 def call_and_check(case: ApiCase) -> tuple[schemathesis.Response, bool]:
     """The request, validated; and whether it was one that schemathesis made to spoil the
     credentials themselves (left as it made them: none, or not a bearer token)."""
@@ -124,6 +133,7 @@ def call_and_check(case: ApiCase) -> tuple[schemathesis.Response, bool]:
     return response, case.operation.schema.is_security_param_negated(case)
 
 
+@pytest.mark.e2e  # a gateway process
 @pytest.mark.parametrize(("method", "path"), PUBLIC + ADMIN)
 def test_every_operation_with_the_admin_token(apis: dict[str, schemathesis.BaseSchema],
                                               method: str, path: str) -> None:
@@ -138,24 +148,31 @@ def test_every_operation_with_the_admin_token(apis: dict[str, schemathesis.BaseS
             assert response.status_code in (401, 403), response.text
 
     run()
+    print(f"{method} {path} with the token: {tally(statuses)}")  # for the long runs (-s)
     if method == "GET" and "{" not in path:  # the token was taken, not only refused
         assert any(200 <= s < 300 for s in statuses), statuses
 
 
+@pytest.mark.e2e  # a gateway process
 @pytest.mark.parametrize("token", ["no token", "wrong token"])
 @pytest.mark.parametrize(("method", "path"), ADMIN)
 def test_the_admin_api_refuses_without_the_token(apis: dict[str, schemathesis.BaseSchema],
                                                  method: str, path: str, token: str) -> None:
+    statuses: list[int] = []
+
     @budget(EXAMPLES // 2)
     @given(case=cases(apis[token], method, path))
     def run(case: ApiCase) -> None:
         response, spoiled = call_and_check(case)
+        statuses.append(response.status_code)
         expected = (401, 403) if spoiled else (401,) if token == "no token" else (403,)
         assert response.status_code in expected, response.text
 
     run()
+    print(f"{method} {path} with {token}: {tally(statuses)}")
 
 
+@pytest.mark.e2e  # a gateway process
 @pytest.mark.parametrize(("method", "path", "headers", "body"), [
     # Found by hand beside the fuzzing: a 500 each, before the fix.
     ("PUT", "/api/admin/rules", {}, b"[" * 30_000 + b"]" * 30_000),
@@ -176,6 +193,7 @@ def test_odd_requests_are_refused_with_a_reason(
                      response.content)
 
 
+@pytest.mark.e2e  # a gateway process
 def test_the_admin_routes_are_absent_from_the_schema_when_the_api_is_off(
         tmp_path: Path) -> None:
     with live_gateway(tmp_path / "redis", tmp_path) as gateway:
