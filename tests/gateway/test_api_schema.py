@@ -36,8 +36,9 @@ from tests.support.api_fuzz import (
     load_schema,
     reason_of,
 )
-from tests.support.fuzzing import budget
+from tests.support.fuzzing import budget, timeout
 
+pytestmark = timeout()
 EXAMPLES = 20  # per operation, valid and invalid requests together
 
 

@@ -28,7 +28,9 @@ import ingestor.parsing as parsing
 from common.schemas import SYMBOL_CHARS, Tick
 from ingestor.parsing import FrameParser, MalformedFrame
 from tests.support.frames import NOW_MS, json_values, mini, parse_checked
-from tests.support.fuzzing import budget
+from tests.support.fuzzing import budget, timeout
+
+pytestmark = timeout()
 
 # Event type → (Tick.source, the field its price is read from, the other price field).
 EVENTS: Final = {"24hrMiniTicker": ("mini_ticker", "c", "p"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from typing import Final
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 PROFILE_VARIABLE: Final = "HYPOTHESIS_PROFILE"
@@ -38,3 +39,8 @@ def budget(examples: int) -> settings:
     return settings(parent, max_examples=examples * factor(),
                     deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+def timeout(short_s: float = 120.0) -> pytest.MarkDecorator:
+    """A pytest-timeout for a fuzz test (the suite's is 120 s), ``factor()`` times as long."""
+    return pytest.mark.timeout(short_s * factor())
