@@ -261,7 +261,12 @@ def alert_id(symbol: str, window_s: int, event_time_ms: int) -> str:
     return f"{symbol}:{window_s}:{event_time_ms}"
 
 
-ALERT_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9_.\-]{1,64}:[0-9]{1,9}:[0-9]{1,16}")
+# What a symbol may be made of: the exchange's names are uppercase letters, digits and "_"
+# (dated contracts), and a few recent listings are named in other scripts (``\w`` is Unicode);
+# never ":" (the alert id's separator), blanks or markup. The ingestor refuses any other
+# symbol, so that every alert's id is one that ``is_alert_id`` takes back as a cursor.
+SYMBOL_CHARS: Final = r"[\w.\-]{1,64}"
+ALERT_ID_PATTERN: Final = re.compile(rf"{SYMBOL_CHARS}:[0-9]{{1,9}}:[0-9]{{1,16}}")
 
 
 def is_alert_id(text: str) -> bool:

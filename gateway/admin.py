@@ -54,6 +54,8 @@ from common.rule_documents import (
 )
 from common.schemas import RULE_NAME_PATTERN, Rule, RuleSet, check_rules
 from common.settings import GatewaySettings
+from gateway import api_schema
+from gateway.api_schema import admin_operation
 from gateway.rules import RulesFollower
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,7 @@ OFF_REASON: Final = ("the admin API is off: set ADMIN_TOKEN (at least 16 charact
                      "gateway's environment to turn it on")
 RESERVED_NAMES: Final = frozenset({"history"})  # the routes under /rules/ that are not a rule
 _USER: Final = re.compile(r"[^\w.@+-]")
+_VERSION: Final = re.compile(r"[0-9]{1,18}")  # a version (or a length) that an int64 holds
 _json: Final = msgspec.json.Encoder()
 
 
@@ -110,25 +113,27 @@ def register_admin(app: FastAPI, settings: GatewaySettings, follower: RulesFollo
 
     admin = _Admin(settings.admin_token.get_secret_value().encode(), follower, transport)
 
-    @router.get("/rules")
+    @router.get("/rules", openapi_extra=admin_operation(answer="AdminRules"))
     async def list_rules(request: Request) -> Response:
         admin.authorize(request)
         return admin.answer(await admin.in_force())
 
-    @router.put("/rules")
+    @router.put("/rules", openapi_extra=admin_operation(answer="AdminRules",
+                                                        body="RulesDocument", write=True))
     async def replace_rules(request: Request) -> Response:
         return await admin.write(request, admin.replace_all)
 
-    @router.get("/rules/history")
+    @router.get("/rules/history", openapi_extra=admin_operation(answer="History"))
     async def history(request: Request) -> Response:
         admin.authorize(request)
         return Response(_json.encode(await admin.history()), media_type="application/json")
 
-    @router.post("/rules")
+    @router.post("/rules", status_code=201, openapi_extra=admin_operation(
+        answer="AdminRules", status=201, body="NewRule", write=True))
     async def create_rule(request: Request) -> Response:
         return await admin.write(request, admin.create, status=201)
 
-    @router.get("/rules/{name}")
+    @router.get("/rules/{name}", openapi_extra=admin_operation(answer="Rule"))
     async def get_rule(name: str, request: Request) -> Response:
         admin.authorize(request)
         current = await admin.in_force()
@@ -137,19 +142,23 @@ def register_admin(app: FastAPI, settings: GatewaySettings, follower: RulesFollo
             raise HTTPException(404, f"no rule named {name!r}")
         return Response(_json.encode(rule), media_type="application/json")
 
-    @router.put("/rules/{name}")
+    @router.put("/rules/{name}", openapi_extra=admin_operation(
+        answer="AdminRules", body="RuleFields", write=True))
     async def replace_rule(name: str, request: Request) -> Response:
         return await admin.write(request, admin.replace_one, name=name)
 
-    @router.patch("/rules/{name}")
+    @router.patch("/rules/{name}", openapi_extra=admin_operation(
+        answer="AdminRules", body="RuleFields", write=True))
     async def patch_rule(name: str, request: Request) -> Response:
         return await admin.write(request, admin.patch_one, name=name)
 
-    @router.delete("/rules/{name}")
+    @router.delete("/rules/{name}", openapi_extra=admin_operation(answer="AdminRules",
+                                                                  write=True))
     async def delete_rule(name: str, request: Request) -> Response:
         return await admin.write(request, admin.delete_one, name=name, body=False)
 
     app.include_router(router)
+    api_schema.install(app, [AdminRules, HistoryEntry])
 
 
 Mutation = Callable[[RuleSet | None, Any, str], tuple[list[Rule], str]]
@@ -353,7 +362,7 @@ def _expected_version(request: Request) -> int | None:
     if header is None:
         return None
     text = header.strip().removeprefix("W/").strip('"')
-    if not text.isdigit():
+    if _VERSION.fullmatch(text) is None:  # not isdigit(): "²" is a digit int() refuses
         raise _Unprocessable(("header", "if-match"), "expected the version number of the "
                              'rules to change (the ETag of a GET), e.g. If-Match: "3"')
     return int(text)
@@ -361,7 +370,7 @@ def _expected_version(request: Request) -> int | None:
 
 async def _read_json(request: Request) -> Any:
     length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > MAX_BODY_BYTES:
+    if _VERSION.fullmatch(length) and int(length) > MAX_BODY_BYTES:
         raise HTTPException(413, f"body over {MAX_BODY_BYTES} bytes")
     body = bytearray()
     try:
@@ -377,6 +386,8 @@ async def _read_json(request: Request) -> Any:
         return msgspec.json.decode(bytes(body))
     except msgspec.DecodeError as exc:
         raise _Unprocessable(("body",), f"not valid JSON: {exc}") from None
+    except RecursionError:  # 64 KiB of "[" is 64 Ki levels; a rule has 4
+        raise _Unprocessable(("body",), "nested too deeply") from None
 
 
 def _convert(document: Any) -> Rule:

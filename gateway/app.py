@@ -16,7 +16,7 @@ from typing import Annotated, Any, Final
 
 import msgspec
 from fastapi import FastAPI, HTTPException, Query, WebSocket
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CollectorRegistry
 
 import gateway
@@ -24,6 +24,7 @@ from common.bus import Transport
 from common.schemas import ALERT_ID_PATTERN
 from common.settings import GatewaySettings
 from gateway.admin import register_admin
+from gateway.api_schema import error_answer
 from gateway.health import Component, Health
 from gateway.health_monitor import HealthMonitor
 from gateway.hub import Hub, UnknownAlert, alerts_document
@@ -58,8 +59,10 @@ def create_app(settings: GatewaySettings, transport: Transport,
     health = HealthMonitor(settings, hub)
     policy = SocketPolicy(OriginPolicy.of(settings))
 
-    app = FastAPI(title="binance-alerter gateway", docs_url=None, redoc_url=None,
-                  openapi_url=None)
+    # /openapi.json describes the HTTP API (the admin routes with it when it is on); no
+    # documentation pages: they load scripts from elsewhere, against the page's CSP.
+    app = FastAPI(title="binance-alerter gateway", docs_url=None,
+                  redoc_url=None, openapi_url="/openapi.json")
     app.state.hub = hub
     app.state.rules = rules
     app.state.health = health
@@ -75,7 +78,8 @@ def create_app(settings: GatewaySettings, transport: Transport,
     async def alerts_socket(websocket: WebSocket) -> None:
         await serve_client(websocket, hub, metrics, rules, policy, health.message)
 
-    @app.get("/api/alerts")
+    @app.get("/api/alerts", responses={404: error_answer("before names an alert this gateway "
+                                                       "no longer holds")})
     async def recent_alerts(
         limit: Annotated[int | None, Query(ge=1, le=API_MAX_LIMIT)] = None,
         before: Annotated[str | None, Query(pattern=ALERT_ID_PATTERN.pattern,
@@ -117,7 +121,7 @@ def create_app(settings: GatewaySettings, transport: Transport,
         return Response(readiness_document(reason, health.current()),
                         status_code=503 if reason else 200, media_type="application/json")
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics_endpoint() -> Response:
         return Response(metrics.render(), media_type=metrics.content_type)
 

@@ -24,25 +24,31 @@ the field not of its type) is skipped and counted by kind (``ParsedFrame.bad``):
 - a price within ``MIN_PRICE``–``MAX_PRICE`` (1e-12–1e12, orders of magnitude beyond the
   cheapest and the dearest contract; this also refuses NaN, infinities, zero, negatives and
   subnormal dust like 1e-300) (``bad_price``);
-- a symbol of 1–``MAX_SYMBOL_CHARS`` characters (``bad_symbol``);
+- a symbol of 1–``MAX_SYMBOL_CHARS`` characters of ``common.schemas.SYMBOL_CHARS`` (letters,
+  digits, ``_ . -``: no ``:``, blank or markup), so that an alert's id on it is one the
+  gateway takes back as a cursor (``bad_symbol``);
 - anything else: not an object, a field missing, another field not of its type
   (``bad_field``).
 
 A 24 h quote volume outside 0–``MAX_QUOTE_VOLUME`` (1e15; the busiest contract trades
 some 1e10 USDT a day) is treated as unknown (``None``) rather than trusted: the price is still
 good. A frame nested deeper than the decoder can follow (msgspec stops at the interpreter's
-recursion limit, about 1000 levels; a real frame has 3) is skipped whole (``too_deep``).
+recursion limit, about 1000 levels; a real frame has 3) is skipped whole (``too_deep``), and
+so is a frame that is no JSON to msgspec, a lone UTF-16 surrogate escape (``"\\ud800"``)
+included (``not_json`` or ``truncated``). A number too large for a float (``1e999``) is
+infinite, hence a bad value of its entry only.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from typing import Annotated, Any, Final
 from urllib.parse import urlsplit
 
 import msgspec
 
-from common.schemas import Tick
+from common.schemas import SYMBOL_CHARS, Tick
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +61,10 @@ MIN_PRICE: Final = 1e-12
 MAX_PRICE: Final = 1e12
 MAX_QUOTE_VOLUME: Final = 1e15
 MAX_SYMBOL_CHARS: Final = 64  # the symbol part of an alert id (common.schemas)
+_SYMBOL: Final = re.compile(SYMBOL_CHARS)
+# Symbols already seen to have that shape, so that the pattern runs once per symbol and not
+# once per entry (it would cost more than the rest of the parse); cleared when this full.
+MAX_KNOWN_SYMBOLS: Final = 10_000
 
 # What a metric label says about a skipped frame, then about a skipped entry.
 FRAME_KINDS: Final = ("not_json", "truncated", "binary", "wrong_shape", "too_deep")
@@ -116,7 +126,9 @@ class _Combined(msgspec.Struct, gc=False):
 # strict=False is what turns the exchange's decimal strings into floats during the decode.
 _raw_decoder: Final = msgspec.json.Decoder(list[_Entry] | _Entry, strict=False)
 _combined_decoder: Final = msgspec.json.Decoder(_Combined, strict=False)
-_generic_decoder: Final = msgspec.json.Decoder()
+# A number beyond a float (1e999) is inf here, a bad value of its entry, rather than an
+# error of the whole decode that would cost the good entries beside it.
+_generic_decoder: Final = msgspec.json.Decoder(float_hook=float)
 
 
 def is_combined(url: str) -> bool:
@@ -128,6 +140,7 @@ def is_combined(url: str) -> bool:
 class FrameParser:
     def __init__(self, combined: bool) -> None:
         self.combined = combined
+        self._known_symbols: set[str] = set()
 
     def parse(self, frame: bytes | str, received_ms: int | None = None) -> ParsedFrame:
         """Raises ``MalformedFrame`` when nothing in the frame can be trusted.
@@ -150,7 +163,8 @@ class FrameParser:
             raise _undecodable(frame, exc) from None
         except RecursionError:
             raise _too_deep() from None
-        return _collect(payload if isinstance(payload, list) else [payload], latest_ms)
+        return _collect(payload if isinstance(payload, list) else [payload], latest_ms,
+                        self._known_symbols)
 
     def _parse_slowly(self, frame: bytes | str, latest_ms: int) -> ParsedFrame:
         try:
@@ -181,19 +195,19 @@ class FrameParser:
                 field = str(exc).rpartition("- at `$.")[2].rstrip("`")
                 kind = _FIELD_KINDS.get(field, "bad_field")
                 unconverted[kind] = unconverted.get(kind, 0) + 1
-        parsed = _collect(entries, latest_ms)
+        parsed = _collect(entries, latest_ms, self._known_symbols)
         bad = parsed.bad
         for kind, count in unconverted.items():
             bad[kind] = bad.get(kind, 0) + count
         return parsed
 
 
-def _collect(entries: list[_Entry], latest_ms: int) -> ParsedFrame:
+def _collect(entries: list[_Entry], latest_ms: int, known_symbols: set[str]) -> ParsedFrame:
     ticks: list[Tick] = []
     append = ticks.append
     events = _EVENTS
     min_price, max_price, max_volume = MIN_PRICE, MAX_PRICE, MAX_QUOTE_VOLUME
-    filtered = bad_price = ahead = 0
+    filtered = bad_price = ahead = bad_symbol = 0
     # A frame holds one event type, as a rule: look it up once per run of equal types.
     last_event: str | None = None
     known, source, last_price = False, "", True
@@ -230,12 +244,22 @@ def _collect(entries: list[_Entry], latest_ms: int) -> ParsedFrame:
         if event_time > latest_ms:
             ahead += 1
             continue
-        append(Tick(entry.s, price, event_time, source, volume))
+        symbol = entry.s
+        if symbol not in known_symbols:
+            if _SYMBOL.fullmatch(symbol) is None:
+                bad_symbol += 1
+                continue
+            if len(known_symbols) >= MAX_KNOWN_SYMBOLS:
+                known_symbols.clear()
+            known_symbols.add(symbol)
+        append(Tick(symbol, price, event_time, source, volume))
     bad: dict[str, int] = {}
     if bad_price:
         bad["bad_price"] = bad_price
     if ahead:
         bad["event_time_ahead"] = ahead
+    if bad_symbol:
+        bad["bad_symbol"] = bad_symbol
     return ParsedFrame(ticks, filtered, bad)
 
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 import pytest
@@ -12,32 +11,23 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ingestor.parsing as parsing
-from common.schemas import Tick, decode_ticks, encode_ticks
+from common.schemas import decode_ticks, encode_ticks
 from ingestor.metrics import MALFORMED_KINDS
-from ingestor.parsing import FrameParser, MalformedFrame, ParsedFrame
+from ingestor.parsing import FrameParser, MalformedFrame
+from tests.support.frames import (
+    COMBINED,
+    NOW_MS,
+    RAW,
+    frame_of,
+    json_values,
+    mini,
+    nested,
+    parse_checked,
+    symbols,
+)
+from tests.support.frames import entries as hostile_entries
 
-NOW_MS = 1_700_000_000_000
 DEEP = 100_000  # beyond the decoder's depth limit on every Python this runs on
-
-RAW = FrameParser(combined=False)
-COMBINED = FrameParser(combined=True)
-
-
-def mini(symbol: str, price: Any = "1.5", event_ms: Any = NOW_MS, **extra: Any) -> dict[str, Any]:
-    return {"e": "24hrMiniTicker", "E": event_ms, "s": symbol, "c": price, "q": "20", **extra}
-
-
-def frame_of(*entries: Any) -> str:
-    """A raw array frame; big integers are written out in full, as a hostile peer would."""
-    return json.dumps(list(entries))
-
-
-def symbols(parsed: ParsedFrame) -> list[str]:
-    return [t.symbol for t in parsed.ticks]
-
-
-def nested(depth: int) -> str:
-    return "[" * depth + "]" * depth
 
 
 @pytest.mark.parametrize("parser", [RAW, COMBINED])
@@ -169,79 +159,20 @@ def test_every_kind_has_a_metric_label_from_the_start() -> None:
 
 # --- properties ------------------------------------------------------------------------------
 
-_scalars = (st.none() | st.booleans() | st.text(max_size=8)
-            | st.integers(min_value=-(2**80), max_value=2**80)
-            | st.floats(allow_nan=False, allow_infinity=False))
-_json = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4)
-                     | st.dictionaries(st.text(max_size=3), inner, max_size=4), max_leaves=20)
-_numbers = (st.integers(min_value=-(2**70), max_value=2**70)
-            | st.floats(allow_nan=False, allow_infinity=False)
-            | st.sampled_from(["1.5", "1e-300", "5e-324", "1e400", "-2", "0", "NaN", "inf",
-                               "abc", "", "1e12", "1e-12", "64000.10"]))
-_event_times = (st.integers(min_value=-(2**70), max_value=2**70)
-                | st.integers(min_value=NOW_MS - 10**9, max_value=NOW_MS + 10**9)
-                | st.sampled_from([2**63, 2**64, -1, 0, NOW_MS, 1.5, "123"]))
-_field_values: dict[str, st.SearchStrategy[Any]] = {
-    "e": st.sampled_from(["24hrMiniTicker", "24hrTicker", "markPriceUpdate", "trade",
-                          "aggTrade", "bookTicker"]) | _scalars,
-    "E": _event_times,
-    "s": st.sampled_from(["BTCUSDT", "", "X" * 70]) | st.text(max_size=10) | _scalars,
-    "c": _numbers, "p": _numbers, "q": _numbers,
-    "st": st.sampled_from([1, 2, 2**64]) | _scalars,
-    "X": st.sampled_from(["MARKET", "INSURANCE_FUND"]) | _scalars,
-}
-_prices = {"c": _numbers, "p": _numbers}
-# Entries shaped like the exchange's with hostile values; any field possibly missing; and
-# anything at all.
-_entries = (st.fixed_dictionaries({"e": st.sampled_from(["24hrMiniTicker", "trade"]),
-                                   "E": _event_times, "s": _field_values["s"], **_prices},
-                                  optional={k: _field_values[k] for k in ("q", "st", "X")})
-            | st.fixed_dictionaries({}, optional=_field_values) | _json)
-
-
-def _check_ticks(parsed: ParsedFrame, received_ms: int | None) -> None:
-    latest = parsing.MAX_EVENT_TIME_MS
-    if received_ms is not None:
-        latest = min(latest, received_ms + parsing.MAX_AHEAD_MS)
-    for tick in parsed.ticks:
-        assert isinstance(tick, Tick)
-        assert math.isfinite(tick.price)
-        assert parsing.MIN_PRICE <= tick.price <= parsing.MAX_PRICE
-        assert 0 <= tick.event_time_ms <= latest
-        assert 0 < len(tick.symbol) <= parsing.MAX_SYMBOL_CHARS
-        volume = tick.quote_volume
-        assert volume is None or 0 <= volume <= parsing.MAX_QUOTE_VOLUME
-    assert set(parsed.bad) <= set(parsing.ENTRY_KINDS)
-    assert all(count > 0 for count in parsed.bad.values())
-    assert decode_ticks(encode_ticks(parsed.ticks)) == parsed.ticks
-
-
-def _parse(parser: FrameParser, frame: str | bytes, received_ms: int | None) -> ParsedFrame | None:
-    try:
-        parsed = parser.parse(frame, received_ms)
-    except MalformedFrame as exc:
-        kind = exc.kind
-    else:
-        _check_ticks(parsed, received_ms)
-        return parsed
-    assert kind in parsing.FRAME_KINDS
-    return None
-
-
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(document=_json, received_ms=st.none() | st.just(NOW_MS), combined=st.booleans())
+@given(document=json_values, received_ms=st.none() | st.just(NOW_MS), combined=st.booleans())
 def test_no_json_document_makes_the_parser_raise_anything_else(
         document: Any, received_ms: int | None, combined: bool) -> None:
-    _parse(FrameParser(combined), json.dumps(document), received_ms)
+    parse_checked(FrameParser(combined), json.dumps(document), received_ms)
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(entries=st.lists(_entries, max_size=6), received_ms=st.none() | st.just(NOW_MS),
+@given(entries=st.lists(hostile_entries, max_size=6), received_ms=st.none() | st.just(NOW_MS),
        combined=st.booleans())
 def test_every_entry_is_a_tick_filtered_or_counted_bad(
         entries: list[Any], received_ms: int | None, combined: bool) -> None:
     frame = json.dumps({"stream": "!miniTicker@arr", "data": entries} if combined else entries)
-    parsed = _parse(FrameParser(combined), frame, received_ms)
+    parsed = parse_checked(FrameParser(combined), frame, received_ms)
     assert parsed is not None  # an array of anything is a frame; only its entries can be bad
     assert len(parsed.ticks) + parsed.filtered + parsed.bad_entries == len(entries)
 
@@ -250,4 +181,4 @@ def test_every_entry_is_a_tick_filtered_or_counted_bad(
 @given(text=st.text(max_size=60) | st.binary(max_size=60), combined=st.booleans())
 def test_no_text_or_bytes_make_the_parser_raise_anything_else(text: str | bytes,
                                                               combined: bool) -> None:
-    _parse(FrameParser(combined), text, NOW_MS)
+    parse_checked(FrameParser(combined), text, NOW_MS)
