@@ -59,11 +59,15 @@ def start_redis_server(port: int, data_dir: Path, *, appendonly: bool = True,
                        host: str = "127.0.0.1") -> subprocess.Popen[bytes]:
     """Start a server bound to loopback; AOF on so a restart keeps streams, as deployed."""
     data_dir.mkdir(parents=True, exist_ok=True)
+    return _serve([find_redis_server(), "--port", str(port), "--bind", host, "--dir",
+                   str(data_dir), "--appendonly", "yes" if appendonly else "no", "--save", "",
+                   "--protected-mode", "yes", "--loglevel", "warning"], host, port)
+
+
+def _serve(args: list[str], host: str, port: int) -> subprocess.Popen[bytes]:
+    """Run a server and return once it listens on ``port`` (killed if it never does)."""
     process = subprocess.Popen(
-        [find_redis_server(), "--port", str(port), "--bind", host, "--dir", str(data_dir),
-         "--appendonly", "yes" if appendonly else "no", "--save", "",
-         "--protected-mode", "yes", "--loglevel", "warning"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         # Its own session: a terminal's Ctrl-C must not kill Redis before services drain.
         start_new_session=True,
     )
@@ -226,14 +230,7 @@ def _start_data_node(setup: SentinelSetup, port: int, *,
         args += ["--replicaof", "127.0.0.1", str(replica_of)]
     if setup.password:
         args += ["--requirepass", setup.password, "--masterauth", setup.password]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
-    try:
-        wait_for_port("127.0.0.1", port)
-    except TimeoutError:
-        process.kill()
-        raise
-    return process
+    return _serve(args, "127.0.0.1", port)
 
 
 def _quoted(value: str) -> str:
@@ -271,15 +268,7 @@ def _start_sentinel(setup: SentinelSetup, port: int, master_port: int, *,
     # A Sentinel rewrites its file (what it learned of replicas and peers): one each.
     conf = sentinel_dir / "sentinel.conf"
     conf.write_text("\n".join(lines) + "\n")
-    process = subprocess.Popen([find_redis_server(), str(conf), "--sentinel"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
-    try:
-        wait_for_port("127.0.0.1", port)
-    except TimeoutError:
-        process.kill()
-        raise
-    return process
+    return _serve([find_redis_server(), str(conf), "--sentinel"], "127.0.0.1", port)
 
 
 def start_sentinel_setup(base_dir: Path, *, master_name: str = "bus", replicas: int = 1,

@@ -18,7 +18,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from tests.support.gateway import make_alert, metric_value, open_bus, publish, receive
-from tests.support.processes import Service, service_env
+from tests.support.processes import Service, service_env, wait_answering
 from tests.support.raw_http import Answer, exchange_async, request, upgrade
 from tests.support.servers import RedisServer
 from tools.redis_server import free_port
@@ -69,17 +69,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         SHUTDOWN_TIMEOUT_S="3", LOG_LEVEL="INFO"), tmp_path_factory.mktemp("logs"))
     service.start()
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            assert service.process is not None
-            assert service.process.poll() is None, service.output()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, service.output()
-            time.sleep(0.05)
+        wait_answering(service, f"http://127.0.0.1:{port}/readyz")
         yield Gateway(service, port, redis.url)
         assert service.stop() == 0, service.output()
     except BaseException:

@@ -4,17 +4,15 @@ that every refusal says why, and the three ways of sending (or not) the admin to
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeAlias
 
-import httpx
 import schemathesis
 
-from tests.support.processes import Service, service_env
+from tests.support.processes import Service, service_env, wait_answering
 from tests.support.servers import RedisServer
 from tools.redis_server import free_port
 
@@ -41,17 +39,7 @@ def live_gateway(redis_dir: Path, log_dir: Path, **env: str) -> Iterator[LiveGat
     service.start()
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            assert service.process is not None
-            assert service.process.poll() is None, service.output()
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, service.output()
-            time.sleep(0.05)
+        wait_answering(service, f"{url}/readyz")
         yield LiveGateway(service, url)
         assert service.stop() == 0, service.output()
     except BaseException:

@@ -188,6 +188,16 @@ def assert_config_failure(code: int, stderr: str, service: str, variable: str) -
     assert sum(variable in line for line in lines) == 1, stderr
 
 
+def wait_answering(service: Service, url: str, timeout_s: float = 20.0) -> None:
+    """Until ``url`` answers 200; fails at once, with the service's log, if it exited."""
+    deadline = time.monotonic() + timeout_s
+    while not _ok(url):
+        assert service.process is not None
+        assert service.process.poll() is None, service.output()
+        assert time.monotonic() < deadline, f"{url} not ready\n{service.output()}"
+        time.sleep(0.05)
+
+
 def _ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1) as response:
