@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.support.servers import KAFKA_TEST_ENV, Bus, KafkaBroker, RedisServer
@@ -15,3 +17,11 @@ def bus(request: pytest.FixtureRequest) -> Bus:
         return Bus("redis", server.url, {})
     broker: KafkaBroker = request.getfixturevalue("kafka_broker")
     return Bus("kafka", broker.url, dict(KAFKA_TEST_ENV))
+
+
+@pytest.fixture
+def log_dir(tmp_path: Path) -> Path:
+    """Where the scenario's processes write their logs (shown when it fails)."""
+    path = tmp_path / "logs"
+    path.mkdir()
+    return path

@@ -61,13 +61,6 @@ class Rig:
 
 
 @pytest.fixture
-def log_dir(tmp_path: Path) -> Path:
-    path = tmp_path / "logs"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
 async def rig(request: pytest.FixtureRequest, bus: Bus, log_dir: Path) -> AsyncIterator[Rig]:
     """The pipeline with ``request.param`` detectors, shares settled, a client connected."""
     detectors: int = request.param

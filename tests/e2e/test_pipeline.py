@@ -15,8 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from fake_exchange import FakeExchange, Quote, drifting_market, jump_scenario, with_jump
+from fake_exchange import FakeExchange, Quote, jump_scenario
 from tests.support.alert_client import AlertClient, alert_client
+from tests.support.markets import board_with_moves
 from tests.support.processes import Pipeline, metric, running
 from tests.support.servers import Bus, KafkaBroker, RedisServer
 
@@ -25,13 +26,6 @@ pytestmark = pytest.mark.e2e
 
 only_redis = pytest.mark.parametrize("bus", ["redis"], indirect=True)
 only_kafka = pytest.mark.parametrize("bus", ["kafka"], indirect=True)
-
-
-@pytest.fixture
-def log_dir(tmp_path: Path) -> Path:
-    path = tmp_path / "logs"
-    path.mkdir()
-    return path
 
 
 @pytest.fixture
@@ -52,15 +46,8 @@ FRAMES_BETWEEN_MOVES = 14
 
 
 def moves_scenario() -> Iterator[list[Quote]]:
-    """Quiet board with eight known moves; every symbol quotes in every frame so that a
-    frame lost in a restart cannot hide a move."""
-    frames = 12 + FRAMES_BETWEEN_MOVES * (len(MOVES) + 2)
-    scenario: Iterator[list[Quote]] = drifting_market(120, frames=frames, change_ratio=1.0,
-                                                       seed=7)
-    for index, (symbol, pct) in enumerate(MOVES):
-        scenario = with_jump(scenario, symbol=symbol, at_frame=12 + index * FRAMES_BETWEEN_MOVES,
-                             pct=pct, over_frames=3)
-    return scenario
+    """Quiet board with eight known moves."""
+    return board_with_moves(MOVES, frames_between=FRAMES_BETWEEN_MOVES, quiet_after=2)
 
 
 def expected_moves() -> Counter[tuple[str, str]]:

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from fake_exchange import FakeExchange, Quote, drifting_market, with_jump
+from fake_exchange import FakeExchange, Quote
 from tests.support.alert_client import AlertClient, alert_client
+from tests.support.markets import board_with_moves
 from tests.support.processes import Pipeline, running
 from tests.support.servers import SentinelCluster
 
@@ -30,13 +31,7 @@ AFTER_FAILOVER = MOVES[4:]
 
 
 def moves_scenario() -> Iterator[list[Quote]]:
-    frames = 12 + FRAMES_BETWEEN_MOVES * (len(MOVES) + 1)
-    scenario: Iterator[list[Quote]] = drifting_market(120, frames=frames, change_ratio=1.0,
-                                                       seed=7)
-    for index, (symbol, pct) in enumerate(MOVES):
-        scenario = with_jump(scenario, symbol=symbol, at_frame=12 + index * FRAMES_BETWEEN_MOVES,
-                             pct=pct, over_frames=3)
-    return scenario
+    return board_with_moves(MOVES, frames_between=FRAMES_BETWEEN_MOVES, quiet_after=1)
 
 
 def kinds(client: AlertClient) -> Counter[tuple[str, str]]:
