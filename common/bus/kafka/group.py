@@ -35,6 +35,7 @@ from common.bus.kafka.group_state import (
     PartitionState,
     commit_targets,
     group_lag,
+    set_up,
 )
 from common.bus.kafka.liveness import StallWatch
 from common.bus.kafka.tansu import offset_for_time, past_the_end
@@ -178,34 +179,18 @@ class KafkaGroupConsumer:
         until each is set up, or their first records would reach the caller live, before
         the windows were rebuilt (and the replay after them could no longer count)."""
         consumer = self._consumer
-        self._epoch += 1
-        self._parts.clear()
-        self._rebuilding.clear()
+        self._forget_partitions()
         if consumer is None:
             return
         consumer.pause(*assigned)
         parts: dict[TopicPartition, PartitionState] = {}
         rebuilding: set[TopicPartition] = set()
         for tp in sorted(assigned):
-            try:
-                async with translated("reading the committed offset", self._timeout_s):
-                    committed = await consumer.committed(tp)
-            except (BusUnavailable, TransportConfigError) as exc:
-                log.warning("no committed offset for %s (%s): reading it without a rebuild",
-                            partition_name(tp), exc)
-                committed = None
-            state = PartitionState(self._epoch, committed, next_offset=committed or 0)
-            if committed and self._rebuild_ms > 0:
-                state.phase = "probe"
-                state.replay_until = committed
-                with suppress(kafka_errors.KafkaError):
-                    # The fetcher positions new partitions itself; let it finish first, or
-                    # it could undo the seek.
-                    async with asyncio.timeout(self._timeout_s):
-                        await consumer.position(tp)
-                consumer.seek(tp, committed - 1)
+            parts[tp] = state = await set_up(consumer, tp, self._epoch,
+                                             rebuild=self._rebuild_ms > 0,
+                                             timeout_s=self._timeout_s)
+            if state.phase == "probe":
                 rebuilding.add(tp)
-            parts[tp] = state
         self._parts, self._rebuilding = parts, rebuilding
         self._pause_for_rebuild(consumer)
         log.info("assigned %s%s", partition_names(self._parts) or "no partitions",
@@ -238,14 +223,18 @@ class KafkaGroupConsumer:
         log.warning("this member stood still for longer than the session timeout: its "
                     "partitions %s may belong to another member now; rejoining the group",
                     partition_names(self._parts) or "(none)")
-        self._epoch += 1
-        self._parts.clear()
-        self._rebuilding.clear()
+        self._forget_partitions()
         self._owned = frozenset()
         self._assigned.clear()
         consumer.unsubscribe()
         consumer.subscribe(self._streams, listener=_Listener(self))
         self._watch.reset()
+
+    def _forget_partitions(self) -> None:
+        """A new epoch with no partition: acknowledgements of older deliveries are no-ops."""
+        self._epoch += 1
+        self._parts.clear()
+        self._rebuilding.clear()
 
     def _assigned_topics(self) -> frozenset[str]:
         return frozenset(tp.topic for tp in self._parts)

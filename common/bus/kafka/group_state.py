@@ -3,15 +3,22 @@ out, what is still unacknowledged, and so which offset to commit and how far beh
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Literal
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka import errors as kafka_errors
 from aiokafka.structs import TopicPartition
 
-from common.bus.contract import ConsumerLag, Delivery
+from common.bus.contract import BusUnavailable, ConsumerLag, Delivery, TransportConfigError
+from common.bus.kafka.clients import partition_name, translated
 from common.bus.kafka.tansu import fetched_end
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True, eq=False)
@@ -83,3 +90,29 @@ async def group_lag(consumer: AIOKafkaConsumer, streams: Sequence[str],
         lags[tp.topic] = ConsumerLag(previous.behind + max(0, ends[tp] - done),
                                      previous.pending + pending)
     return lags
+
+
+async def set_up(consumer: AIOKafkaConsumer, tp: TopicPartition, epoch: int, *,
+                 rebuild: bool, timeout_s: float) -> PartitionState:
+    """A partition just assigned: live from its committed offset, or (``rebuild``, and
+    something was committed) first a probe of the record before it, which dates the
+    rebuild (``KafkaGroupConsumer._probe``)."""
+    try:
+        async with translated("reading the committed offset", timeout_s):
+            committed = await consumer.committed(tp)
+    except (BusUnavailable, TransportConfigError) as exc:
+        log.warning("no committed offset for %s (%s): reading it without a rebuild",
+                    partition_name(tp), exc)
+        committed = None
+    state = PartitionState(epoch, committed, next_offset=committed or 0)
+    if not committed or not rebuild:
+        return state
+    state.phase = "probe"
+    state.replay_until = committed
+    with suppress(kafka_errors.KafkaError):
+        # The fetcher positions new partitions itself; let it finish first, or it could undo
+        # the seek.
+        async with asyncio.timeout(timeout_s):
+            await consumer.position(tp)
+    consumer.seek(tp, committed - 1)
+    return state
