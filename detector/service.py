@@ -45,8 +45,8 @@ from common.dead_letters import (
     Attempts,
     DeadEntry,
     attempt,
-    bury,
     dead_entry,
+    dead_record,
     dead_stream,
     describe_error,
 )
@@ -287,7 +287,9 @@ class Detector:
                 log.info("alert %s %s %+.2f%% at %s (rule %s, level %d)", alert.symbol,
                          alert.direction, alert.change_pct, alert.price, alert.rule,
                          alert.level)
-        owned = self.ownership.streams - await self._bury(poisoned, consumer)
+        if poisoned:
+            await self._bury(poisoned, consumer)
+        owned = self.ownership.streams
         await self._retry(lambda: consumer.ack([d for d in batch if d.stream in owned]), None)
         self.metrics.symbols_tracked.set(self.engine.symbols_tracked)
         if not batch[0].replay:
@@ -334,45 +336,49 @@ class Detector:
                 self.newest_event_ms = newest
         return attempt(lambda: self.engine.process(ticks, now_ms), delivery, self._attempts)
 
-    async def _bury(self, entries: list[DeadEntry], consumer: GroupConsumer) -> frozenset[str]:
-        """Write the poison entries to their dead streams, through the consumer's fenced
-        publish; the streams this member lost meanwhile (their entries must not be
-        acknowledged: the next owner gets them again)."""
-        if not entries:
-            return frozenset()
-        sources = {entry.stream for entry in entries}
-        try:
-            await self._retry(lambda: bury(partial(consumer.publish, sources=sources),
-                                           entries), None)
-        except OwnershipLost as exc:
-            log.info("poison entries of %s left to their next owner", ", ".join(exc.streams))
-            return exc.streams
+    async def _bury(self, entries: list[DeadEntry], consumer: GroupConsumer) -> None:
+        """Write the poison entries to their dead streams; those of a stream this member
+        lost meanwhile are left to its next owner (``_write_owned``)."""
+        buried = await self._write_owned(
+            [(entry.stream, dead_record(entry)) for entry in entries], consumer)
+        sources = {stream for stream, _ in buried}
         for entry in entries:
+            if entry.stream not in sources:
+                continue
             self.metrics.poison_entries.labels(entry.stream, entry.reason).inc()
             log.error("entry %s of %s moved to %s after %d attempt(s) (%s): %s",
                       entry.position, entry.stream, dead_stream(entry.stream), entry.attempts,
                       entry.reason, entry.error)
-        return frozenset()
 
     async def _publish(self, fresh: list[tuple[str, Alert]], consumer: GroupConsumer
                        ) -> list[Alert]:
-        """Publish, fenced by ownership of the streams the alerts came from; the alerts of a
-        stream found lost are dropped (its new owner publishes them) and its state goes.
-        Returns what was published."""
-        while fresh:
-            records = [Record(ALERTS_STREAM, a.symbol, encode_alert(a)) for _, a in fresh]
-            sources = frozenset(stream for stream, _ in fresh)
+        """Publish the alerts; those of a stream found lost are dropped (its new owner
+        publishes them). Returns what was published."""
+        records = [(stream, Record(ALERTS_STREAM, a.symbol, encode_alert(a)))
+                   for stream, a in fresh]
+        written = await self._write_owned(records, consumer)
+        self.metrics.alerts_dropped.inc(len(records) - len(written))
+        kept = {stream for stream, _ in written}
+        return [a for stream, a in fresh if stream in kept]
+
+    async def _write_owned(self, records: list[tuple[str, Record]], consumer: GroupConsumer
+                           ) -> list[tuple[str, Record]]:
+        """Write ``(source stream, record)`` pairs, fenced by ownership of their sources: a
+        stream found lost is lost here too (its state goes), its records are dropped and the
+        rest written. Returns what was written."""
+        while records:
+            sources = frozenset(stream for stream, _ in records)
             try:
-                await self._retry(partial(consumer.publish, records, sources=sources),
-                                  None)
+                await self._retry(partial(consumer.publish, [r for _, r in records],
+                                          sources=sources), None)
             except OwnershipLost as exc:
                 lost = (exc.streams & sources) or sources  # never the same set again
-                self.metrics.alerts_dropped.inc(sum(s in lost for s, _ in fresh))
+                log.info("%s lost while writing: left to its next owner", ", ".join(lost))
                 self.ownership.lose(lost)
                 self._forget(lost)
-                fresh = [(s, a) for s, a in fresh if s not in lost]
+                records = [(stream, r) for stream, r in records if stream not in lost]
                 continue
-            return [a for _, a in fresh]
+            return records
         return []
 
     async def _retry(self, operation: Callable[[], Awaitable[T]],
