@@ -20,7 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common.schemas import Rule, Tick
+from common.rule_model import Rule
+from common.schemas import Tick
 from detector.engine import DetectionEngine
 from fake_exchange.frames import MINI_TICKER, Renderer, StreamSpec
 from fake_exchange.scenarios import drifting_market

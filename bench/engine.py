@@ -10,7 +10,8 @@ from __future__ import annotations
 import random
 import time
 
-from common.schemas import Rule, SymbolOverride, Tick
+from common.rule_model import Rule, SymbolOverride
+from common.schemas import Tick
 from detector.engine import DetectionEngine
 
 MULTI_RULES = [

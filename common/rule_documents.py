@@ -15,7 +15,7 @@ from typing import Final
 
 import msgspec
 
-from common.schemas import Rule, check_rules
+from common.rule_model import Rule, check_rules
 
 Location = tuple[str | int, ...]
 

@@ -46,8 +46,9 @@ import msgspec
 from common.backoff import Backoff
 from common.bus import BroadcastReader, BusUnavailable, Delivery, Record, Retention, Transport
 from common.partitioning import RULES_KEPT, RULES_STREAM
+from common.rule_model import Rule
 from common.runner import wait_or_stop
-from common.schemas import Rule, RuleSet, decode_rule_set, encode_rule_set
+from common.schemas import RuleSet, decode_rule_set, encode_rule_set
 
 log = logging.getLogger(__name__)
 

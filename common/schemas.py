@@ -9,27 +9,70 @@ What each message means: docs/architecture.md#messages.
 
 from __future__ import annotations
 
-import math
 import re
-from fnmatch import fnmatchcase
 from typing import Final, Literal
 
 import msgspec
 
+from common.rule_model import Rule, RuleKind, check_rules
+
 Direction = Literal["up", "down"]
 
 
-class Tick(msgspec.Struct, array_like=True, frozen=True, gc=False):
+# What a tick is an observation of (``Tick.kind``). Ints, not strings: a tick is the unit of
+# the hot path and of the bus.
+PRICE: Final = 0  # a trade or a ticker's last price: what price and volume rules read
+LIQUIDATION: Final = 1  # a forced order (``forceOrder``): what liquidation rules read
+FUNDING: Final = 2  # a mark price with its funding rate (``markPriceUpdate``): funding rules
+TICK_KINDS: Final = (PRICE, LIQUIDATION, FUNDING)
+
+Side = Literal["BUY", "SELL"]
+
+
+class Tick(msgspec.Struct, array_like=True, frozen=True, gc=False, omit_defaults=True):
+    """One observation of one symbol at the exchange's event time.
+
+    Every field after ``source`` is trailing and defaulted, so ticks written before it
+    existed still decode (as price ticks), and a reader older than a field ignores it.
+
+    - ``kind`` PRICE: ``price`` is the last traded price; ``quote_volume`` the 24 h quote
+      volume of a (mini) ticker; ``quantity`` the base quantity of a trade (so its quote
+      volume is ``price * quantity``).
+    - ``kind`` LIQUIDATION: ``price`` is the forced order's average fill price,
+      ``quantity`` its filled quantity and ``side`` the order's side (SELL: a long was
+      liquidated; BUY: a short). ``event_time_ms`` is the order's trade time ``T``.
+    - ``kind`` FUNDING: ``price`` is the mark price, ``funding_rate`` the current funding
+      rate as a fraction (``r``; 0.001 is 0.1 %) and ``next_funding_ms`` the next funding
+      time (``T``).
+    """
+
     symbol: str
     price: float
     event_time_ms: int
     source: str
-    # The 24 h quote volume (``q`` of the mini ticker / ticker), when the source carries it.
-    # Trailing and defaulted, so four-element ticks written before it existed still decode.
     quote_volume: float | None = None
+    kind: int = PRICE
+    quantity: float | None = None
+    side: Side | None = None
+    funding_rate: float | None = None
+    next_funding_ms: int | None = None
 
 
 class Alert(msgspec.Struct, frozen=True, kw_only=True):
+    """One alert; what its common fields mean depends on ``kind``:
+
+    - ``price``: ``change_pct`` = (price − base_price) / base_price × 100 over ``window_s``.
+    - ``liquidation``: ``direction`` "down" when longs were liquidated (SELL orders), "up"
+      for shorts (BUY); ``price`` the last forced order's average price and ``base_price``
+      the first one's within the window, ``change_pct`` between them; ``threshold_pct`` 0.
+    - ``funding``: ``direction`` "up" for a positive rate (longs pay), "down" for a
+      negative one; ``price`` = ``base_price`` = the mark price; ``change_pct`` = the rate in
+      percent; ``window_s`` 0; ``threshold_pct`` the rule's ``min_funding_rate_pct``.
+    - ``volume``: ``direction`` "up" when the price rose over the window (last trade at or
+      above the window's first), else "down"; ``price``/``base_price`` those two prices and
+      ``change_pct`` between them; ``threshold_pct`` 0.
+    """
+
     id: str
     symbol: str
     direction: Direction
@@ -44,176 +87,24 @@ class Alert(msgspec.Struct, frozen=True, kw_only=True):
     path: list[tuple[int, float]] | None = None
     rule: str | None = None  # name of the rule that fired (None: written before rules had names)
     level: int = 1  # 1 for the first alert of a move, 2, 3… for each escalation in its cooldown
-
-
-# --- rules ---------------------------------------------------------------------------------
-#
-# Validation lives in ``__post_init__`` so that it runs both when a rule is built in code and
-# when one is decoded (msgspec wraps the ValueError and appends ``- at `$.path```). Every
-# message starts with ``<field>: `` so that an API can point at the offending field.
-
-RULE_NAME_PATTERN: Final = re.compile(r"[a-z0-9_-]{1,40}")
-# Symbols are the exchange's uppercase names; patterns are fnmatch globs over them
-# (``*``, ``?``, ``[...]``), matched case-sensitively.
-SYMBOL_PATTERN: Final = re.compile(r"[A-Z0-9_.*?!\[\]-]{1,40}")
-MAX_WINDOW_S: Final = 86_400
-MAX_COOLDOWN_S: Final = 7 * 86_400
-MAX_PCT: Final = 1_000.0
-MAX_PATTERNS: Final = 500
-MAX_OVERRIDES: Final = 200
-MAX_RULES: Final = 20
-
-
-def _fail(field: str, reason: str) -> ValueError:
-    return ValueError(f"{field}: {reason}")
-
-
-def _check_pct(field: str, value: float | None, *, zero_ok: bool = False) -> None:
-    if value is None:
-        return
-    if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok) or value > MAX_PCT:
-        low = "0" if zero_ok else "above 0"
-        raise _fail(field, f"must be {low} and at most {MAX_PCT:g} (percent), got {value!r}")
-
-
-def _check_cooldown(field: str, value: int | None) -> None:
-    if value is not None and not 0 <= value <= MAX_COOLDOWN_S:
-        raise _fail(field, f"must be between 0 and {MAX_COOLDOWN_S} seconds, got {value!r}")
-
-
-def _check_volume(field: str, value: float | None) -> None:
-    if value is not None and not (math.isfinite(value) and value >= 0):
-        raise _fail(field, f"must be a number >= 0 (quote asset, e.g. USDT), got {value!r}")
-
-
-def _check_patterns(field: str, patterns: list[str]) -> None:
-    if len(patterns) > MAX_PATTERNS:
-        raise _fail(field, f"at most {MAX_PATTERNS} patterns")
-    for i, pattern in enumerate(patterns):
-        if SYMBOL_PATTERN.fullmatch(pattern) is None:
-            raise _fail(f"{field}[{i}]", f"{pattern!r} is not an uppercase symbol or glob "
-                        "(letters A-Z, digits, _ . - and the wildcards * ? [ ] !)")
-
-
-class SymbolOverride(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Settings of one rule for the symbols matching ``pattern`` (an exact symbol or a glob).
-
-    A field left ``None`` keeps the rule's value. ``escalation_step_pct: 0`` turns
-    escalation off and ``min_quote_volume: 0`` drops the volume floor for these symbols.
-    The window cannot be overridden: it is part of the alert id, and a different window is
-    a different rule (give it an ``allow`` list).
-    """
-
-    pattern: str
-    threshold_up_pct: float | None = None
-    threshold_down_pct: float | None = None
-    cooldown_s: int | None = None
-    escalation_step_pct: float | None = None
-    min_quote_volume: float | None = None
-
-    def __post_init__(self) -> None:
-        if SYMBOL_PATTERN.fullmatch(self.pattern) is None:
-            raise _fail("pattern", f"{self.pattern!r} is not an uppercase symbol or glob "
-                        "(letters A-Z, digits, _ . - and the wildcards * ? [ ] !)")
-        _check_pct("threshold_up_pct", self.threshold_up_pct)
-        _check_pct("threshold_down_pct", self.threshold_down_pct)
-        _check_cooldown("cooldown_s", self.cooldown_s)
-        _check_pct("escalation_step_pct", self.escalation_step_pct, zero_ok=True)
-        _check_volume("min_quote_volume", self.min_quote_volume)
-
-    @property
-    def is_exact(self) -> bool:
-        return not any(c in self.pattern for c in "*?[")
-
-
-class Rule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """One detection rule; several run at once, each with its own window and cooldowns.
-
-    - ``escalation_step_pct``: inside a cooldown the rule fires again, one level up and in
-      the same direction, when |change| reaches |last alerted change| + step; each
-      escalation restarts the cooldown. ``None`` (or 0): no escalation, as before.
-    - ``min_quote_volume``: the symbol's last known 24 h quote volume must be at least this
-      for the rule to fire; a symbol whose volume is not known yet does not fire it.
-    - ``allow``/``deny``: fnmatch globs over symbols; empty ``allow`` watches every symbol,
-      ``deny`` wins over ``allow``.
-    - ``overrides``: per-symbol settings; an exact symbol beats a glob, and among globs the
-      first listed wins.
-
-    Unknown fields are refused (a typo must not be silently ignored), on the bus too: a
-    detector that cannot read a newer rule set keeps the rules it has.
-    """
-
-    name: str = "default"
-    window_s: int = 60
-    threshold_up_pct: float = 2.0
-    threshold_down_pct: float = 2.0
-    cooldown_s: int = 60
-    escalation_step_pct: float | None = None
-    min_quote_volume: float | None = None
-    allow: list[str] = []
-    deny: list[str] = []
-    overrides: list[SymbolOverride] = []
-
-    def __post_init__(self) -> None:
-        if RULE_NAME_PATTERN.fullmatch(self.name) is None:
-            raise _fail("name", f"{self.name!r} must be 1-40 characters of a-z, 0-9, _ and -")
-        if not 1 <= self.window_s <= MAX_WINDOW_S:
-            raise _fail("window_s", f"must be between 1 and {MAX_WINDOW_S} seconds, "
-                        f"got {self.window_s!r}")
-        _check_pct("threshold_up_pct", self.threshold_up_pct)
-        _check_pct("threshold_down_pct", self.threshold_down_pct)
-        _check_cooldown("cooldown_s", self.cooldown_s)
-        _check_pct("escalation_step_pct", self.escalation_step_pct, zero_ok=True)
-        _check_volume("min_quote_volume", self.min_quote_volume)
-        _check_patterns("allow", self.allow)
-        _check_patterns("deny", self.deny)
-        if len(self.overrides) > MAX_OVERRIDES:
-            raise _fail("overrides", f"at most {MAX_OVERRIDES} overrides")
-        seen: dict[str, int] = {}
-        for i, override in enumerate(self.overrides):
-            if override.pattern in seen:
-                raise _fail(f"overrides[{i}].pattern", f"{override.pattern!r} already "
-                            f"appears in overrides[{seen[override.pattern]}]")
-            seen[override.pattern] = i
-
-    def watches(self, symbol: str) -> bool:
-        """Whether the allow/deny lists let this rule fire for ``symbol``."""
-        if any(fnmatchcase(symbol, p) for p in self.deny):
-            return False
-        return not self.allow or any(fnmatchcase(symbol, p) for p in self.allow)
-
-    def override_for(self, symbol: str) -> SymbolOverride | None:
-        """The override that applies to ``symbol``: an exact match first, else the first
-        glob that matches, else none."""
-        for override in self.overrides:
-            if override.pattern == symbol:
-                return override
-        for override in self.overrides:
-            if not override.is_exact and fnmatchcase(symbol, override.pattern):
-                return override
-        return None
-
-
-def check_rules(rules: list[Rule], field: str = "rules") -> None:
-    """What makes a list of rules a valid set: 1 to MAX_RULES rules, unique names, and
-    distinct windows (the alert id is ``{symbol}:{window_s}:{event_time_ms}``, so two rules
-    sharing a window could both fire on one tick under the same id)."""
-    if not rules:
-        raise _fail(field, "at least one rule is needed")
-    if len(rules) > MAX_RULES:
-        raise _fail(field, f"at most {MAX_RULES} rules")
-    names: dict[str, int] = {}
-    windows: dict[int, int] = {}
-    for i, rule in enumerate(rules):
-        if rule.name in names:
-            raise _fail(f"{field}[{i}].name", f"{rule.name!r} is already the name of "
-                        f"{field}[{names[rule.name]}]")
-        if rule.window_s in windows:
-            raise _fail(f"{field}[{i}].window_s", f"{rule.window_s} is already the window of "
-                        f"{field}[{windows[rule.window_s]}]; each rule needs its own window "
-                        "(it is part of the alert id)")
-        names[rule.name] = i
-        windows[rule.window_s] = i
+    # What fired, and its figures. An alert written before kinds existed is a price alert.
+    kind: RuleKind = "price"
+    # The kind's threshold in the kind's own unit: USDT for liquidation, the factor k for
+    # volume, percent for funding (also in ``threshold_pct``); None for price alerts, whose
+    # threshold is ``threshold_pct``.
+    threshold: float | None = None
+    # liquidation: the notional (price × quantity, USDT) liquidated on the alert's side
+    # within the window, and how many forced orders made it. A lower bound: the exchange's
+    # stream carries at most the latest liquidation per symbol per second.
+    notional_usdt: float | None = None
+    liquidations: int | None = None
+    # funding: the rate in percent (0.1 for 0.1 %) and the next funding time.
+    funding_rate_pct: float | None = None
+    next_funding_ms: int | None = None
+    # volume: the quote volume traded within the window, and the mean quote volume per
+    # window of that length over the baseline before it.
+    volume_usdt: float | None = None
+    baseline_volume_usdt: float | None = None
 
 
 class RuleSet(msgspec.Struct, frozen=True, kw_only=True):
@@ -257,8 +148,19 @@ class DetectorHeartbeat(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def alert_id(symbol: str, window_s: int, event_time_ms: int) -> str:
-    """Deterministic, so a redelivered tick reproduces the same id and is recognised."""
+    """A price alert's id. Deterministic, so a redelivered tick reproduces the same id and
+    is recognised."""
     return f"{symbol}:{window_s}:{event_time_ms}"
+
+
+def kind_alert_id(symbol: str, kind: RuleKind, rule: str, time_ms: int) -> str:
+    """The id of an alert of another kind: ``{symbol}:{kind}.{rule}:{time_ms}``.
+
+    ``time_ms`` is the event time of the tick that fired, except for funding, where it is
+    the next funding time: one id per symbol, rule and funding period, so that the period's
+    "at most once" holds across restarts and failovers too (the id is recognised).
+    """
+    return f"{symbol}:{kind}.{rule}:{time_ms}"
 
 
 # What a symbol may be made of: the exchange's names are uppercase letters, digits and "_"
@@ -266,7 +168,9 @@ def alert_id(symbol: str, window_s: int, event_time_ms: int) -> str:
 # never ":" (the alert id's separator), blanks or markup. The ingestor refuses any other
 # symbol, so that every alert's id is one that ``is_alert_id`` takes back as a cursor.
 SYMBOL_CHARS: Final = r"[\w.\-]{1,64}"
-ALERT_ID_PATTERN: Final = re.compile(rf"{SYMBOL_CHARS}:[0-9]{{1,9}}:[0-9]{{1,16}}")
+ALERT_ID_PATTERN: Final = re.compile(
+    rf"{SYMBOL_CHARS}:(?:[0-9]{{1,9}}|(?:liquidation|funding|volume)\.[a-z0-9_-]{{1,40}})"
+    r":[0-9]{1,16}")
 
 
 def is_alert_id(text: str) -> bool:

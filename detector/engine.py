@@ -43,7 +43,8 @@ from collections.abc import Callable, Iterable, Sequence
 from itertools import islice
 from typing import Final, TypeVar
 
-from common.schemas import Alert, Rule, SymbolOverride, Tick, alert_id, check_rules
+from common.rule_model import Rule, SymbolOverride, check_rules
+from common.schemas import Alert, Tick, alert_id
 
 # A move of exactly the threshold must fire even when float division lands a hair below it
 # (102.1 / 100.1 style inputs), so comparisons allow this much slack, in percent points.

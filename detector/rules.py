@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from common.rule_documents import RuleError, decode_rules_document
-from common.schemas import Rule
+from common.rule_model import Rule
 from common.settings import DetectorSettings
 
 

@@ -52,7 +52,8 @@ from common.rule_documents import (
     rule_error,
     summarize_rule,
 )
-from common.schemas import RULE_NAME_PATTERN, Rule, RuleSet, check_rules
+from common.rule_model import RULE_NAME_PATTERN, Rule, check_rules
+from common.schemas import RuleSet
 from common.settings import GatewaySettings
 from gateway import api_schema
 from gateway.api_schema import admin_operation

@@ -18,7 +18,7 @@ import msgspec
 from fastapi import FastAPI
 
 from common.rule_documents import RulesDocument
-from common.schemas import (
+from common.rule_model import (
     MAX_COOLDOWN_S,
     MAX_OVERRIDES,
     MAX_PATTERNS,

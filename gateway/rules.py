@@ -21,8 +21,9 @@ import msgspec
 from common import rules_stream
 from common.bus import Transport
 from common.partitioning import RULES_STREAM
+from common.rule_model import Rule
 from common.rules_stream import RulesView
-from common.schemas import Rule, RuleSet
+from common.schemas import RuleSet
 from gateway.hub import Hub
 from gateway.metrics import Metrics
 

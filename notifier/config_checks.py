@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import msgspec
 
-from common.schemas import RULE_NAME_PATTERN
+from common.rule_model import RULE_NAME_PATTERN
 from common.settings import SettingsError
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
-from common.schemas import MAX_PATTERNS, RULE_NAME_PATTERN, SYMBOL_PATTERN
+from common.rule_model import MAX_PATTERNS, RULE_NAME_PATTERN, SYMBOL_PATTERN
 from notifier.config_checks import Item
 
 if TYPE_CHECKING:

@@ -20,7 +20,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, TextIO
 
-from common.schemas import Alert, Rule, Tick
+from common.rule_model import Rule
+from common.schemas import Alert, Tick
 from detector.engine import DetectionEngine
 from ingestor.parsing import FrameParser, MalformedFrame
 from tools.backtest_report import BacktestStats, Summary, make_writer

@@ -18,7 +18,8 @@ from typing import Final, Protocol, TextIO
 
 import msgspec
 
-from common.schemas import Alert, Rule
+from common.rule_model import Rule
+from common.schemas import Alert
 
 FORMATS: Final = ("table", "jsonl", "csv")
 _json: Final = msgspec.json.Encoder()

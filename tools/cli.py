@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from common.logs import configure_logging
-from common.schemas import Rule
+from common.rule_model import Rule
 from common.settings import check_websocket_url
 from detector.rules import RulesFileError, load_rules_file
 from tools.backtest import BacktestOptions, run_backtest

@@ -16,8 +16,9 @@ from common import rules_stream
 from common.bus import BroadcastReader, BusUnavailable, Delivery, Record, Transport
 from common.bus.redis_streams import RedisConfig, RedisTransport
 from common.partitioning import RULES_STREAM
+from common.rule_model import Rule
 from common.rules_stream import EntryError, RulesView, judge, read_entry
-from common.schemas import Rule, RuleSet, encode_rule_set
+from common.schemas import RuleSet, encode_rule_set
 from tests.support.bus import kafka_transport
 from tests.support.servers import KafkaBroker, RedisServer
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from common.schemas import Rule
+from common.rule_model import Rule
 from detector.engine import MAX_PATH_POINTS, DetectionEngine
 from tests.support.engine import RULE, run, tick
 

@@ -9,7 +9,8 @@ from typing import TypeVar
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from common.schemas import Alert, Rule, SymbolOverride, Tick
+from common.rule_model import Rule, SymbolOverride
+from common.schemas import Alert, Tick
 from detector.engine import DetectionEngine
 from tests.support.engine import run
 

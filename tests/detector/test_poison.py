@@ -14,7 +14,8 @@ import pytest
 from common.bus import Record, Retention
 from common.dead_letters import DeadEntry, dead_stream, decode_dead_entry
 from common.partitioning import ALERTS_STREAM, DETECTOR_GROUP, ticks_stream
-from common.schemas import Alert, Rule, Tick, decode_alert, decode_ticks, encode_ticks
+from common.rule_model import Rule
+from common.schemas import Alert, Tick, decode_alert, decode_ticks, encode_ticks
 from common.settings import DetectorSettings, load_settings
 from detector.engine import DetectionEngine
 from detector.service import Detector

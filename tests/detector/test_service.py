@@ -18,9 +18,9 @@ from common.partitioning import (
     partition_of,
     ticks_stream,
 )
+from common.rule_model import Rule
 from common.schemas import (
     Alert,
-    Rule,
     RuleSet,
     Tick,
     decode_alert,

@@ -7,7 +7,7 @@ import msgspec
 from playwright.async_api import Browser, expect
 
 from common.bus.redis_streams import RedisTransport
-from common.schemas import Rule, SymbolOverride
+from common.rule_model import Rule, SymbolOverride
 from tests.support.admin import AUTH, TOKEN, seed
 from tests.support.gateway import publish, running_gateway
 from tests.support.page import live_alert, new_context, open_probe

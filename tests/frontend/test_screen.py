@@ -15,7 +15,8 @@ from playwright.async_api import Browser, Locator, async_playwright, expect
 from common.bus import Record, Retention
 from common.bus.redis_streams import RedisTransport
 from common.partitioning import RULES_STREAM
-from common.schemas import Rule, RuleSet, encode_rule_set
+from common.rule_model import Rule
+from common.schemas import RuleSet, encode_rule_set
 from tests.support.gateway import publish, running_gateway
 from tests.support.page import (
     ARTIFACTS,

@@ -15,7 +15,8 @@ from websockets.asyncio.client import connect
 from common.bus import Record
 from common.bus.redis_streams import RedisTransport
 from common.partitioning import RULES_STREAM, partition_of, ticks_stream
-from common.schemas import Rule, RuleSet, Tick, decode_rule_set, encode_ticks
+from common.rule_model import Rule
+from common.schemas import RuleSet, Tick, decode_rule_set, encode_ticks
 from common.settings import DetectorSettings, load_settings
 from detector.service import Detector
 from tests.support.admin import AUTH, TOKEN, seed

@@ -11,7 +11,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from common.bus import Record, Retention
 from common.bus.redis_streams import RedisTransport
 from common.partitioning import RULES_STREAM
-from common.schemas import Rule, RuleSet, encode_rule_set
+from common.rule_model import Rule
+from common.schemas import RuleSet, encode_rule_set
 from gateway.app import create_app
 from gateway.origins import OriginPolicy
 from gateway.service import server_config

@@ -13,7 +13,8 @@ import pytest
 from common.bus import BroadcastReader, Delivery, Record
 from common.bus.redis_streams import RedisConfig, RedisTransport
 from common.partitioning import RULES_STREAM
-from common.schemas import Rule, RuleSet, encode_rule_set
+from common.rule_model import Rule
+from common.schemas import RuleSet, encode_rule_set
 from gateway.app import create_app, metrics_of
 from tests.support.gateway import gateway_settings, serve_until_it_fails, serving
 

@@ -8,7 +8,8 @@ import time
 from common.bus import Record
 from common.bus.redis_streams import RedisTransport
 from common.partitioning import RULES_STREAM
-from common.schemas import Rule, RuleSet, encode_rule_set
+from common.rule_model import Rule
+from common.schemas import RuleSet, encode_rule_set
 
 TOKEN = "s3cret-admin-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

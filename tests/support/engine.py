@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from common.schemas import Alert, Rule, Tick
+from common.rule_model import Rule
+from common.schemas import Alert, Tick
 from detector.engine import DetectionEngine
 
 RULE = Rule(window_s=60, threshold_up_pct=2.0, threshold_down_pct=2.0, cooldown_s=60)
