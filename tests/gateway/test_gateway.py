@@ -56,6 +56,9 @@ async def test_history_on_connect_then_each_live_alert_once(
             "price": live.price, "base_price": 100.0, "window_s": 60, "threshold_pct": 2.0,
             "event_time_ms": live.event_time_ms, "detected_at_ms": live.detected_at_ms,
             "source": "mini_ticker", "path": None, "rule": None, "level": 1,
+            "kind": "price", "threshold": None, "notional_usdt": None, "liquidations": None,
+            "funding_rate_pct": None, "next_funding_ms": None, "volume_usdt": None,
+            "baseline_volume_usdt": None,
         }
         await assert_silent(ws)
 

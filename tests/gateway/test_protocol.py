@@ -151,11 +151,14 @@ async def test_rules_in_force_are_served_and_pushed(
     await announce(Rule(window_s=60, threshold_up_pct=2.0, threshold_down_pct=2.0))
     async with running_gateway(redis_server.url) as gw:
         document = (await gw.http.get("/api/rules")).json()
-        assert document["rules"] == [{"name": "default", "window_s": 60,
+        assert document["rules"] == [{"name": "default", "kind": "price", "window_s": 60,
                                       "threshold_up_pct": 2.0, "threshold_down_pct": 2.0,
                                       "cooldown_s": 60, "escalation_step_pct": None,
                                       "min_quote_volume": None, "allow": [], "deny": [],
-                                      "overrides": []}]
+                                      "overrides": [], "min_notional_usdt": None,
+                                      "escalation_step_usdt": None,
+                                      "min_funding_rate_pct": None, "volume_factor": None,
+                                      "baseline_s": None, "min_window_volume_usdt": None}]
         async with connect(gw.ws_url) as ws:
             assert (await receive(ws))["type"] == "history"
             first = await receive(ws, skip=frozenset({"ping", "health"}))

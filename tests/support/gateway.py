@@ -28,7 +28,9 @@ from gateway.wire import BEHIND, GONE, WRITTEN
 
 ALERT_FIELDS: Final = {"id", "symbol", "direction", "change_pct", "price", "base_price",
                        "window_s", "threshold_pct", "event_time_ms", "detected_at_ms",
-                       "source", "path", "rule", "level"}
+                       "source", "path", "rule", "level", "kind", "threshold",
+                       "notional_usdt", "liquidations", "funding_rate_pct", "next_funding_ms",
+                       "volume_usdt", "baseline_volume_usdt"}
 BASE_TIME_MS: Final = 1_780_000_000_000
 _sequence = itertools.count()
 
