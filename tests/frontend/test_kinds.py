@@ -13,7 +13,15 @@ from playwright.async_api import Browser, Locator, expect
 from common.bus.redis_streams import RedisTransport
 from tests.support.gateway import publish, running_gateway
 from tests.support.notify import kind_alert
-from tests.support.page import ROWS, live_alert, new_context, now_ms, open_probe, row_count_is
+from tests.support.page import (
+    FAKE_NOTIFICATIONS_JS,
+    ROWS,
+    live_alert,
+    new_context,
+    now_ms,
+    open_probe,
+    row_count_is,
+)
 from tests.support.servers import RedisServer
 
 PHONE = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 2,
@@ -134,4 +142,27 @@ async def test_the_kind_filter_hides_and_shows_kinds_and_is_kept_across_reloads(
         assert await probe.visible_symbols() == ["ETHUSDT"]
         await page.select_option("#filter-kind", "all")
         assert await probe.visible_symbols() == everything
+        assert probe.console_errors == []
+
+
+async def test_a_live_alert_of_another_kind_notifies_and_is_announced_with_its_figures(
+        redis_server: RedisServer, bus: RedisTransport, browser: Browser) -> None:
+    async with running_gateway(redis_server.url) as gw:
+        context = await new_context(browser)
+        await context.add_init_script(FAKE_NOTIFICATIONS_JS)
+        probe = await open_probe(context, f"http://127.0.0.1:{gw.port}/")
+        page = probe.page
+        await page.get_by_role("switch", name="Desktop notifications").click()
+        await publish(bus, kind_alert("liquidation", "BTCUSDT"))
+        await row_count_is(page, 1)
+        await expect(page.locator("#announcer")).to_have_text(
+            "BTCUSDT longs liquidated, at least $2.4M")
+        now = now_ms()
+        await publish(bus, kind_alert("funding", "ETHUSDT", event_time_ms=now,
+                                      next_funding_ms=now + (3 * 3600 + 12 * 60 + 40) * 1000))
+        await row_count_is(page, 2)
+        notifications = await page.evaluate("window.__probe.notifications")
+        assert notifications == [
+            {"title": "BTCUSDT ▼ liquidation ≥ $2.4M", "body": "longs liquidated · 5 orders"},
+            {"title": "ETHUSDT ▲ funding +0.2100 %", "body": "next funding in 3 h 12 min"}]
         assert probe.console_errors == []
