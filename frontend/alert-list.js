@@ -5,9 +5,15 @@
 // one layout; ages are refreshed in place every second, without rebuilding rows. A plain
 // click on a row or its symbol asks for the chart panel (`onOpenChart`); a modifier- or
 // middle-click on the symbol is left to the browser, which opens TradingView in a new tab.
+//
+// Every rule kind has its row: a badge names the kind (none for price alerts), the change
+// column holds the kind's figure (the move, the liquidated sum as the lower bound it is, the
+// funding rate, the window's volume) with a note under it (orders, the countdown to the next
+// funding, refreshed with the ages, the ratio to the baseline); the shape is a price path,
+// so only price alerts have one.
 
 import {
-  age, formatPrice, levelBadge, localDateTime, localTime, signedPct,
+  KINDS, age, figures, formatPrice, kindOf, levelBadge, localDateTime, localTime,
 } from "./format.js";
 import { sparkline } from "./sparkline.js";
 
@@ -39,7 +45,7 @@ export class AlertList {
     this.known = new Set(); // every id shown or queued (bounded, oldest forgotten first)
     this.pending = [];
     this.scheduled = false;
-    this.filters = { direction: "all", minChange: 0, symbol: "" };
+    this.filters = { direction: "all", minChange: 0, symbol: "", kind: "all" };
     this.mutedSymbols = new Set();
     setInterval(() => this.refreshAges(), AGE_REFRESH_MS);
   }
@@ -93,11 +99,16 @@ export class AlertList {
     }
   }
 
-  /** Whether an alert passes the filters and is not of a muted symbol. */
+  /** Whether an alert passes the filters and is not of a muted symbol. The minimum change
+   * is a price move's: another kind's change is not what fired it. */
   passes(alert) {
-    const { direction, minChange, symbol } = this.filters;
+    const { direction, minChange, symbol, kind } = this.filters;
+    const own = kindOf(alert);
+    if (kind !== "all" && own !== kind) return false;
     if (direction !== "all" && alert.direction !== direction) return false;
-    if (minChange > 0 && Math.abs(alert.change_pct) < minChange) return false;
+    if (minChange > 0 && own === "price" && Math.abs(alert.change_pct) < minChange) {
+      return false;
+    }
     if (symbol && !alert.symbol.toUpperCase().includes(symbol)) return false;
     return !this.mutedSymbols.has(alert.symbol);
   }
@@ -107,6 +118,7 @@ export class AlertList {
       direction: ["up", "down"].includes(filters.direction) ? filters.direction : "all",
       minChange: Math.max(0, Number(filters.minChange) || 0),
       symbol: String(filters.symbol || "").trim().toUpperCase(),
+      kind: KINDS.includes(filters.kind) ? filters.kind : "all",
     };
     this.applyFilters();
   }
@@ -126,7 +138,7 @@ export class AlertList {
     const now = Date.now();
     for (const row of this.rows.values()) {
       row.tr.hidden = !this.passes(row.alert);
-      if (!row.tr.hidden) row.ageCell.textContent = age(row.alert.event_time_ms, now);
+      if (!row.tr.hidden) this.refreshRow(row, now);
     }
     this.updateSummary();
   }
@@ -192,17 +204,28 @@ export class AlertList {
     if (document.hidden) return;
     const now = Date.now();
     for (const row of this.rows.values()) {
-      if (row.tr.hidden) continue;
-      const text = age(row.alert.event_time_ms, now);
-      if (row.ageCell.textContent !== text) row.ageCell.textContent = text;
+      if (!row.tr.hidden) this.refreshRow(row, now);
+    }
+  }
+
+  /** The texts of a row that change with time: its age, a funding alert's countdown. */
+  refreshRow(row, now) {
+    const text = age(row.alert.event_time_ms, now);
+    if (row.ageCell.textContent !== text) row.ageCell.textContent = text;
+    if (row.noteCell && kindOf(row.alert) === "funding") {
+      const note = figures(row.alert, now).note;
+      if (row.noteCell.textContent !== note) row.noteCell.textContent = note;
     }
   }
 
   render(alert, now) {
     const up = alert.direction === "up";
     const tone = up ? "up" : "down";
+    const kind = kindOf(alert);
+    const shown = figures(alert, now);
     const tr = document.createElement("tr");
     tr.dataset.id = alert.id;
+    tr.dataset.kind = kind;
     tr.dataset.symbol = alert.symbol;
     tr.dataset.direction = alert.direction;
     tr.dataset.eventTime = String(alert.event_time_ms);
@@ -229,6 +252,13 @@ export class AlertList {
       this.onOpenChart(alert, link);
     });
     symbolCell.append(link);
+    if (kind !== "price") {
+      const badge = document.createElement("span");
+      badge.className = "kind-badge kind-" + kind;
+      badge.textContent = kind;
+      badge.title = "A " + kind + " rule fired";
+      symbolCell.append(" ", badge);
+    }
 
     // Arrow and word as well as colour: the direction never depends on seeing red or green.
     const moveCell = cell("col-move " + tone);
@@ -236,9 +266,20 @@ export class AlertList {
     arrow.className = "arrow";
     arrow.setAttribute("aria-hidden", "true");
     arrow.textContent = up ? "▲" : "▼";
-    moveCell.append(arrow, " " + (up ? "up" : "down"));
+    moveCell.append(arrow, " " + shown.word);
 
-    const changeCell = cell("num col-change " + tone, signedPct(alert.change_pct));
+    const changeCell = cell("num col-change " + tone);
+    const figure = document.createElement("span");
+    figure.className = "figure";
+    figure.textContent = shown.main;
+    changeCell.append(figure);
+    if (shown.title) changeCell.title = shown.title;
+    let noteCell = null;
+    if (shown.note) {
+      noteCell = document.createElement("span");
+      noteCell.className = "figure-note";
+      noteCell.textContent = shown.note;
+    }
     // An escalation: the move kept growing by the rule's step inside its cooldown.
     const badge = levelBadge(alert.level);
     if (badge) {
@@ -250,23 +291,26 @@ export class AlertList {
       changeCell.append(" ", level);
       tr.dataset.level = String(alert.level);
     }
+    if (noteCell) changeCell.append(noteCell);
 
     const shapeCell = cell("col-shape " + tone);
-    const svg = sparkline(alert);
+    // The path is of prices within a price rule's window: the other kinds draw none.
+    const svg = kind === "price" ? sparkline(alert) : null;
     if (svg) {
       shapeCell.append(svg);
     } else {
       const none = document.createElement("span");
       none.className = "no-shape";
       none.textContent = "–";
-      none.title = "No price path in this alert";
+      none.title = kind === "price" ? "No price path in this alert"
+        : "A " + kind + " alert: no price path";
       shapeCell.append(none);
     }
 
     const priceCell = cell("num col-price", formatPrice(alert.price));
     const baseCell = cell("num col-base", formatPrice(alert.base_price));
     const windowCell = cell("num col-window",
-      Number.isFinite(alert.window_s) ? alert.window_s + " s" : "");
+      Number.isFinite(alert.window_s) && alert.window_s > 0 ? alert.window_s + " s" : "–");
     if (typeof alert.rule === "string") windowCell.title = "Rule " + alert.rule;
     const ageCell = cell("num col-age", age(alert.event_time_ms, now));
     // Two rules can fire on one tick: the rule's name tells their rows apart.
@@ -290,7 +334,7 @@ export class AlertList {
       if (event.target.closest("button, a") || !window.getSelection().isCollapsed) return;
       this.onOpenChart(alert, link);
     });
-    return { alert, tr, ageCell };
+    return { alert, tr, ageCell, noteCell };
   }
 }
 

@@ -8,7 +8,7 @@
 import { AlertList, isAlert } from "./alert-list.js";
 import { ChartPanel } from "./chart-panel.js";
 import { Connection } from "./connection.js";
-import { describeRules, spokenAlert } from "./format.js";
+import { KINDS, describeRules, spokenAlert } from "./format.js";
 import { HealthView } from "./health.js";
 import { Notifier } from "./notify.js";
 import { Chime } from "./sound.js";
@@ -170,6 +170,7 @@ function renderMutedSymbols() {
   mutedBox.hidden = mutedSymbols.length === 0;
 }
 
+const kindInput = $("filter-kind");
 const directionInput = $("filter-direction");
 const minChangeInput = $("filter-min-change");
 const symbolInput = $("filter-symbol");
@@ -177,6 +178,7 @@ const maxRowsInput = $("max-rows");
 
 function readFilters() {
   return {
+    kind: kindInput.value,
     direction: directionInput.value,
     minChange: minChangeInput.value === "" ? 0 : Number(minChangeInput.value),
     symbol: symbolInput.value,
@@ -185,6 +187,7 @@ function readFilters() {
 
 function restoreControls() {
   const saved = load("filters", {}) || {};
+  kindInput.value = KINDS.includes(saved.kind) ? saved.kind : "all";
   directionInput.value = ["up", "down"].includes(saved.direction) ? saved.direction : "all";
   minChangeInput.value = Number(saved.minChange) > 0 ? String(saved.minChange) : "";
   symbolInput.value = typeof saved.symbol === "string" ? saved.symbol : "";
@@ -215,7 +218,8 @@ controlsToggle.addEventListener("click", () => {
 
 function renderActiveFilters() {
   const filters = readFilters();
-  const active = (filters.direction !== "all") + (filters.minChange > 0)
+  const active = (filters.kind !== "all") + (filters.direction !== "all")
+    + (filters.minChange > 0)
     + (filters.symbol.trim() !== "") + (mutedSymbols.length > 0);
   $("active-filters").textContent = active ? "(" + active + " active)" : "";
 }
@@ -225,7 +229,7 @@ list.setFilters(readFilters());
 list.setMutedSymbols(mutedSymbols);
 renderMutedSymbols();
 renderActiveFilters();
-for (const input of [directionInput, minChangeInput, symbolInput]) {
+for (const input of [kindInput, directionInput, minChangeInput, symbolInput]) {
   input.addEventListener("input", filtersChanged);
 }
 maxRowsInput.addEventListener("change", () => {

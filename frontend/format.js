@@ -69,18 +69,44 @@ function patterns(list) {
   return list.length > 3 ? list.slice(0, 3).join(", ") + " …" : list.join(", ");
 }
 
-/** One rule: "±2 % within 60 s · cooldown 60 s" or "+3 % / −2 % within 5 min · …", then
- * its options: escalation step, volume floor, allow/deny lists, overrides. */
+/** What a rule of its kind watches, with its thresholds: "±2 % within 60 s" (price),
+ * "liquidations ≥ $1M within 60 s", "funding |rate| ≥ 0.1 %, once per funding period",
+ * "volume ≥ 5× its mean per 60 s over 1 h, at least $250k". */
+function ruleCondition(rule) {
+  switch (kindOf(rule)) {
+    case "liquidation":
+      return "liquidations ≥ $" + compactNumber(rule.min_notional_usdt) + " within "
+        + duration(rule.window_s);
+    case "funding":
+      return "funding |rate| ≥ " + shortNumber(rule.min_funding_rate_pct)
+        + " %, once per funding period";
+    case "volume":
+      return "volume ≥ " + shortNumber(rule.volume_factor) + "× its mean per "
+        + duration(rule.window_s) + " over " + duration(rule.baseline_s) + ", at least $"
+        + compactNumber(rule.min_window_volume_usdt);
+    default: {
+      const up = shortNumber(rule.threshold_up_pct);
+      const down = shortNumber(rule.threshold_down_pct);
+      const move = up === down ? "±" + up + " %" : "+" + up + " % / −" + down + " %";
+      return move + " within " + duration(rule.window_s);
+    }
+  }
+}
+
+/** One rule: "±2 % within 60 s · cooldown 60 s" or "+3 % / −2 % within 5 min · …" (or
+ * what another kind watches, `ruleCondition`), then its options: cooldown (not for
+ * funding, once per period), escalation step, volume floor, allow/deny lists, overrides. */
 export function describeRule(rule) {
-  const up = shortNumber(rule.threshold_up_pct);
-  const down = shortNumber(rule.threshold_down_pct);
-  const move = up === down ? "±" + up + " %" : "+" + up + " % / −" + down + " %";
-  let text = move + " within " + duration(rule.window_s);
-  if (rule.cooldown_s !== undefined && rule.cooldown_s !== null) {
+  let text = ruleCondition(rule);
+  if (rule.cooldown_s !== undefined && rule.cooldown_s !== null
+      && kindOf(rule) !== "funding") {
     text += " · cooldown " + duration(rule.cooldown_s);
   }
   if (Number(rule.escalation_step_pct) > 0) {
     text += " · again every +" + shortNumber(rule.escalation_step_pct) + " %";
+  }
+  if (Number(rule.escalation_step_usdt) > 0) {
+    text += " · again every +$" + compactNumber(rule.escalation_step_usdt);
   }
   if (Number(rule.min_quote_volume) > 0) {
     text += " · 24 h volume ≥ " + compactNumber(rule.min_quote_volume);
@@ -109,8 +135,116 @@ export function levelBadge(level) {
   return Number.isInteger(number) && number > 1 ? "×" + number : "";
 }
 
-/** Screen-reader sentence for one alert: "BTCUSDT up 3.10 %". */
+/** Screen-reader sentence for one alert: "BTCUSDT up 3.10 %", "BTCUSDT longs liquidated,
+ * at least $2.4M". */
 export function spokenAlert(alert) {
-  return alert.symbol + " " + (alert.direction === "up" ? "up" : "down") + " "
-    + Math.abs(Number(alert.change_pct)).toFixed(2) + " %";
+  switch (kindOf(alert)) {
+    case "liquidation":
+      return alert.symbol + " " + (alert.direction === "up" ? "shorts" : "longs")
+        + " liquidated, at least " + usd(alert.notional_usdt, true);
+    case "funding":
+      return alert.symbol + " funding " + ratePct(alert.funding_rate_pct);
+    case "volume": {
+      const ratio = volumeRatio(alert);
+      return alert.symbol + " volume " + usd(alert.volume_usdt)
+        + (ratio === null ? "" : ", " + ratio.toFixed(1) + " times its mean");
+    }
+    default:
+      return alert.symbol + " " + (alert.direction === "up" ? "up" : "down") + " "
+        + Math.abs(Number(alert.change_pct)).toFixed(2) + " %";
+  }
+}
+
+// -- rule kinds (docs/architecture.md#rule-kinds) -------------------------------------------
+
+export const KINDS = ["price", "liquidation", "funding", "volume"];
+const MINUS = "\u2212";
+
+/** The alert's kind; an alert written before kinds is a price alert. */
+export function kindOf(alert) {
+  return KINDS.includes(alert.kind) ? alert.kind : "price";
+}
+
+/** "$2.4M", "$12M", "$950". With `atLeast` rounded down, so that "≥ $2.4M" stays true. */
+export function usd(value, atLeast = false) {
+  const number = Number(value);
+  if (value === null || value === undefined || !Number.isFinite(number)) return "?";
+  for (const [size, suffix] of [[1e12, "T"], [1e9, "B"], [1e6, "M"], [1e3, "k"]]) {
+    if (Math.abs(number) >= size) {
+      const scaled = number / size;
+      const digits = Math.abs(scaled) < 10 ? 1 : 0;
+      const shown = atLeast ? Math.floor(scaled * 10 ** digits) / 10 ** digits : scaled;
+      return "$" + shown.toFixed(digits) + suffix;
+    }
+  }
+  return "$" + String(atLeast ? Math.floor(number) : Math.round(number));
+}
+
+/** A funding rate in percent, as the exchange gives it: "+0.2100 %", "−0.0375 %". */
+export function ratePct(value) {
+  const number = Number(value);
+  if (value === null || value === undefined || !Number.isFinite(number)) return "?";
+  return (number >= 0 ? "+" : MINUS) + Math.abs(number).toFixed(4) + " %";
+}
+
+/** "3 h 12 min", "12 min", "45 s": a time still to come, rounded down. */
+export function countdown(ms) {
+  const seconds = Math.max(0, Math.floor(ms / 1000));
+  if (seconds < 60) return seconds + " s";
+  const minutes = Math.floor(seconds / 60);
+  if (minutes < 60) return minutes + " min";
+  const hours = Math.floor(minutes / 60);
+  return hours + " h" + (minutes % 60 ? " " + (minutes % 60) + " min" : "");
+}
+
+/** "next funding in 3 h 12 min", counted from `now`; "funding time passed" after it. */
+export function nextFunding(alert, now) {
+  const next = Number(alert.next_funding_ms);
+  if (!Number.isFinite(next)) return "next funding unknown";
+  return next > now ? "next funding in " + countdown(next - now) : "funding time passed";
+}
+
+/** The window's volume over the baseline's mean per window, or null. */
+export function volumeRatio(alert) {
+  const volume = Number(alert.volume_usdt);
+  const baseline = Number(alert.baseline_volume_usdt);
+  return Number.isFinite(volume) && Number.isFinite(baseline) && baseline > 0
+    && alert.volume_usdt !== null && alert.baseline_volume_usdt !== null
+    ? volume / baseline : null;
+}
+
+export const LIQUIDATION_CAVEAT = "At least: the exchange reports at most one liquidation "
+  + "per symbol per second, so the sum may be larger";
+
+/** What a row shows of an alert, by kind: the word beside the arrow, the main figure, the
+ * note under it and a tooltip. Price alerts read as they always have. */
+export function figures(alert, now) {
+  const up = alert.direction === "up";
+  switch (kindOf(alert)) {
+    case "liquidation": {
+      const count = Number(alert.liquidations);
+      const orders = Number.isInteger(count)
+        ? count + (count === 1 ? " order" : " orders") : "";
+      return { word: up ? "shorts" : "longs", main: "≥ " + usd(alert.notional_usdt, true),
+        note: (up ? "shorts" : "longs") + " liquidated" + (orders ? " · " + orders : ""),
+        title: LIQUIDATION_CAVEAT };
+    }
+    case "funding":
+      return { word: up ? "longs pay" : "shorts pay", main: ratePct(alert.funding_rate_pct),
+        note: nextFunding(alert, now),
+        title: Number.isFinite(Number(alert.next_funding_ms)) && alert.next_funding_ms !== null
+          ? "Funding rate; the next funding is at " + localDateTime(alert.next_funding_ms)
+          : "Funding rate" };
+    case "volume": {
+      const ratio = volumeRatio(alert);
+      return { word: up ? "up" : "down", main: usd(alert.volume_usdt),
+        note: ratio === null ? "none in its baseline"
+          : ratio.toFixed(1) + "× its mean (" + usd(alert.baseline_volume_usdt) + ")",
+        title: "Quote volume within the window, against its mean per window over the "
+          + "rule's baseline" };
+    }
+    default:
+      return { word: up ? "up" : "down", main: signedPct(alert.change_pct), note: "",
+        title: "" };
+  }
 }

@@ -2,7 +2,7 @@
 // switch (browsers ignore or penalise a request made without a user action), and a
 // notification is shown only while the page is not in front of the viewer.
 
-import { formatPrice, signedPct } from "./format.js";
+import { figures, formatPrice, kindOf } from "./format.js";
 import { load, save } from "./store.js";
 
 export class Notifier {
@@ -57,12 +57,15 @@ export class Notifier {
     if (!this.enabled || Notification.permission !== "granted") return;
     if (document.visibilityState === "visible" && document.hasFocus()) return;
     const arrow = alert.direction === "up" ? "▲" : "▼";
+    const kind = kindOf(alert);
+    const shown = figures(alert, Date.now());
     try {
       const notification = new Notification(
-        alert.symbol + " " + arrow + " " + signedPct(alert.change_pct),
+        alert.symbol + " " + arrow + " " + (kind === "price" ? shown.main
+          : kind + " " + shown.main),
         {
-          body: formatPrice(alert.base_price) + " → " + formatPrice(alert.price)
-            + " within " + alert.window_s + " s",
+          body: kind === "price" ? formatPrice(alert.base_price) + " → "
+            + formatPrice(alert.price) + " within " + alert.window_s + " s" : shown.note,
           tag: alert.id,
           silent: true, // the page plays its own chime
         },

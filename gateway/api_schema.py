@@ -19,11 +19,16 @@ from fastapi import FastAPI
 
 from common.rule_documents import RulesDocument
 from common.rule_model import (
+    KIND_FIELDS,
     MAX_COOLDOWN_S,
     MAX_OVERRIDES,
     MAX_PATTERNS,
     MAX_PCT,
+    MAX_USDT,
+    MAX_VOLUME_FACTOR,
     MAX_WINDOW_S,
+    REQUIRED_FIELDS,
+    RULE_KINDS,
     RULE_NAME_PATTERN,
     SYMBOL_PATTERN,
     Rule,
@@ -37,7 +42,17 @@ _COOLDOWN: Final = {"type": "integer", "minimum": 0, "maximum": MAX_COOLDOWN_S}
 _VOLUME: Final = {"type": "number", "minimum": 0}
 _GLOB: Final = {"type": "string", "pattern": f"^{SYMBOL_PATTERN.pattern}$"}
 _RULE_NAME: Final = {"type": "string", "pattern": f"^{RULE_NAME_PATTERN.pattern}$"}
-# Bounds of Rule and SymbolOverride (their __post_init__), by field.
+_USDT: Final = {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_USDT}
+_STEP_USDT: Final = {"type": "number", "minimum": 0, "maximum": MAX_USDT}
+# The thresholds of the other kinds, in a rule and in an override alike.
+_KIND_BOUNDS: Final[dict[str, dict[str, Any]]] = {
+    "min_notional_usdt": _USDT, "escalation_step_usdt": _STEP_USDT,
+    "min_funding_rate_pct": _PCT,
+    "volume_factor": {"type": "number", "minimum": 1, "maximum": MAX_VOLUME_FACTOR},
+    "min_window_volume_usdt": _STEP_USDT,
+}
+# Bounds of Rule and SymbolOverride (their __post_init__), by field. ``baseline_s`` must
+# also be longer than ``window_s``, which a schema cannot say.
 _BOUNDS: Final[dict[str, dict[str, Any]]] = {
     "Rule": {"name": _RULE_NAME,
              "window_s": {"type": "integer", "minimum": 1, "maximum": MAX_WINDOW_S},
@@ -45,10 +60,11 @@ _BOUNDS: Final[dict[str, dict[str, Any]]] = {
              "escalation_step_pct": _STEP_PCT, "min_quote_volume": _VOLUME,
              "allow": {"type": "array", "items": _GLOB, "maxItems": MAX_PATTERNS},
              "deny": {"type": "array", "items": _GLOB, "maxItems": MAX_PATTERNS},
-             "overrides": {"maxItems": MAX_OVERRIDES}},
+             "overrides": {"maxItems": MAX_OVERRIDES}, **_KIND_BOUNDS,
+             "baseline_s": {"type": "integer", "minimum": 2, "maximum": MAX_WINDOW_S}},
     "SymbolOverride": {"pattern": _GLOB, "threshold_up_pct": _PCT, "threshold_down_pct": _PCT,
                        "cooldown_s": _COOLDOWN, "escalation_step_pct": _STEP_PCT,
-                       "min_quote_volume": _VOLUME},
+                       "min_quote_volume": _VOLUME, **_KIND_BOUNDS},
 }
 _DETAIL: Final = {"type": "object", "required": ["detail"],
                   "properties": {"detail": {"type": "string", "minLength": 1}}}
@@ -117,6 +133,8 @@ def components(answers: list[type[Any]]) -> dict[str, Any]:
         properties = schemas[name]["properties"]
         for field, bound in bounds.items():
             properties[field] = _bounded(properties[field], bound)
+    schemas["Rule"]["allOf"] = kind_conditions()
+    schemas["Rule"]["description"] = _KIND_DESCRIPTION
     # The body of PUT and PATCH /rules/{name}: the path gives the name (the body may repeat
     # it, never change it), and each field is as bounded as in a whole rule.
     fields = {k: v for k, v in schemas["Rule"]["properties"].items() if k != "name"}
@@ -126,6 +144,34 @@ def components(answers: list[type[Any]]) -> dict[str, Any]:
                           "required": ["name"]}
     schemas["History"] = {"type": "array", "items": entry}  # the last answer: an entry
     return schemas
+
+
+_KIND_DESCRIPTION: Final = (
+    "One detection rule. `kind` (default price) says what it watches, and which fields it "
+    "needs: " + "; ".join(f"{kind}: {', '.join(REQUIRED_FIELDS[kind]) or 'none'} required"
+                          for kind in RULE_KINDS)
+    + ". A field of another kind is refused (422 naming it); baseline_s must be longer "
+    "than window_s.")
+
+
+def kind_conditions() -> list[dict[str, Any]]:
+    """Per kind: the fields a rule of it must set, and the other kinds' fields it must
+    leave unset (null or out). A rule without ``kind`` is a price rule, which the ``if``
+    says too: ``properties`` holds of an object that lacks the property."""
+    conditions = []
+    for kind in RULE_KINDS:
+        test: dict[str, Any] = {"properties": {"kind": {"const": kind}}}
+        if kind != "price":
+            test["required"] = ["kind"]
+        others = {field: {"type": "null"} for other, fields in KIND_FIELDS.items()
+                  if other != kind for field in fields}
+        then: dict[str, Any] = {"properties": others}
+        required = REQUIRED_FIELDS[kind]
+        if required:
+            then["required"] = list(required)
+            then["properties"] = {**others, **{f: {"not": {"type": "null"}} for f in required}}
+        conditions.append({"if": test, "then": then})
+    return conditions
 
 
 def _bounded(schema: dict[str, Any], bound: dict[str, Any]) -> dict[str, Any]:

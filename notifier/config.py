@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Final, Literal
 
 import msgspec
 
+from common.rule_model import RuleKind
 from common.settings import SettingsError
 from notifier import config_checks as checks
 from notifier import field_checks as fields
@@ -141,9 +142,17 @@ CHANNEL_TYPES: Final[Mapping[str, type[ChannelConfig]]] = {
 
 class Route(_Masked, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Which alerts go where; an alert may match several routes (it goes to each channel
-    once). A field left out matches everything."""
+    once). A field left out matches everything.
+
+    ``kinds`` names the rule kinds taken (``price``, ``liquidation``, ``funding``,
+    ``volume``; left out: all). ``min_change_pct`` is on price alerts only (another kind's
+    ``change_pct`` is not a move it fired on), so it lets the other kinds through;
+    ``min_level`` applies to every kind, and only price and liquidation alerts escalate,
+    so ``min_level = 2`` takes no funding or volume alert.
+    """
 
     channels: list[str]
+    kinds: list[RuleKind] | None = None
     rules: list[str] | None = None
     directions: list[Literal["up", "down"]] | None = None
     min_change_pct: float | None = None

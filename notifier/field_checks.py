@@ -168,6 +168,8 @@ def route(item: Item, checked: Route, channels: list[str]) -> None:
         if name not in channels:
             raise item.fail("channels", f"item {index}, {item.quoted('channels', name)}, "
                             f"is not a channel (channels: {', '.join(channels)})")
+    if checked.kinds is not None:
+        _not_empty(item, "kinds", checked.kinds, "every kind")
     if checked.rules is not None:
         _not_empty(item, "rules", checked.rules, "every rule")
         for index, rule in enumerate(checked.rules, 1):

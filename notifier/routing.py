@@ -1,7 +1,7 @@
 """Which channels an alert goes to: the ``[[route]]`` tables of ``NOTIFY_CONFIG``.
 
-Pure and per alert, so everything a route asks is prepared once: rule names and directions
-as sets, a route's symbol globs as one compiled regex (``fnmatchcase`` semantics, as the
+Pure and per alert, so everything a route asks is prepared once: kinds, rule names and
+directions as sets, a route's symbol globs as one compiled regex (``fnmatchcase`` semantics, as the
 detector's rules), and each symbol's verdict remembered (the exchange has a few hundred).
 """
 
@@ -32,6 +32,7 @@ def _globs(patterns: Sequence[str]) -> re.Pattern[str] | None:
 @dataclass(frozen=True, slots=True)
 class _Compiled:
     channels: tuple[str, ...]
+    kinds: frozenset[str] | None
     rules: frozenset[str] | None
     directions: frozenset[str] | None
     min_change_pct: float | None
@@ -43,6 +44,7 @@ class _Compiled:
     def of(cls, route: Route) -> _Compiled:
         return cls(
             channels=tuple(dict.fromkeys(route.channels)),
+            kinds=frozenset(route.kinds) if route.kinds is not None else None,
             rules=frozenset(route.rules) if route.rules is not None else None,
             directions=frozenset(route.directions) if route.directions is not None else None,
             min_change_pct=route.min_change_pct,
@@ -60,12 +62,16 @@ class _Compiled:
         return self.allow.match(symbol) is not None
 
     def takes(self, alert: Alert) -> bool:
-        """Everything but the symbol, which ``Router`` checks once per symbol."""
+        """Everything but the symbol, which ``Router`` checks once per symbol.
+        ``min_change_pct`` is on price alerts only (``notifier.config.Route``)."""
+        if self.kinds is not None and alert.kind not in self.kinds:
+            return False
         if self.rules is not None and (alert.rule or DEFAULT_RULE) not in self.rules:
             return False
         if self.directions is not None and alert.direction not in self.directions:
             return False
-        if self.min_change_pct is not None and not abs(alert.change_pct) >= self.min_change_pct:
+        if (self.min_change_pct is not None and alert.kind == "price"
+                and not abs(alert.change_pct) >= self.min_change_pct):
             return False
         return alert.level >= self.min_level
 

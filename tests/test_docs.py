@@ -1,7 +1,7 @@
 """The documents that describe the tree keep up with it: the README's layout section names
 every top-level folder and nothing that is gone, its Settings tables every variable a
-service reads, and docs/architecture.md covers every package the import-linter contracts
-govern."""
+service reads, its rule-kind examples load as rules, and docs/architecture.md covers every
+package the import-linter contracts govern."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ import tomllib
 from pathlib import Path
 from typing import Final
 
+import msgspec
 import pytest
 from pydantic_settings import BaseSettings
 
+from common.rule_model import RULE_KINDS, Rule, check_rules
 from common.settings import (
     DetectorSettings,
     GatewaySettings,
@@ -77,3 +79,12 @@ def test_the_readme_settings_tables_name_every_variable(settings: type[BaseSetti
     prefix = str(settings.model_config.get("env_prefix") or "")
     variables = {(prefix + field).upper() for field in settings.model_fields}
     assert variables - names == set()
+
+
+def test_the_readme_rule_kind_examples_are_one_valid_rule_set_of_every_kind() -> None:
+    """What the "Rule kinds" section shows loads as it says, through the rule model."""
+    section = README.read_text().split("\n## Rule kinds\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```json\n(.*?)```", section, re.DOTALL)
+    rules = [msgspec.json.decode(block, type=Rule) for block in blocks]
+    check_rules(rules)
+    assert [rule.kind for rule in rules] == list(RULE_KINDS)

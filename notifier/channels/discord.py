@@ -93,6 +93,7 @@ def digest_embed(alerts: Sequence[Alert], listed: int) -> dict[str, Any]:
     rest = alert_text.digest_rest(alerts, min(listed, len(alerts)))
     if rest is not None:
         lines.append(escape(rest))
+    lines += [escape(note) for note in alert_text.digest_notes(alerts[:listed])]
     return {
         "title": clip(escape(alert_text.digest_title(alerts)), MAX_TITLE),
         "description": "\n".join(lines),

@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 
 LIMITS: Final = (Limit(1, 1.0), Limit(60, 300.0))
 TAGS: Final = {"up": "chart_with_upwards_trend", "down": "chart_with_downwards_trend"}
+# An emoji per kind beside the direction's (ntfy shows tags that name one as the emoji).
+KIND_TAGS: Final = {"liquidation": "boom", "funding": "moneybag", "volume": "bar_chart"}
 # ntfy refills one request every 5 s: the wait when a 429 names none.
 DEFAULT_RETRY_S: Final = 5.0
 # ntfy turns a message over 4096 bytes into an attachment; a digest stays far below.
@@ -75,7 +77,8 @@ def payload(alerts: Sequence[Alert], *, topic: str, priority: int | None) -> dic
     """The JSON publish request for ``alerts`` (one: the message; more: a digest)."""
     first = alerts[0]
     message = fit(plain.body(alerts, links=False), MAX_MESSAGE_BYTES)
-    tags = list(dict.fromkeys(TAGS[a.direction] for a in alerts))
+    tags = list(dict.fromkeys([*(KIND_TAGS[a.kind] for a in alerts if a.kind in KIND_TAGS),
+                               *(TAGS[a.direction] for a in alerts)]))
     if len(alerts) == 1:
         tags.append(first.symbol)
     body: dict[str, Any] = {

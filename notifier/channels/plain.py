@@ -24,15 +24,17 @@ def single_body(alert: Alert) -> str:
 
 def digest_lines(alerts: Sequence[Alert], *, links: bool) -> list[str]:
     """``▲ SOLUSDT +3.10 % · 60 s`` for each listed alert (with ``links``, followed by its
-    chart), then ``… and N more`` when there are more."""
+    chart), then ``… and N more`` when there are more, then the digest's notes (the
+    liquidation caveat)."""
     lines = []
-    for alert in alerts[:DIGEST_LISTED]:
-        line = f"{alert_text.short_line(alert)} · {alert_text.window(alert.window_s)}"
+    listed = alerts[:DIGEST_LISTED]
+    for alert in listed:
+        line = alert_text.listing(alert)
         lines.append(f"{line} {alert_text.chart_url(alert.symbol)}" if links else line)
     rest = alert_text.digest_rest(alerts, DIGEST_LISTED)
     if rest is not None:
         lines.append(rest)
-    return lines
+    return lines + alert_text.digest_notes(listed)
 
 
 def digest_body(alerts: Sequence[Alert], *, links: bool) -> str:

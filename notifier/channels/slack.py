@@ -94,6 +94,7 @@ def digest_message(alerts: Sequence[Alert], listed: int) -> dict[str, Any]:
     rest = alert_text.digest_rest(alerts, min(listed, len(alerts)))
     if rest is not None:
         lines.append(escape(rest))
+    lines += [escape(note) for note in alert_text.digest_notes(alerts[:listed])]
     return {"text": escape(title), "blocks": [_header(title), *map(_section, packed(lines))]}
 
 

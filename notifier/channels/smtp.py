@@ -90,10 +90,12 @@ def html_body(alerts: Sequence[Alert]) -> str:
                 "</body></html>")
     items = "".join(
         f"<li><a href=\"{esc(alert_text.chart_url(a.symbol))}\">"
-        f"{esc(alert_text.short_line(a))}</a> · {esc(alert_text.window(a.window_s))}</li>"
+        f"{esc(alert_text.short_line(a))}</a>{esc(alert_text.window_suffix(a))}</li>"
         for a in alerts[:DIGEST_LISTED])
     rest = alert_text.digest_rest(alerts, DIGEST_LISTED)
-    tail = f"<p>{esc(rest)}</p>" if rest else ""
+    notes = [rest] if rest else []
+    notes += alert_text.digest_notes(alerts[:DIGEST_LISTED])
+    tail = "".join(f"<p>{esc(note)}</p>" for note in notes)
     return (f"<html><body><h2>{esc(alert_text.digest_title(alerts))}</h2>"
             f"<ul>{items}</ul>{tail}</body></html>")
 

@@ -86,6 +86,7 @@ def digest_html(alerts: Sequence[Alert], listed: int) -> str:
     rest = alert_text.digest_rest(alerts, min(listed, len(alerts)))
     if rest is not None:
         lines.append(escape(rest))
+    lines += [escape(note) for note in alert_text.digest_notes(alerts[:listed])]
     return "\n".join(lines)
 
 

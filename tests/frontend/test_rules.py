@@ -50,3 +50,22 @@ async def test_an_escalated_alert_carries_its_level(redis_server: RedisServer,
         await expect(badge).to_have_text("×2")
         assert "Escalation 2" in (await badge.get_attribute("title") or "")
         await expect(rows.nth(1).locator(".level")).to_have_count(0)
+
+
+async def test_each_rule_shows_its_kind_and_thresholds(redis_server: RedisServer,
+                                                       bus: RedisTransport,
+                                                       browser: Browser) -> None:
+    await seed(bus, Rule(),
+               Rule(name="cascade", kind="liquidation", window_s=60, cooldown_s=120,
+                    min_notional_usdt=1e6, escalation_step_usdt=5e5),
+               Rule(name="funding", kind="funding", min_funding_rate_pct=0.1),
+               Rule(name="spike", kind="volume", window_s=60, baseline_s=3600,
+                    volume_factor=5, min_window_volume_usdt=250_000))
+    async with running_gateway(redis_server.url) as gw:
+        probe = await open_probe(await new_context(browser), f"http://127.0.0.1:{gw.port}/")
+        await expect(probe.page.locator("#rule-text")).to_have_text(
+            "default: ±2 % within 60 s · cooldown 60 s; "
+            "cascade: liquidations ≥ $1M within 60 s · cooldown 120 s · again every +$500k; "
+            "funding: funding |rate| ≥ 0.1 %, once per funding period; "
+            "spike: volume ≥ 5× its mean per 60 s over 1 h, at least $250k · cooldown 60 s")
+        assert probe.console_errors == []

@@ -284,7 +284,7 @@ async def test_everything_is_reachable_and_usable_by_keyboard(
         page = probe.page
         await row_count_is(page, 1)
         order = []
-        for _ in range(9):
+        for _ in range(10):
             await page.keyboard.press("Tab")
             order.append(await page.evaluate(
                 "(() => { const e = document.activeElement;"
@@ -294,8 +294,8 @@ async def test_everything_is_reachable_and_usable_by_keyboard(
             assert outline == "solid", f"no visible focus on {order[-1]}"
         # The first key press also let the browser start audio: the hint is gone.
         await expect(page.locator("#audio-hint")).to_be_hidden()
-        assert order == ["filter-direction", "filter-min-change", "filter-symbol",
-                         "sound-toggle", "sound-test", "notify-toggle", "max-rows",
+        assert order == ["filter-kind", "filter-direction", "filter-min-change",
+                         "filter-symbol", "sound-toggle", "sound-test", "notify-toggle", "max-rows",
                          "BTCUSDT", "Mute BTCUSDT"]
 
         await page.focus("#sound-toggle")

@@ -421,7 +421,12 @@ def test_an_error_of_a_later_channel_names_that_channel() -> None:
     ('[[route]]\nrules = ["default"]\n', "route #1 field 'channels': is missing"),
     ('[[route]]\nchanels = ["desk"]\n',
      "route #1 field 'chanels': is not a field of a route (its fields: channels, deny, "
-     "directions, min_change_pct, min_level, rules, symbols)"),
+     "directions, kinds, min_change_pct, min_level, rules, symbols)"),
+    (ROUTE + 'kinds = ["price", "liquidations"]\n',
+     "route #1 field 'kinds': item 2 must be one of: price, liquidation, funding, volume"),
+    (ROUTE + 'kinds = "funding"\n', "route #1 field 'kinds': must be an array, got a string"),
+    (ROUTE + "kinds = []\n", "route #1 field 'kinds': is empty: leave it out to match every "
+     "kind"),
     (ROUTE + 'directions = ["up", "sideways"]\n',
      "route #1 field 'directions': item 2 must be one of: up, down"),
     (ROUTE + 'directions = "up"\n', "route #1 field 'directions': must be an array, got a "
@@ -457,6 +462,13 @@ def test_an_error_of_a_later_channel_names_that_channel() -> None:
 ])
 def test_route_field_errors(route: str, expected: str) -> None:
     assert field_error(TELEGRAM, route=route) == expected
+
+
+def test_a_route_names_the_kinds_it_takes_and_takes_all_without_kinds() -> None:
+    text = TELEGRAM + ROUTE + 'kinds = ["liquidation", "funding"]\n' + ROUTE
+    routes = parse_config(text, ENV).route
+    assert routes[0].kinds == ["liquidation", "funding"]
+    assert routes[1].kinds is None
 
 
 # --- secrets -------------------------------------------------------------------------------
@@ -576,10 +588,11 @@ def test_the_source_names_the_variable_in_every_message() -> None:
 
 _FIELDS = ["name", "type", "token", "chat_id", "api_url", "url", "secret", "topic", "server",
            "priority", "host", "from", "to", "port", "security", "username", "password",
-           "max_per_minute", "channels", "rules", "directions", "min_change_pct",
+           "max_per_minute", "channels", "kinds", "rules", "directions", "min_change_pct",
            "min_level", "symbols", "deny", "username", "ca_file", "subject_prefix"]
 _WORDS = ["desk", "telegram", "discord", "slack", "ntfy", "email", "webhook", "apprise",
-          "up", "down", "default", "*USDT", "-100123", "https://example.org/x", "a@b.c",
+          "up", "down", "default", "price", "liquidation", "funding", "volume", "*USDT",
+          "-100123", "https://example.org/x", "a@b.c",
           "${V}", "${UNSET}", "${EMPTY}", "$${V}", "${", "whsec_AAAA", "tls", "json://x", ""]
 _scalars = (st.sampled_from(_WORDS) | st.text(max_size=12) | st.integers(-2, 70_000)
             | st.integers() | st.floats() | st.booleans())

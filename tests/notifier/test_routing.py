@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from notifier.config import Route
 from notifier.routing import Router
-from tests.support.notify import make_alert
+from tests.support.notify import kind_alert, make_alert
 
 
 def route(*channels: str, **fields: Any) -> Route:
@@ -47,6 +47,32 @@ def test_min_change_pct_is_on_the_size_of_the_move_either_way() -> None:
     assert router.channels_for(make_alert(change_pct=-4.2)) == ("desk",)
     assert router.channels_for(make_alert(change_pct=2.99)) == ()
     assert router.channels_for(make_alert(change_pct=-2.99)) == ()
+
+
+def test_kinds_name_the_kinds_taken_and_every_kind_is_taken_by_default() -> None:
+    router = Router([route("desk"), route("liq", kinds=["liquidation"]),
+                     route("market", kinds=["funding", "volume"])])
+    assert router.channels_for(make_alert("BTCUSDT")) == ("desk",)
+    assert router.channels_for(kind_alert("liquidation")) == ("desk", "liq")
+    assert router.channels_for(kind_alert("funding")) == ("desk", "market")
+    assert router.channels_for(kind_alert("volume")) == ("desk", "market")
+    only_price = Router([route("desk", kinds=["price"])])
+    assert only_price.channels_for(make_alert()) == ("desk",)
+    assert only_price.channels_for(kind_alert("liquidation")) == ()
+
+
+def test_min_change_pct_is_on_price_alerts_only_and_min_level_on_every_kind() -> None:
+    big_moves = Router([route("desk", min_change_pct=3.0)])
+    assert big_moves.channels_for(make_alert(change_pct=2.5)) == ()
+    # Another kind's change_pct is not the move it fired on: a small one does not hold it.
+    for kind in ("liquidation", "funding", "volume"):
+        alert = kind_alert(kind)
+        assert abs(alert.change_pct) < 3.0
+        assert big_moves.channels_for(alert) == ("desk",), kind
+    escalations = Router([route("desk", min_level=2)])
+    assert escalations.channels_for(kind_alert("liquidation")) == ()
+    assert escalations.channels_for(kind_alert("liquidation", level=2)) == ("desk",)
+    assert escalations.channels_for(kind_alert("funding")) == ()
 
 
 def test_min_level_takes_escalations_only() -> None:
