@@ -26,7 +26,8 @@ NOISE = 0.0002  # background trades stay within ±0.02 % of the reference price
 
 
 class _Tape:
-    __slots__ = ("agg_id", "jump", "pfmt", "price", "qfmt", "qstep", "ref", "trade_id")
+    __slots__ = ("agg_id", "jump", "jumped", "pfmt", "price", "qfmt", "qstep", "ref", "scn",
+                 "trade_id")
 
     def __init__(self, item: Listing) -> None:
         self.ref = item.price
@@ -38,6 +39,8 @@ class _Tape:
         self.qfmt = f".{qp}f"
         self.qstep = 10.0**-qp
         self.jump: Jump | None = None
+        self.jumped = False  # a scripted move put the price where the scenario never was
+        self.scn: float | None = None  # the scenario's last price of the symbol
 
 
 @dataclass(slots=True)
@@ -86,10 +89,18 @@ class TradeTapes:
         return None if tape is None else tape.price
 
     def follow(self, symbol: str, price: float) -> None:
-        """Move a symbol's reference to a scenario's price (unless a jump is scripting it)."""
+        """Move a symbol's reference as the scenario moves it: to its first price, then by
+        each change in proportion, so that a scripted jump's offset stays (a jump in progress
+        is not disturbed)."""
         tape = self._tapes.get(symbol)
-        if tape is not None and tape.jump is None and price > 0 and math.isfinite(price):
-            tape.ref = price
+        if tape is None or not (price > 0 and math.isfinite(price)):
+            return
+        if tape.jump is None:
+            if tape.scn is not None:
+                tape.ref *= price / tape.scn
+            elif not tape.jumped:
+                tape.ref = price
+        tape.scn = price
 
     def jump(self, symbol: str, pct: float, over_ms: int, qty_factor: float) -> Jump:
         tape = self._tapes.get(symbol)
@@ -103,6 +114,7 @@ class TradeTapes:
         tape.jump = Jump(symbol, tape.ref * (1 + pct / 100), over_ms, qty_factor,
                          loop.create_future())
         self._jumping[symbol] = tape
+        tape.jumped = True
         return tape.jump
 
     def tick(self, tradable: list[Listing], rate_per_s: float, dt_s: float,
