@@ -15,7 +15,8 @@ from fake_exchange.frames import MINI_TICKER, StreamSpec
 from fake_exchange.routes import Route
 from fake_exchange.subscriptions import ConnectionStats
 
-QueueItem = tuple[bytes | list[bytes], bool]  # (message or one tick's messages, as text?)
+# (a message, one tick's messages, or None: close (the rate limit); sent as text?)
+QueueItem = tuple[bytes | list[bytes] | None, bool]
 
 
 @dataclass(eq=False)

@@ -20,7 +20,7 @@ from websockets.exceptions import ConnectionClosed
 from fake_exchange import control
 from fake_exchange.broadcast import render_frame
 from fake_exchange.clients import Client, QueueItem
-from fake_exchange.connections import send_batch
+from fake_exchange.connections import close_for_rate, write_loop
 from fake_exchange.faults import Faults
 from fake_exchange.frames import (
     Renderer,
@@ -360,11 +360,7 @@ class FakeExchange(Faults):
                 if not r.market:  # the old routes acknowledge nothing
                     continue
                 if stats.hit(clock()):
-                    logger.warning("closing connection %d: over %d messages in a second",
-                                   stats.conn_id, 10)
-                    stats.closed_for = "too many messages"
-                    client.closing = True
-                    await ws.close(1008, "Too many messages")
+                    await close_for_rate(client)
                     break
                 self._on_message(client, message)
         except ConnectionClosed:
@@ -379,15 +375,11 @@ class FakeExchange(Faults):
             logger.debug("client %s gone", ws.id)
 
     async def _write(self, client: Client) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            while True:
-                data, text = await client.queue.get()
-                if self._stalled:
-                    await self._wait(lambda: not self._stalled)
-                if isinstance(data, list):
-                    await send_batch(client.ws, data)
-                else:
-                    await client.ws.send(data, text=text)
+        await write_loop(client, self._until_resumed)
+
+    async def _until_resumed(self) -> None:
+        if self._stalled:
+            await self._wait(lambda: not self._stalled)
 
     def _on_message(self, client: Client, message: str | bytes) -> None:
         reply = subscription_reply(client.subs, client.stats, message,

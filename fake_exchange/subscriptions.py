@@ -10,7 +10,6 @@ can assert that a client never came near the limit.
 from __future__ import annotations
 
 import logging
-import re
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
@@ -32,18 +31,19 @@ METHODS: Final = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERT
                   "GET_PROPERTY")
 _EVENTS: Final = {"aggtrade": "aggTrade", "trade": "trade", "forceorder": "forceOrder",
                   "markprice": "markPrice", "miniticker": "miniTicker", "ticker": "ticker"}
-_NAME: Final = re.compile(r"^(!?[A-Za-z0-9_]+)@([A-Za-z]+)((?:@[A-Za-z0-9]+)*)$")
 
 
 def canonical(stream: str) -> str:
     """The exchange's spelling of a stream name: the event part is case-insensitive
-    (`btcusdt@aggtrade` is `btcusdt@aggTrade`); the symbol stays as given (the exchange
-    wants it lower-case, and an upper-case one simply never carries data)."""
-    m = _NAME.match(stream)
-    if m is None:
-        return stream
-    event = _EVENTS.get(m.group(2).lower(), m.group(2))
-    return f"{m.group(1)}@{event}{m.group(3)}"
+    (`btcusdt@aggtrade` is `btcusdt@aggTrade`, `!forceorder@arr` is `!forceOrder@arr`); the
+    symbol stays as given (the exchange wants it lower-case, and an upper-case one simply
+    never carries data)."""
+    parts = stream.split("@")
+    if parts[0].startswith("!"):
+        parts[0] = "!" + _EVENTS.get(parts[0][1:].lower(), parts[0][1:])
+    elif len(parts) > 1:
+        parts[1] = _EVENTS.get(parts[1].lower(), parts[1])
+    return "@".join(parts)
 
 
 @dataclass(slots=True)
