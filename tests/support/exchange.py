@@ -6,6 +6,7 @@ free port, scripted and read through its control API with typed answers.
 - ``ExchangeProcess``: ``python -m fake_exchange`` on a free port (``start``/``stop``, or
   ``with``), its ``rest_url`` (``BINANCE_REST_URL``) and ``ws_base_url``
   (``BINANCE_WS_BASE_URL``);
+- ``collect(ws, seconds)``: what a market connection receives, decoded;
 - ``ExchangeControl``: ``stats()``, ``list_symbol``, ``delist``, ``jump``, ``cascade``,
   ``funding``, ``set_rate``, ``exchange_info`` and the faults ``drop``, ``stall``,
   ``resume``; answers decoded into the Structs below.
@@ -13,14 +14,17 @@ free port, scripted and read through its control API with typed answers.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import os
 import re
 import select
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -28,6 +32,7 @@ from typing import Any
 
 import httpx
 import msgspec
+from websockets.asyncio.client import ClientConnection
 
 from fake_exchange import FakeExchange
 from fake_exchange.listings import synthetic_board
@@ -204,6 +209,20 @@ class ExchangeControl:
         """`GET /fapi/v1/exchangeInfo` as a client sends it (the response, headers and all)."""
         assert self._http is not None, "use ExchangeControl in `async with`"
         return await self._http.get("/fapi/v1/exchangeInfo")
+
+
+async def collect(ws: ClientConnection, seconds: float,
+                  until: Callable[[list[Any]], bool] | None = None) -> list[Any]:
+    """Every message of `ws` for `seconds` (or until `until` holds on them), decoded."""
+    out: list[Any] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not (until and until(out)):
+        try:
+            async with asyncio.timeout(deadline - time.monotonic()):
+                out.append(json.loads(await ws.recv()))
+        except TimeoutError:
+            break
+    return out
 
 
 @contextlib.asynccontextmanager
