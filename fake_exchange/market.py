@@ -216,12 +216,10 @@ class TradeMarket:
         trades = self.tapes.tick(tradable, self.trades_per_s, dt_s, now_ms)
         orders = [o for o in self.force.tick(now_ms) if self._is_trading(o[0])]
         second = now_ms // 1000
-        marks: list[tuple[str, bytes]] = []
+        mark_streams: tuple[str, ...] = ()
         if second > self._last_mark_s:
             self._last_mark_s = second
-            payload = self._marks(tradable, second * 1000)
-            marks = [(s, payload) for s in MARK_STREAMS[: 1 if second % 3 else 2]]
-            self.mark_frames += 1
+            mark_streams = MARK_STREAMS[: 1 if second % 3 else 2]
         self.ticks += 1
         self._recent.append((now, self.tapes.generated))
         while len(self._recent) > 2 and now - self._recent[0][0] > 3.0:
@@ -232,6 +230,11 @@ class TradeMarket:
         index = self._subscribers(outlet)
         if not index:
             return
+        marks: list[tuple[str, bytes]] = []
+        if any(s in index for s in mark_streams):  # rendered only for someone listening
+            payload = self._marks(tradable, second * 1000)
+            marks = [(s, payload) for s in mark_streams]
+            self.mark_frames += 1
         batches: dict[Client, list[bytes]] = {}
         for trade in trades:
             stream = self._names.get(trade[0]) or self._name(trade[0])
