@@ -121,6 +121,14 @@ class TradeMarket:
         self.force.drop(symbol)
         return self.board.set_status(symbol, DELISTED)
 
+    def set_status(self, symbol: str, status: str) -> Listing:
+        """Any exchangeInfo status; only TRADING contracts trade and have mark prices."""
+        item = self.board.set_status(symbol, status)
+        if not item.trading:
+            self.force.drop(symbol)
+        self.tradable()
+        return item
+
     def _trading(self, symbol: str) -> Listing:
         item = self.board.get(symbol)
         if item is None or item.status != TRADING:

@@ -33,7 +33,7 @@ async def test_the_process_serves_rest_streams_and_scripts() -> None:
 
 
 async def test_the_demo_lists_its_board_and_a_recording_runs_no_market() -> None:
-    with ExchangeProcess(symbols=48, args=("--scenario", "demo", "--no-demo-events")) as fx:
+    with ExchangeProcess(symbols=48, args=("--demo", "--no-demo-events")) as fx:
         async with fx.control() as control:
             symbols = [s["symbol"] for s in (await control.exchange_info()).json()["symbols"]]
     assert symbols == [name for name, _ in DEMO_BOARD]

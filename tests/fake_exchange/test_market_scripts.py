@@ -61,6 +61,22 @@ async def test_a_listing_and_a_delisting_change_exchange_info_and_the_streams() 
             await control.delist("NOPEUSDT")
 
 
+async def test_a_contract_pending_trading_starts_trading_on_a_status_change() -> None:
+    async with (trade_exchange(2, trades_per_s=200) as fx,
+                ExchangeControl(fx.rest_url) as control,
+                connect(fx.url("newcoinusdt@aggTrade")) as ws):
+        assert not await collect(ws, 0.3)
+        body = await control.call("status", symbol="NEWCOINUSDT", status="TRADING")
+        assert body["status"] == {"symbol": "NEWCOINUSDT", "status": "TRADING"}
+        assert (await _symbols(control))["NEWCOINUSDT"] == "TRADING"
+        assert await collect(ws, 0.5)
+        for bad in ({"symbol": "NEWCOINUSDT", "status": "LIVE"},
+                    {"symbol": "NOPEUSDT", "status": "TRADING"}, {"symbol": "NEWCOINUSDT"}):
+            with pytest.raises(ControlError) as err:
+                await control.call("status", **bad)
+            assert err.value.status == 400
+
+
 async def test_a_jump_walks_the_price_and_returns_the_trade_that_completes_it() -> None:
     async with (trade_exchange(4, trades_per_s=100) as fx,
                 ExchangeControl(fx.rest_url) as control,
