@@ -87,6 +87,7 @@ class TradeMarket:
         self.trade_messages = 0
         self.mark_frames = 0
         self.undelivered_ticks = 0
+        self.failed = False
 
     # -- what the market serves ------------------------------------------------------------
 
@@ -193,7 +194,7 @@ class TradeMarket:
             "trades_generated": self.tapes.generated, "trade_messages": self.trade_messages,
             "market_messages_sent": self.messages_sent, "mark_price_frames": self.mark_frames,
             "market_ticks": self.ticks, "late_ticks": self.late_ticks,
-            "undelivered_ticks": self.undelivered_ticks,
+            "undelivered_ticks": self.undelivered_ticks, "market_failed": self.failed,
             "funding_overrides": {s: f"{r:.8f}" for s, r in self._funding.items()},
             **self.force.stats(), **self.rest.stats(),
         }
@@ -215,6 +216,10 @@ class TradeMarket:
                 now = clock()
                 self._tick(outlet, min(1.0, now - last), now)
                 last = now
+        except Exception:
+            # Logged here: the server only cancels this task, it never reads its result.
+            logger.exception("the trade market failed; it stops trading")
+            self.failed = True
         finally:
             self.tapes.cancel_jumps()
 

@@ -169,6 +169,7 @@ async def test_rate_mode_spreads_the_asked_rate_over_the_board() -> None:
     assert len(seen) >= 640  # over the whole board
     assert stats.measured_trades_per_s == pytest.approx(4000, rel=0.2)
     assert stats.trades_per_s == 4000
+    assert not stats.market_failed
 
 
 async def test_bad_scripts_are_400_and_a_fake_without_a_market_is_409() -> None:

@@ -83,6 +83,7 @@ class ExchangeStats(msgspec.Struct, frozen=True, kw_only=True):
     market_messages_sent: int = 0
     mark_price_frames: int = 0
     late_ticks: int = 0
+    market_failed: bool = False
     force_orders_scheduled: int = 0
     force_orders_sent: int = 0
     force_orders_superseded: int = 0
