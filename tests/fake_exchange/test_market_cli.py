@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+import pytest
 from websockets.asyncio.client import connect
 
 from fake_exchange import FakeExchange
@@ -12,7 +13,7 @@ from fake_exchange.demo_board import DEMO_BOARD
 from fake_exchange.demo_events import CASCADE_NOTIONAL, EXTREME_FUNDING, demo_events
 from fake_exchange.listings import listing
 from fake_exchange.market import TradeMarket
-from tests.support.exchange import ExchangeProcess, collect
+from tests.support.exchange import ControlError, ExchangeProcess, collect
 
 
 async def test_the_process_serves_rest_streams_and_scripts() -> None:
@@ -29,6 +30,12 @@ async def test_the_process_serves_rest_streams_and_scripts() -> None:
             assert stats.rest_requests == 1
             assert stats.listed == 23
             assert stats.max_messages_per_s == 0
+        sync = fx.stats()  # the same from synchronous code
+        assert sync.connections_total == 1
+        assert sync.connections[0].messages_out >= len(got)  # what it sent, counted
+        with pytest.raises(ControlError) as err:
+            fx.call("jump", symbol="NOPEUSDT", pct=1)
+        assert err.value.status == 400
         assert fx.stop() == 0
 
 

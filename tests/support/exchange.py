@@ -5,7 +5,7 @@ free port, scripted and read through its control API with typed answers.
   ``n_symbols`` synthetic perpetuals (and the quarterly and off-trading extras);
 - ``ExchangeProcess``: ``python -m fake_exchange`` on a free port (``start``/``stop``, or
   ``with``), its ``rest_url`` (``BINANCE_REST_URL``) and ``ws_base_url``
-  (``BINANCE_WS_BASE_URL``);
+  (``BINANCE_WS_BASE_URL``), ``call``/``stats`` from synchronous code;
 - ``collect(ws, seconds)``: what a market connection receives, decoded;
 - ``ExchangeControl``: ``stats()``, ``list_symbol``, ``delist``, ``jump``, ``cascade``,
   ``funding``, ``set_rate``, ``exchange_info`` and the faults ``drop``, ``stall``,
@@ -24,6 +24,9 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +54,7 @@ class ConnectionFigures(msgspec.Struct, frozen=True):
     path: str
     streams: int
     messages_in: int
+    messages_out: int
     max_messages_per_s: int
     violations: int
     subscribe_messages: int
@@ -285,6 +289,22 @@ class ExchangeProcess:
 
     def control(self) -> ExchangeControl:
         return ExchangeControl(self.rest_url)
+
+    def call(self, action: str, **params: object) -> dict[str, Any]:
+        """One control action from synchronous code (a POST without a body); raises
+        ControlError unless it answered 200."""
+        query = urllib.parse.urlencode({k: str(v) for k, v in params.items()})
+        request = urllib.request.Request(f"{self.rest_url}/control/{action}?{query}",
+                                         data=b"", method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=15) as response:
+                body: dict[str, Any] = json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            raise ControlError(exc.code, str(json.loads(exc.read()).get("error"))) from None
+        return body
+
+    def stats(self) -> ExchangeStats:
+        return msgspec.convert(self.call("stats"), ExchangeStats)
 
     def stop(self, timeout_s: float = 10.0) -> int | None:
         """SIGTERM, then a kill if it does not exit in time; its exit code."""
