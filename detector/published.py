@@ -40,8 +40,9 @@ class SeenIds:
 
 def remember(published: Sequence[Delivery], seen: SeenIds, engine: DetectionEngine,
              symbols: Callable[[str], bool] | None = None) -> None:
-    """Note every published id in ``seen``, and in ``engine`` the cooldowns of the alerts
-    of ``symbols`` (all of them when None). An entry that does not decode is skipped: the
+    """Note every published id in ``seen``, and in ``engine`` what the alerts of
+    ``symbols`` (all of them when None) started: cooldowns, escalations, funding periods,
+    for every kind. An entry that does not decode is skipped: the
     consumers of ``alerts`` bury such entries."""
     for delivery in published:
         try:
@@ -51,11 +52,4 @@ def remember(published: Sequence[Delivery], seen: SeenIds, engine: DetectionEngi
         seen.add(alert.id)
         if symbols is not None and not symbols(alert.symbol):
             continue
-        name = alert.rule
-        if name is None:  # written before rules had names: its window tells the rule
-            rule = engine.rule_for_window(alert.window_s)
-            if rule is None:
-                continue
-            name = rule.name
-        engine.note_alert(alert.symbol, alert.event_time_ms, rule=name,
-                          change_pct=alert.change_pct, level=alert.level)
+        engine.note(alert)
