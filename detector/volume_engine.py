@@ -67,7 +67,7 @@ class _Flow:
     """The traded volume of one symbol, per second."""
 
     __slots__ = ("base", "first_sec", "firsts", "newest_ms", "params", "quote_volume", "ring",
-                 "sec", "win")
+                 "sec", "units", "win")
 
     def __init__(self, tick: Tick, second: int, span: int, rules: int,
                  params: list[_Params | None]) -> None:
@@ -76,7 +76,8 @@ class _Flow:
         self.quote_volume: float | None = None
         self.ring = array("q", bytes(8 * span))  # second x at x % span, for x in (sec − span, sec]
         self.firsts: deque[tuple[int, float]] = deque(((second, tick.price),))
-        self.win = [0] * rules  # per rule: units in seconds sec − W + 1 … sec
+        self.units = 0  # second ``sec``'s units so far, not yet in ``ring`` nor ``win``
+        self.win = [0] * rules  # per rule: units in seconds sec − W + 1 … sec, but ``units``
         self.base = [0] * rules  # per rule: units in seconds sec − W − L + 1 … sec − W
         self.params = params
 
@@ -116,8 +117,11 @@ class VolumeEngine:
                 evaluate: bool = True) -> list[Alert]:
         alerts: list[Alert] = []
         flows = self._flows
+        get = flows.get
         span = self._span
+        sizes = self._sizes
         rules = len(self._rules)
+        longest = self._longest_window
         for tick in ticks:
             if tick.kind:  # not PRICE
                 continue
@@ -125,10 +129,10 @@ class VolumeEngine:
             if not price > 0.0:
                 continue
             symbol, time_ms = tick.symbol, tick.event_time_ms
-            second = time_ms // 1000
-            flow = flows.get(symbol)
+            flow = get(symbol)
             if flow is None:
-                flow = flows[symbol] = _Flow(tick, second, span, rules, self._resolve(symbol))
+                flow = flows[symbol] = _Flow(tick, time_ms // 1000, span, rules,
+                                             self._resolve(symbol))
                 previous = None
             elif time_ms < flow.newest_ms:
                 continue
@@ -137,33 +141,42 @@ class VolumeEngine:
             flow.newest_ms = time_ms
             quantity, quote_volume = tick.quantity, tick.quote_volume
             if quantity is not None:
-                units = to_units(price * quantity)
+                volume = price * quantity
             elif quote_volume is not None and previous is not None:
-                units = to_units(quote_volume - previous)
+                volume = quote_volume - previous
             else:
-                units = 0
+                volume = 0.0
+            # to_units, inlined: this is the hot loop of every trade.
+            units = round(volume * UNITS_PER_USDT) if 0.0 < volume <= _MAX_UNITS_VOLUME else 0
             if quote_volume is not None:
                 flow.quote_volume = quote_volume
+            second = time_ms // 1000
             if second != flow.sec:
                 self._advance(flow, second)
-            if units:
-                flow.ring[second % span] += units
-                win = flow.win
-                for i in range(rules):
-                    win[i] += units
-            firsts = flow.firsts
-            if firsts[-1][0] != second:
+                firsts = flow.firsts
                 firsts.append((second, price))
-                cutoff = second - self._longest_window
+                cutoff = second - longest
                 while firsts[0][0] <= cutoff:
                     firsts.popleft()
+            flow.units += units
             if not evaluate:
                 continue
+            win, base = flow.win, flow.base
+            in_second = flow.units
+            age = second - flow.first_sec
             for i, params in enumerate(flow.params):
-                if params is not None:
-                    alert = self._evaluate(i, params, tick, flow, second, detected_at_ms)
-                    if alert is not None:
-                        alerts.append(alert)
+                # The cheap refusals first (_evaluate checks everything): the baseline not
+                # covered, V under the minimum or under k × B.
+                window, baseline = sizes[i]
+                if params is None or age < window + baseline - 1:
+                    continue
+                volume_units = win[i] + in_second
+                if (volume_units < params.min_units
+                        or volume_units < params.factor * (base[i] * window / baseline)):
+                    continue
+                alert = self._evaluate(i, params, tick, flow, second, detected_at_ms)
+                if alert is not None:
+                    alerts.append(alert)
         return alerts
 
     def _advance(self, flow: _Flow, second: int) -> None:
@@ -171,6 +184,12 @@ class VolumeEngine:
         the baseline out, from ``flow.sec`` to ``second``."""
         current, span, ring = flow.sec, self._span, flow.ring
         win, base = flow.win, flow.base
+        units = flow.units
+        if units:  # the second that ends goes into the ring and the windows
+            ring[current % span] += units
+            for i in range(len(win)):
+                win[i] += units
+            flow.units = 0
         for i, (window, baseline) in enumerate(self._sizes):
             if second - window - baseline >= current:  # everything kept is behind both
                 win[i] = base[i] = 0
@@ -193,7 +212,7 @@ class VolumeEngine:
         window, baseline = self._sizes[index]
         if flow.first_sec > second - window - baseline + 1:
             return None  # the baseline is not covered yet
-        volume = flow.win[index]
+        volume = flow.win[index] + flow.units
         if volume < params.min_units:
             return None
         mean = flow.base[index] * window / baseline
@@ -233,6 +252,8 @@ class VolumeEngine:
     def _relayout(self, flow: _Flow, old_span: int) -> None:
         """The ring at the new span and every rule's sums recounted from the seconds kept."""
         current, span = flow.sec, self._span
+        flow.ring[current % old_span] += flow.units  # the second in progress, as a whole
+        flow.units = 0
         known = current - min(old_span, span) + 1  # the oldest second both rings hold
         old = flow.ring
         if span != old_span:
