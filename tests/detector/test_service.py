@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from common.bus import Record
-from common.bus.redis_streams import RedisConfig, RedisTransport
+from common.bus.redis_streams import PAYLOAD_FIELD, RedisConfig, RedisTransport
 from common.partitioning import (
     ALERTS_STREAM,
     DETECTOR_GROUP,
@@ -22,6 +22,7 @@ from common.rule_model import Rule
 from common.schemas import (
     FUNDING,
     LIQUIDATION,
+    PRICE,
     Alert,
     RuleSet,
     Tick,
@@ -336,3 +337,32 @@ async def test_a_liquidation_rule_fires_and_a_restart_continues_its_escalation(
     assert (rate.direction, rate.funding_rate_pct, rate.next_funding_ms) == (
         "down", -0.2, next_funding)
     assert await pending_count(bus) == 0
+
+
+async def test_a_restart_replays_a_volume_rules_window_and_its_baseline(
+        bus: RedisTransport, redis_server: RedisServer) -> None:
+    """The replay reaches back W + L (+ the margin), not just the longest window: after a
+    restart the baseline is covered at once and a spike fires."""
+    await put_rules(bus, 1, Rule(name="spike", kind="volume", window_s=2, baseline_s=90,
+                                 volume_factor=3.0, min_window_volume_usdt=100,
+                                 cooldown_s=0))
+    start = int(time.time() * 1000) - 200_000
+    stream = ticks_stream(partition_of("BTCUSDT", PARTITIONS))
+
+    def trade_at(second: int, quantity: float) -> Tick:
+        return Tick("BTCUSDT", 100.0, start + second * 1000, "agg_trade", None, PRICE,
+                    quantity)
+
+    # A steady 100 USDT a second for 96 s, written with entry ids at their event times.
+    for second in range(96):
+        await bus.client.xadd(stream, {PAYLOAD_FIELD: encode_ticks([trade_at(second, 1.0)])},
+                              id=f"{start + second * 1000}-0")
+    await run_until(Detector(settings(redis_server.url), bus))
+    assert await alerts_on_bus(bus) == []
+    await bus.client.xadd(stream, {PAYLOAD_FIELD: encode_ticks([trade_at(96, 50.0)])},
+                          id=f"{start + 96_000}-0")
+    await run_until(Detector(settings(redis_server.url), bus))
+    [alert] = await alerts_on_bus(bus)
+    assert (alert.kind, alert.event_time_ms, alert.volume_usdt) == (
+        "volume", start + 96_000, 5_100.0)
+    assert alert.baseline_volume_usdt == 200.0
