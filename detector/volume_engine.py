@@ -66,8 +66,8 @@ class _Params:
 class _Flow:
     """The traded volume of one symbol, per second."""
 
-    __slots__ = ("base", "first_sec", "firsts", "newest_ms", "params", "quote_volume", "ring",
-                 "sec", "units", "win")
+    __slots__ = ("base", "first_sec", "firsts", "need", "newest_ms", "params", "quote_volume",
+                 "ring", "sec", "units", "win")
 
     def __init__(self, tick: Tick, second: int, span: int, rules: int,
                  params: list[_Params | None]) -> None:
@@ -80,6 +80,10 @@ class _Flow:
         self.win = [0] * rules  # per rule: units in seconds sec − W + 1 … sec, but ``units``
         self.base = [0] * rules  # per rule: units in seconds sec − W − L + 1 … sec − W
         self.params = params
+        # Per rule, the V that fires in second ``sec`` (max(M, k × B); infinite while the
+        # baseline is not covered or the rule does not watch the symbol): B only changes
+        # when a second ends, so a tick costs one comparison per rule.
+        self.need = [math.inf] * rules
 
 
 class VolumeEngine:
@@ -112,6 +116,7 @@ class VolumeEngine:
             flow.params = self._resolve(symbol)
             if self._sizes != old_sizes:
                 self._relayout(flow, old_span)
+            self._set_need(flow)
 
     def process(self, ticks: Sequence[Tick], detected_at_ms: int | None, *,
                 evaluate: bool = True) -> list[Alert]:
@@ -119,8 +124,8 @@ class VolumeEngine:
         flows = self._flows
         get = flows.get
         span = self._span
-        sizes = self._sizes
         rules = len(self._rules)
+        rules_range = range(rules)
         longest = self._longest_window
         for tick in ticks:
             if tick.kind:  # not PRICE
@@ -161,22 +166,13 @@ class VolumeEngine:
             flow.units += units
             if not evaluate:
                 continue
-            win, base = flow.win, flow.base
-            in_second = flow.units
-            age = second - flow.first_sec
-            for i, params in enumerate(flow.params):
-                # The cheap refusals first (_evaluate checks everything): the baseline not
-                # covered, V under the minimum or under k × B.
-                window, baseline = sizes[i]
-                if params is None or age < window + baseline - 1:
-                    continue
-                volume_units = win[i] + in_second
-                if (volume_units < params.min_units
-                        or volume_units < params.factor * (base[i] * window / baseline)):
-                    continue
-                alert = self._evaluate(i, params, tick, flow, second, detected_at_ms)
-                if alert is not None:
-                    alerts.append(alert)
+            win, need, in_second = flow.win, flow.need, flow.units
+            for i in rules_range:
+                if win[i] + in_second >= need[i]:  # _evaluate checks everything again
+                    alert = self._evaluate(i, flow.params[i], tick, flow, second,
+                                           detected_at_ms)
+                    if alert is not None:
+                        alerts.append(alert)
         return alerts
 
     def _advance(self, flow: _Flow, second: int) -> None:
@@ -206,9 +202,25 @@ class VolumeEngine:
         for x in range(max(current + 1, second - span + 1), second + 1):
             ring[x % span] = 0
         flow.sec = second
+        self._set_need(flow)
 
-    def _evaluate(self, index: int, params: _Params, tick: Tick, flow: _Flow, second: int,
-                  detected_at_ms: int | None) -> Alert | None:
+    def _set_need(self, flow: _Flow) -> None:
+        """``flow.need`` for the second ``flow.sec``."""
+        age = flow.sec - flow.first_sec
+        need = []
+        for i, params in enumerate(flow.params):
+            window, baseline = self._sizes[i]
+            if params is None or age < window + baseline - 1:  # the baseline is not covered
+                need.append(math.inf)
+            else:
+                need.append(max(params.min_units,
+                                params.factor * (flow.base[i] * window / baseline)))
+        flow.need = need
+
+    def _evaluate(self, index: int, params: _Params | None, tick: Tick, flow: _Flow,
+                  second: int, detected_at_ms: int | None) -> Alert | None:
+        if params is None:
+            return None
         window, baseline = self._sizes[index]
         if flow.first_sec > second - window - baseline + 1:
             return None  # the baseline is not covered yet
