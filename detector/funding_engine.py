@@ -24,6 +24,7 @@ from detector.rule_state import (
     forget_symbols,
     has_floor,
     is_plain,
+    required,
     resolve,
     setting,
 )
@@ -35,10 +36,9 @@ class _Params:
     __slots__ = ("min_rate_pct", "min_volume", "reach")
 
     def __init__(self, rule: Rule, override: SymbolOverride | None) -> None:
-        self.min_rate_pct = float(setting(rule, override, "min_funding_rate_pct"))  # type: ignore[arg-type]
+        self.min_rate_pct = required(rule, override, "min_funding_rate_pct")
         self.reach = self.min_rate_pct - THRESHOLD_SLACK_PCT  # exactly the threshold fires
-        floor = setting(rule, override, "min_quote_volume")
-        self.min_volume: float | None = float(floor) if floor else None  # type: ignore[arg-type]
+        self.min_volume = setting(rule, override, "min_quote_volume") or None  # 0: none
 
 
 class _Mark:

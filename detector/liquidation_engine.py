@@ -24,11 +24,13 @@ from common.rule_model import Rule, SymbolOverride
 from common.schemas import Alert, Tick, kind_alert_id
 from detector.rule_state import (
     Cooldown,
+    cooldown_ms,
     forget_symbols,
     has_floor,
     is_plain,
     next_level,
     note_cooldown,
+    required,
     resolve,
     sample_path,
     setting,
@@ -46,12 +48,10 @@ class _Params:
     __slots__ = ("cooldown_ms", "min_notional", "min_volume", "step")
 
     def __init__(self, rule: Rule, override: SymbolOverride | None) -> None:
-        self.min_notional = float(setting(rule, override, "min_notional_usdt"))  # type: ignore[arg-type]
-        step = setting(rule, override, "escalation_step_usdt")
-        self.step: float | None = float(step) if step else None  # type: ignore[arg-type]
-        floor = setting(rule, override, "min_quote_volume")
-        self.min_volume: float | None = float(floor) if floor else None  # type: ignore[arg-type]
-        self.cooldown_ms = int(setting(rule, override, "cooldown_s")) * 1000  # type: ignore[call-overload]
+        self.min_notional = required(rule, override, "min_notional_usdt")
+        self.step = setting(rule, override, "escalation_step_usdt") or None  # 0: none
+        self.min_volume = setting(rule, override, "min_quote_volume") or None
+        self.cooldown_ms = cooldown_ms(rule, override)
 
 
 class _Book:

@@ -29,10 +29,24 @@ def pick(value: T | None, default: T) -> T:
     return default if value is None else value
 
 
-def setting(rule: Rule, override: SymbolOverride | None, field: str) -> object:
-    """``field`` of the override when it sets it, else the rule's."""
+def setting(rule: Rule, override: SymbolOverride | None, field: str) -> float | None:
+    """Numeric ``field`` of the override when it sets it, else the rule's; 0 and None
+    both mean "not set" to the callers that treat it as optional."""
     value = None if override is None else getattr(override, field)
-    return getattr(rule, field) if value is None else value
+    value = getattr(rule, field) if value is None else value
+    return None if value is None else float(value)
+
+
+def required(rule: Rule, override: SymbolOverride | None, field: str) -> float:
+    """A ``setting`` the rule's kind requires (``common.rule_model`` checked it is set)."""
+    value = setting(rule, override, field)
+    if value is None:
+        raise ValueError(f"{field}: a rule of kind {rule.kind!r} needs it")
+    return value
+
+
+def cooldown_ms(rule: Rule, override: SymbolOverride | None) -> int:
+    return int(required(rule, override, "cooldown_s")) * 1000
 
 
 def is_plain(rules: Sequence[Rule]) -> bool:

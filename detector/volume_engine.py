@@ -33,9 +33,11 @@ from common.rule_model import Rule, SymbolOverride
 from common.schemas import Alert, Tick, kind_alert_id
 from detector.rule_state import (
     Cooldown,
+    cooldown_ms,
     forget_symbols,
     is_plain,
     note_cooldown,
+    required,
     resolve,
     setting,
 )
@@ -55,12 +57,11 @@ class _Params:
     __slots__ = ("cooldown_ms", "factor", "min_units", "min_volume")
 
     def __init__(self, rule: Rule, override: SymbolOverride | None) -> None:
-        self.factor = float(setting(rule, override, "volume_factor"))  # type: ignore[arg-type]
-        self.min_units = round(float(setting(rule, override, "min_window_volume_usdt"))  # type: ignore[arg-type]
+        self.factor = required(rule, override, "volume_factor")
+        self.min_units = round(required(rule, override, "min_window_volume_usdt")
                                * UNITS_PER_USDT)
-        floor = setting(rule, override, "min_quote_volume")
-        self.min_volume: float | None = float(floor) if floor else None  # type: ignore[arg-type]
-        self.cooldown_ms = int(setting(rule, override, "cooldown_s")) * 1000  # type: ignore[call-overload]
+        self.min_volume = setting(rule, override, "min_quote_volume") or None  # 0: none
+        self.cooldown_ms = cooldown_ms(rule, override)
 
 
 class _Flow:
