@@ -1,114 +1,76 @@
-"""The detection rule of docs/architecture.md as a pure state machine, for several rules at once.
+"""Detection, every kind of rule at once, as one pure engine (docs/architecture.md#rule-kinds).
 
 No I/O and no clock: time comes from the ticks (and ``detected_at_ms`` from the caller), so
 the live detector, a restart that replays history and a backtest over a recording all reach
 the same alerts from the same ticks, however the ticks were batched.
 
-State, per symbol: one history of (event time, price) observations, shared by every rule,
-and per rule one *base index* into it: the last observation at or before t − W of that rule
-(the price carried forward), or the oldest one while the symbol is younger than the window.
-The history starts at the base of the longest window (index 0), so it holds exactly what
-the longest rule needs. Base indices only move forward, so finding each rule's base costs
-O(1) amortised per tick. With a single rule (the common case) the base is always index 0
-and the loop is the original single-rule one: append, then pop the observations that fell
-behind the base.
+``DetectionEngine`` splits the rules by ``kind`` and hands each kind's rules to its own
+detector: ``PriceEngine`` (the detection rule), ``LiquidationEngine``, ``FundingEngine``
+and ``VolumeEngine``. Each reads only its ticks (``Tick.kind``: PRICE for price and volume
+rules, LIQUIDATION, FUNDING). One call's alerts are the price alerts, then liquidation,
+funding and volume, each kind's in the order of its ticks.
 
-A tick older than the symbol's newest observation, or with a price that is not positive,
-changes nothing.
-
-Per (symbol, rule): the rule's settings for that symbol (allow/deny lists and overrides
-resolved once, when the symbol is first seen or the rules change) and the cooldown state.
-
-Firing, for a rule R watching a symbol, on a tick at time t with
-``change = (price − base) / base × 100``:
-
-- the change must reach R's threshold (``≥ up`` or ``≤ −down``; exactly the threshold fires);
-- R's volume floor, if any, must be met by the symbol's last known 24 h quote volume (from
-  the latest tick that carried one; a symbol whose volume was never seen does not fire);
-- outside a cooldown (no alert of R for the symbol yet, or t ≥ its cooldown end) it fires at
-  level 1 in the change's direction;
-- inside a cooldown it fires only by escalation: R has a step, the change has the direction
-  of the last alert, and |change| ≥ |last alerted change| + step. Level becomes last + 1.
-  Anything else, a reversal included, stays quiet;
-- every alert (first or escalation) records its change and restarts the cooldown:
-  it ends at t + cooldown.
+The 24 h volume floor (``min_quote_volume``) of liquidation and funding rules reads the
+last PRICE tick that carried a 24 h volume *before* the forced order or mark price in the
+stream (price and volume rules follow it themselves), so that it does not depend on how
+the ticks were batched. With price rules only, ticks go straight to the price engine.
 """
 
 from __future__ import annotations
 
-import math
-from bisect import bisect_right
-from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from itertools import islice
-from typing import Final, TypeVar
+from collections.abc import Callable, Iterable, KeysView, Sequence
+from typing import Final, Protocol, TypeVar
 
-from common.rule_model import Rule, SymbolOverride, check_rules
-from common.schemas import Alert, Tick, alert_id
+from common.rule_model import Rule, check_rules
+from common.schemas import FUNDING, LIQUIDATION, PRICE, Alert, Tick
+from detector.funding_engine import FundingEngine
+from detector.liquidation_engine import LiquidationEngine
+from detector.price_engine import PriceEngine
+from detector.rule_state import MAX_PATH_POINTS, THRESHOLD_SLACK_PCT
+from detector.volume_engine import VolumeEngine
 
-# A move of exactly the threshold must fire even when float division lands a hair below it
-# (102.1 / 100.1 style inputs), so comparisons allow this much slack, in percent points.
-THRESHOLD_SLACK_PCT: Final = 1e-9
-MAX_PATH_POINTS: Final = 60
+__all__ = ["MAX_PATH_POINTS", "THRESHOLD_SLACK_PCT", "DetectionEngine"]
 
-T = TypeVar("T")
-
-
-def _pick(value: T | None, default: T) -> T:
-    return default if value is None else value
+Observed = tuple[Tick, float | None]
+_NO_TICKS: Final[list[Observed]] = []
 
 
-class _Params:
-    """One rule as it applies to one symbol, overrides resolved; shared, never mutated."""
+class _KindEngine(Protocol):
+    @property
+    def symbols(self) -> KeysView[str]: ...
 
-    __slots__ = ("cooldown_ms", "down", "min_volume", "step", "threshold_down_pct",
-                 "threshold_up_pct", "up")
+    def set_rules(self, rules: Sequence[Rule]) -> None: ...
 
-    def __init__(self, rule: Rule, override: SymbolOverride | None) -> None:
-        o = override
-        up_pct = _pick(None if o is None else o.threshold_up_pct, rule.threshold_up_pct)
-        down_pct = _pick(None if o is None else o.threshold_down_pct, rule.threshold_down_pct)
-        step = _pick(None if o is None else o.escalation_step_pct, rule.escalation_step_pct)
-        floor = _pick(None if o is None else o.min_quote_volume, rule.min_quote_volume)
-        self.threshold_up_pct = up_pct
-        self.threshold_down_pct = down_pct
-        self.up = up_pct - THRESHOLD_SLACK_PCT
-        self.down = -(down_pct - THRESHOLD_SLACK_PCT)
-        self.cooldown_ms = _pick(None if o is None else o.cooldown_s, rule.cooldown_s) * 1000
-        self.step: float | None = step or None  # 0 turns escalation off
-        self.min_volume: float | None = floor or None  # 0 drops the floor
+    def forget(self, predicate: Callable[[str], bool]) -> object: ...
 
 
-class _Cooldown:
-    __slots__ = ("change", "level", "until_ms")
-
-    def __init__(self, until_ms: int, change: float, level: int) -> None:
-        self.until_ms = until_ms
-        self.change = change  # NaN when unknown: no escalation can follow
-        self.level = level
+E = TypeVar("E", bound=_KindEngine)
 
 
-class _Series:
-    """Observations of one symbol; ``bases[i]`` indexes rule i's base in them."""
-
-    __slots__ = ("bases", "params", "prices", "times", "volume")
-
-    def __init__(self, tick: Tick, rule_count: int, params: list[_Params | None]) -> None:
-        self.times: deque[int] = deque((tick.event_time_ms,))
-        self.prices: deque[float] = deque((tick.price,))
-        self.bases: list[int] = [0] * rule_count
-        self.params = params
-        self.volume: float | None = tick.quote_volume
+def _update(engine: E | None, rules: list[Rule], make: Callable[[list[Rule]], E]) -> E | None:
+    """The kind's engine for ``rules``: kept (with what it learnt) while the kind has rules."""
+    if not rules:
+        return None
+    if engine is None:
+        return make(rules)
+    engine.set_rules(rules)
+    return engine
 
 
 class DetectionEngine:
-    """Several rules over one stream of ticks. ``rules`` may also be a single ``Rule``."""
+    """Every rule over one stream of ticks. ``rules`` may also be a single ``Rule``."""
 
     def __init__(self, rules: Sequence[Rule] | Rule) -> None:
-        self._series: dict[str, _Series] = {}
-        # Rule name → symbol → cooldown; kept across ``set_rules`` for names that stay.
-        self._cooldowns: dict[str, dict[str, _Cooldown]] = {}
         self._rules: tuple[Rule, ...] = ()
+        self._price: PriceEngine | None = None
+        self._liquidation: LiquidationEngine | None = None
+        self._funding: FundingEngine | None = None
+        self._volume: VolumeEngine | None = None
+        # For the floors of liquidation and funding rules: per symbol, the newest PRICE
+        # tick's time and the last 24 h quote volume a PRICE tick carried.
+        self._track_volume = False
+        self._price_newest: dict[str, int] = {}
+        self._volumes: dict[str, float] = {}
         self.set_rules(rules)
 
     @property
@@ -121,277 +83,162 @@ class DetectionEngine:
         return self._rules[0]
 
     @property
+    def history_s(self) -> int:
+        """How far back the windows reach: the longest price or liquidation window, or
+        volume window plus baseline (what a restart must replay to rebuild them)."""
+        spans = [r.window_s + (r.baseline_s or 0) for r in self._rules if r.kind != "funding"]
+        return max(spans, default=0)
+
+    @property
     def symbols_tracked(self) -> int:
-        return len(self._series)
+        keys = self._symbols()
+        if len(keys) == 1:
+            return len(keys[0])
+        return len(set().union(*keys))
 
     def set_rules(self, rules: Sequence[Rule] | Rule) -> None:
         """Apply a new set of rules at once, keeping what was learnt.
 
-        The observation history stays, so the new rules evaluate the very next tick against
-        a full window (a window longer than any before has, until it fills, the oldest kept
-        observation as its base, like a young symbol). Cooldowns of rules that keep their
-        name stay too (a running cooldown ends as it was set; the next one uses the new
-        length); a renamed or new rule starts with none. Volumes are followed only while a
-        rule has a volume floor: when the first floor arrives, every symbol's volume is
-        unknown until its next tick that carries one. Raises ``ValueError`` for a set that
-        ``check_rules`` refuses.
+        Each kind's engine keeps its history and the cooldowns of the rules that keep their
+        name, as ``PriceEngine.set_rules`` says; a kind left without rules forgets its
+        state. Raises ``ValueError`` for a set that ``check_rules`` refuses.
         """
         new = [rules] if isinstance(rules, Rule) else list(rules)
         check_rules(new)
         self._rules = tuple(new)
-        self._window_ms = [r.window_s * 1000 for r in new]
-        self._longest = max(range(len(new)), key=lambda i: new[i].window_s)
-        self._defaults: list[_Params | None] = [_Params(r, None) for r in new]
-        self._plain = all(not (r.allow or r.deny or r.overrides) for r in new)
-        tracked = getattr(self, "_track_volume", True)
-        self._track_volume = any(r.min_quote_volume or any(o.min_quote_volume
-                                                           for o in r.overrides) for r in new)
-        forget_volumes = self._track_volume and not tracked
-        self._cooldowns = {r.name: self._cooldowns.get(r.name, {}) for r in new}
-        self._cooldown_list = [self._cooldowns[r.name] for r in new]
-        for symbol, series in self._series.items():
-            series.params = self._resolve(symbol)
-            if forget_volumes:  # not kept up to date while no rule needed it
-                series.volume = None
-            # What the previous rules kept is exactly what the new ones need if their
-            # longest window is not longer; then the new longest base becomes the head.
-            times, prices = list(series.times), list(series.prices)
-            bases = [max(0, bisect_right(times, times[-1] - w) - 1) for w in self._window_ms]
-            head = bases[self._longest]
-            series.times, series.prices = deque(times[head:]), deque(prices[head:])
-            series.bases = [b - head for b in bases]
+        by_kind = {kind: [r for r in new if r.kind == kind]
+                   for kind in ("price", "liquidation", "funding", "volume")}
+        self._price = _update(self._price, by_kind["price"], PriceEngine)
+        self._liquidation = _update(self._liquidation, by_kind["liquidation"],
+                                    LiquidationEngine)
+        self._funding = _update(self._funding, by_kind["funding"], FundingEngine)
+        self._volume = _update(self._volume, by_kind["volume"], VolumeEngine)
+        track = any(e is not None and e.needs_volume for e in (self._liquidation, self._funding))
+        if track and not self._track_volume:  # not kept up to date while no rule needed it
+            self._price_newest.clear()
+            self._volumes.clear()
+        self._track_volume = track
+        self._price_only = self._liquidation is None and self._funding is None and (
+            self._volume is None)
 
     def process(self, ticks: Iterable[Tick], detected_at_ms: int | None = None) -> list[Alert]:
-        """Feed ticks in arrival order; returns the alerts they cause, in order (for one
-        tick, in the order of the rules).
+        """Feed ticks in arrival order; returns the alerts they cause, in order (price,
+        liquidation, funding, volume; for one tick, in the order of the rules).
 
         ``detected_at_ms`` stamps the alerts (the live detector passes its clock); when
         omitted each alert is stamped with its own event time, as a backtest wants.
         """
-        if len(self._rules) == 1:
-            return self._feed_one(ticks, detected_at_ms, evaluate=True)
-        return self._feed_many(ticks, detected_at_ms, evaluate=True)
+        if self._price_only:
+            assert self._price is not None
+            return self._price.process(ticks, detected_at_ms)
+        return self._feed(ticks, detected_at_ms, evaluate=True)
 
     def rebuild(self, ticks: Iterable[Tick]) -> None:
-        """Update windows from already-processed history without evaluating the rules.
-
-        Replayed history starts mid-stream, so its first window has the wrong base and could
-        "fire" where the live run did not; cooldowns come from ``note_alert`` instead.
-        """
-        if len(self._rules) == 1:
-            self._feed_one(ticks, None, evaluate=False)
+        """Update every kind's windows from already-processed history without evaluating
+        the rules: replayed history starts mid-stream, so its first windows could "fire"
+        where the live run did not. Cooldowns come from ``note`` instead."""
+        if self._price_only:
+            assert self._price is not None
+            self._price.rebuild(ticks)
         else:
-            self._feed_many(ticks, None, evaluate=False)
+            self._feed(ticks, None, evaluate=False)
 
     def note_alert(self, symbol: str, event_time_ms: int, *, rule: str | None = None,
                    change_pct: float | None = None, level: int = 1) -> None:
-        """Start the cooldown of an alert published by an earlier run (restart recovery).
+        """Start the cooldown of a price alert published by an earlier run (restart
+        recovery); ``PriceEngine.note_alert``."""
+        if self._price is not None:
+            self._price.note_alert(symbol, event_time_ms, rule=rule, change_pct=change_pct,
+                                   level=level)
 
-        ``rule`` names the rule (``None``: every rule, for alerts written before rules had
-        names); ``change_pct`` and ``level`` let an escalation continue from it. Alerts are
-        expected oldest first; a cooldown already running longer is kept.
-        """
-        for i, candidate in enumerate(self._rules):
-            if rule is not None and candidate.name != rule:
-                continue
-            series = self._series.get(symbol)
-            params = series.params[i] if series is not None else self._resolve(symbol)[i]
-            if params is None:
-                continue
-            until = event_time_ms + params.cooldown_ms
-            cooldowns = self._cooldown_list[i]
-            state = cooldowns.get(symbol)
-            if state is None or until >= state.until_ms:
-                cooldowns[symbol] = _Cooldown(
-                    until, math.nan if change_pct is None else change_pct, level)
+    def note(self, alert: Alert) -> None:
+        """Restore what an alert of an earlier run started, whatever its kind: the cooldown
+        and escalation of a price, liquidation or volume alert, the funding period of a
+        funding alert. Alerts are expected oldest first; an alert of a rule not in force
+        (or of another kind under that name) changes nothing."""
+        kind = alert.kind
+        if kind == "price":
+            name = alert.rule
+            if name is None:  # written before rules had names: its window tells the rule
+                rule = self.rule_for_window(alert.window_s)
+                if rule is None:
+                    return
+                name = rule.name
+            self.note_alert(alert.symbol, alert.event_time_ms, rule=name,
+                            change_pct=alert.change_pct, level=alert.level)
+        elif kind == "liquidation" and self._liquidation is not None:
+            self._liquidation.note(alert)
+        elif kind == "funding" and self._funding is not None:
+            self._funding.note(alert)
+        elif kind == "volume" and self._volume is not None:
+            self._volume.note(alert)
 
     def forget(self, predicate: Callable[[str], bool]) -> int:
         """Drop everything known about the symbols ``predicate`` picks (their windows,
-        volumes and cooldowns): another detector took them over. If they come back, the
-        replay of their history and the alerts on the bus rebuild it. Returns how many
-        symbols with a window were forgotten."""
-        gone = [symbol for symbol in self._series if predicate(symbol)]
-        for symbol in gone:
-            del self._series[symbol]
-        for cooldowns in self._cooldowns.values():
-            for symbol in [s for s in cooldowns if predicate(s)]:
-                del cooldowns[symbol]
+        volumes, cooldowns and funding periods): another detector took them over. If they
+        come back, the replay of their history and the alerts on the bus rebuild it.
+        Returns how many symbols with state were forgotten."""
+        gone = {symbol for keys in self._symbols() for symbol in keys if predicate(symbol)}
+        for engine in self._engines():
+            engine.forget(predicate)
+        for symbol in [s for s in self._price_newest if predicate(s)]:
+            del self._price_newest[symbol]
+            self._volumes.pop(symbol, None)
         return len(gone)
 
     def rule_for_window(self, window_s: int) -> Rule | None:
-        """The rule with this window (windows are unique in a set), for alerts without a
-        rule name."""
-        return next((r for r in self._rules if r.window_s == window_s), None)
+        """The price rule with this window (windows are unique among price rules), for
+        alerts without a rule name."""
+        return next((r for r in self._rules if r.kind == "price" and r.window_s == window_s),
+                    None)
 
-    # --- the hot loops: everything local, nothing allocated per tick ----------------------
+    def _engines(self) -> list[_KindEngine]:
+        engines: list[_KindEngine | None] = [self._price, self._liquidation, self._funding,
+                                             self._volume]
+        return [e for e in engines if e is not None]
 
-    def _feed_one(self, ticks: Iterable[Tick], detected_at_ms: int | None, *,
-                  evaluate: bool) -> list[Alert]:
-        """One rule: the common case, kept as tight as the single-rule engine was."""
+    def _symbols(self) -> list[KeysView[str]]:
+        return [e.symbols for e in self._engines()]
+
+    def _feed(self, ticks: Iterable[Tick], detected_at_ms: int | None, *,
+              evaluate: bool) -> list[Alert]:
+        batch = ticks if isinstance(ticks, list) else list(ticks)
+        liquidations, fundings = self._split(batch)
         alerts: list[Alert] = []
-        all_series = self._series
-        get = all_series.get
-        window_ms = self._window_ms[0]
-        track_volume = self._track_volume
-        plain = self._defaults[0] if self._plain else None
-        for tick in ticks:
-            symbol = tick.symbol
-            series = get(symbol)
-            if series is None:
-                if tick.price > 0.0:
-                    all_series[symbol] = _Series(tick, 1, self._resolve(symbol))
-                continue
-            times = series.times
-            time_ms = tick.event_time_ms
-            price = tick.price
-            if time_ms < times[-1] or not price > 0.0:
-                continue
-            prices = series.prices
-            times.append(time_ms)
-            prices.append(price)
-            if track_volume:
-                volume = tick.quote_volume
-                if volume is not None:
-                    series.volume = volume
-            cutoff = time_ms - window_ms
-            while times[1] <= cutoff:
-                times.popleft()
-                prices.popleft()
-            if not evaluate:
-                continue
-            params = plain or series.params[0]
-            if params is None:
-                continue
-            base = prices[0]
-            change = (price - base) / base * 100.0
-            if change >= params.up or change <= params.down:
-                alert = self._fire(0, params, tick, series, 0, change, detected_at_ms)
-                if alert is not None:
-                    alerts.append(alert)
+        if self._price is not None:
+            if evaluate:
+                alerts += self._price.process(batch, detected_at_ms)
+            else:
+                self._price.rebuild(batch)
+        if self._liquidation is not None and liquidations:
+            alerts += self._liquidation.process(liquidations, detected_at_ms, evaluate=evaluate)
+        if self._funding is not None and fundings:
+            alerts += self._funding.process(fundings, detected_at_ms, evaluate=evaluate)
+        if self._volume is not None:
+            alerts += self._volume.process(batch, detected_at_ms, evaluate=evaluate)
         return alerts
 
-    def _feed_many(self, ticks: Iterable[Tick], detected_at_ms: int | None, *,
-                   evaluate: bool) -> list[Alert]:
-        alerts: list[Alert] = []
-        all_series = self._series
-        get = all_series.get
-        windows_ms = self._window_ms
-        count = len(windows_ms)
-        indices = range(count)
-        longest = self._longest
-        track_volume = self._track_volume
-        for tick in ticks:
-            symbol = tick.symbol
-            series = get(symbol)
-            if series is None:
-                if tick.price > 0.0:
-                    all_series[symbol] = _Series(tick, count, self._resolve(symbol))
-                continue
-            times = series.times
-            time_ms = tick.event_time_ms
-            price = tick.price
-            if time_ms < times[-1] or not price > 0.0:
-                continue
-            prices = series.prices
-            times.append(time_ms)
-            prices.append(price)
-            if track_volume:
-                volume = tick.quote_volume
-                if volume is not None:
-                    series.volume = volume
-            bases = series.bases
-            all_params = series.params
-            for i, window_ms in enumerate(windows_ms):
-                b = bases[i]
-                cutoff = time_ms - window_ms
-                if times[b + 1] <= cutoff:
-                    b += 1
-                    while times[b + 1] <= cutoff:
-                        b += 1
-                    bases[i] = b
-                if not evaluate:
-                    continue
-                params = all_params[i]
-                if params is None:
-                    continue
-                base = prices[b]
-                change = (price - base) / base * 100.0
-                if change >= params.up or change <= params.down:
-                    alert = self._fire(i, params, tick, series, b, change, detected_at_ms)
-                    if alert is not None:
-                        alerts.append(alert)
-            head = bases[longest]
-            if head:
-                for _ in range(head):
-                    times.popleft()
-                    prices.popleft()
-                for i in indices:
-                    bases[i] -= head
-        return alerts
-
-    # --- off the hot path: a threshold was crossed -------------------------------------
-
-    def _fire(self, index: int, params: _Params, tick: Tick, series: _Series, base_index: int,
-              change: float, detected_at_ms: int | None) -> Alert | None:
-        floor = params.min_volume
-        if floor is not None and (series.volume is None or series.volume < floor):
-            return None
-        symbol = tick.symbol
-        time_ms = tick.event_time_ms
-        cooldowns = self._cooldown_list[index]
-        state = cooldowns.get(symbol)
-        if state is None or time_ms >= state.until_ms:
-            level = 1
-        else:
-            step = params.step
-            last = state.change
-            # NaN (an unknown last change) fails every comparison: no escalation.
-            if (step is None or (change > 0) != (last > 0)
-                    or abs(change) < abs(last) + step - THRESHOLD_SLACK_PCT):
-                return None
-            level = state.level + 1
-        cooldowns[symbol] = _Cooldown(time_ms + params.cooldown_ms, change, level)
-        rule = self._rules[index]
-        up = change > 0
-        base = series.prices[base_index]
-        return Alert(
-            id=alert_id(symbol, rule.window_s, time_ms),
-            symbol=symbol,
-            direction="up" if up else "down",
-            change_pct=change,
-            price=tick.price,
-            base_price=base,
-            window_s=rule.window_s,
-            threshold_pct=params.threshold_up_pct if up else params.threshold_down_pct,
-            event_time_ms=time_ms,
-            detected_at_ms=time_ms if detected_at_ms is None else detected_at_ms,
-            source=tick.source,
-            path=_sample_path(series.times, series.prices, base_index),
-            rule=rule.name,
-            level=level,
-        )
-
-    def _resolve(self, symbol: str) -> list[_Params | None]:
-        """Each rule's settings for ``symbol`` (``None``: the rule does not watch it)."""
-        if self._plain:
-            return self._defaults  # shared: nothing differs per symbol
-        resolved: list[_Params | None] = []
-        for rule, default in zip(self._rules, self._defaults, strict=True):
-            if not rule.watches(symbol):
-                resolved.append(None)
-                continue
-            override = rule.override_for(symbol)
-            resolved.append(default if override is None else _Params(rule, override))
-        return resolved
-
-
-def _sample_path(times: deque[int], prices: deque[float],
-                 start: int) -> list[tuple[int, float]]:
-    """At most MAX_PATH_POINTS points from the base on, always keeping the base and the
-    triggering tick."""
-    count = len(times) - start
-    if count <= MAX_PATH_POINTS:
-        return list(zip(islice(times, start, None), islice(prices, start, None), strict=True))
-    step = (count - 1) / (MAX_PATH_POINTS - 1)
-    picks = [start + round(i * step) for i in range(MAX_PATH_POINTS)]
-    return [(times[i], prices[i]) for i in picks]
+    def _split(self, batch: list[Tick]) -> tuple[list[Observed], list[Observed]]:
+        """The forced orders and mark prices of ``batch``, each with the symbol's 24 h
+        volume as the PRICE ticks before it left it (when a floor needs it)."""
+        if self._liquidation is None and self._funding is None:
+            return _NO_TICKS, _NO_TICKS
+        liquidations: list[Observed] = []
+        fundings: list[Observed] = []
+        track = self._track_volume
+        newest, volumes = self._price_newest, self._volumes
+        for tick in batch:
+            kind = tick.kind
+            if kind == PRICE:
+                if track:
+                    symbol, time_ms = tick.symbol, tick.event_time_ms
+                    last = newest.get(symbol)
+                    if (last is None or time_ms >= last) and tick.price > 0.0:
+                        newest[symbol] = time_ms
+                        if tick.quote_volume is not None:
+                            volumes[symbol] = tick.quote_volume
+            elif kind == LIQUIDATION:
+                liquidations.append((tick, volumes.get(tick.symbol)))
+            elif kind == FUNDING:
+                fundings.append((tick, volumes.get(tick.symbol)))
+        return liquidations, fundings

@@ -9,15 +9,20 @@ its previous owner may have published after this detector started
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Final
 
 import msgspec
 
-from common.bus import Delivery
+from common.bus import Delivery, Transport
+from common.partitioning import ALERTS_STREAM, partition_of
 from common.schemas import decode_alert
+from common.settings import DetectorSettings
 from detector.engine import DetectionEngine
+
+log = logging.getLogger(__name__)
 
 SEEN_IDS_CAPACITY: Final = 100_000
 
@@ -40,8 +45,9 @@ class SeenIds:
 
 def remember(published: Sequence[Delivery], seen: SeenIds, engine: DetectionEngine,
              symbols: Callable[[str], bool] | None = None) -> None:
-    """Note every published id in ``seen``, and in ``engine`` the cooldowns of the alerts
-    of ``symbols`` (all of them when None). An entry that does not decode is skipped: the
+    """Note every published id in ``seen``, and in ``engine`` what the alerts of
+    ``symbols`` (all of them when None) started: cooldowns, escalations, funding periods,
+    for every kind. An entry that does not decode is skipped: the
     consumers of ``alerts`` bury such entries."""
     for delivery in published:
         try:
@@ -51,11 +57,18 @@ def remember(published: Sequence[Delivery], seen: SeenIds, engine: DetectionEngi
         seen.add(alert.id)
         if symbols is not None and not symbols(alert.symbol):
             continue
-        name = alert.rule
-        if name is None:  # written before rules had names: its window tells the rule
-            rule = engine.rule_for_window(alert.window_s)
-            if rule is None:
-                continue
-            name = rule.name
-        engine.note_alert(alert.symbol, alert.event_time_ms, rule=name,
-                          change_pct=alert.change_pct, level=alert.level)
+        engine.note(alert)
+
+
+async def load_published(transport: Transport, settings: DetectorSettings, seen: SeenIds,
+                         engine: DetectionEngine, partitions: set[int] | None = None) -> None:
+    """Seed dedupe and the engine's state from the alert history so a restart stays quiet;
+    with ``partitions``, only the state of their symbols (partitions just taken over)."""
+    reader = transport.broadcast_reader(ALERTS_STREAM)
+    published = await reader.backlog(min(settings.alerts_maxlen, SEEN_IDS_CAPACITY))
+    total = settings.tick_partitions
+    remember(published, seen, engine, None if partitions is None else
+             lambda symbol: partition_of(symbol, total) in partitions)
+    log.info("%d published alerts remembered%s", len(published),
+             "" if partitions is None else
+             f" for partitions {','.join(map(str, sorted(partitions)))}")

@@ -47,8 +47,20 @@ def rule_from_settings(settings: DetectorSettings) -> Rule:
 
 def describe_rule(rule: Rule) -> str:
     """One line for a log: the settings that decide what fires."""
-    parts = [f"{rule.name}: {rule.window_s}s +{rule.threshold_up_pct:g}%/-"
-             f"{rule.threshold_down_pct:g}% cooldown {rule.cooldown_s}s"]
+    if rule.kind == "liquidation":
+        parts = [f"{rule.name}: liquidation {rule.window_s}s >= {rule.min_notional_usdt:,.0f} USDT "
+                 f"cooldown {rule.cooldown_s}s"]
+        if rule.escalation_step_usdt:
+            parts.append(f"escalation +{rule.escalation_step_usdt:,.0f} USDT")
+    elif rule.kind == "funding":
+        parts = [f"{rule.name}: funding |rate| >= {rule.min_funding_rate_pct:g}%"]
+    elif rule.kind == "volume":
+        parts = [f"{rule.name}: volume {rule.window_s}s >= {rule.volume_factor:g}x the mean "
+                 f"over {rule.baseline_s}s and {rule.min_window_volume_usdt:,.0f} USDT "
+                 f"cooldown {rule.cooldown_s}s"]
+    else:
+        parts = [f"{rule.name}: {rule.window_s}s +{rule.threshold_up_pct:g}%/-"
+                 f"{rule.threshold_down_pct:g}% cooldown {rule.cooldown_s}s"]
     if rule.escalation_step_pct:
         parts.append(f"escalation +{rule.escalation_step_pct:g}%")
     if rule.min_quote_volume:

@@ -57,7 +57,6 @@ from common.partitioning import (
     HEARTBEATS_KEPT_S,
     RULES_KEPT,
     RULES_STREAM,
-    partition_of,
     ticks_stream,
     ticks_streams,
 )
@@ -74,7 +73,7 @@ from common.settings import DetectorSettings
 from detector.engine import DetectionEngine
 from detector.metrics import DetectorMetrics
 from detector.ownership import Ownership, partition_of_stream
-from detector.published import SEEN_IDS_CAPACITY, SeenIds, remember
+from detector.published import SeenIds, load_published
 from detector.rules import rule_from_settings
 from detector.rules_follower import RulesFollower
 
@@ -119,10 +118,10 @@ class Detector:
         await self._transport.declare([RULES_STREAM], Retention(max_len=RULES_KEPT))
         await self._retry(self._rules.load, stopping)
         await self._retry(self._load_published, stopping)
-        longest_s = max(rule.window_s for rule in self.engine.rules)
+        # What the windows of every kind reach back (a volume rule's window and baseline).
         consumer = self._transport.group_consumer(
             DETECTOR_GROUP, settings.detector_consumer, self.streams,
-            rebuild_s=longest_s + settings.rebuild_margin_s,
+            rebuild_s=self.engine.history_s + settings.rebuild_margin_s,
             sharing=Sharing(settings.lease_s) if settings.shared else None,
         )
         self.consumer = consumer
@@ -246,16 +245,8 @@ class Detector:
         return self._rules.current
 
     async def _load_published(self, partitions: set[int] | None = None) -> None:
-        """Seed dedupe and cooldowns from the alert history so a restart stays quiet; with
-        ``partitions``, only the cooldowns of their symbols (partitions just taken over)."""
-        reader = self._transport.broadcast_reader(ALERTS_STREAM)
-        published = await reader.backlog(min(self._settings.alerts_maxlen, SEEN_IDS_CAPACITY))
-        total = self._settings.tick_partitions
-        remember(published, self._seen, self.engine, None if partitions is None else
-                 lambda symbol: partition_of(symbol, total) in partitions)
-        log.info("%d published alerts remembered%s", len(published),
-                 "" if partitions is None else
-                 f" for partitions {','.join(map(str, sorted(partitions)))}")
+        await load_published(self._transport, self._settings, self._seen, self.engine,
+                             partitions)
 
     async def _handle(self, batch: list[Delivery], consumer: GroupConsumer) -> None:
         started = time.perf_counter()
@@ -284,9 +275,9 @@ class Detector:
                 # Clamped: a clock behind the exchange's would make it negative.
                 self.metrics.alert_latency.observe(
                     max(0.0, published_s - alert.event_time_ms / 1000))
-                log.info("alert %s %s %+.2f%% at %s (rule %s, level %d)", alert.symbol,
-                         alert.direction, alert.change_pct, alert.price, alert.rule,
-                         alert.level)
+                log.info("alert %s %s %s %+.2f%% at %s (rule %s, level %d)", alert.kind,
+                         alert.symbol, alert.direction, alert.change_pct, alert.price,
+                         alert.rule, alert.level)
         if poisoned:
             await self._bury(poisoned, consumer)
         owned = self.ownership.streams
@@ -330,7 +321,7 @@ class Detector:
             self.metrics.bad_payloads.inc()
             return dead_entry(delivery, "undecodable", exc, attempts=1)
         self.metrics.ticks_processed.inc(len(ticks))
-        if ticks:
+        if ticks:  # of every kind, as the gateways' feed health reads them
             newest = max(tick.event_time_ms for tick in ticks)
             if self.newest_event_ms is None or newest > self.newest_event_ms:
                 self.newest_event_ms = newest

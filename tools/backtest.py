@@ -9,6 +9,10 @@ their event time as their detection time: a recording has no detector clock.
 Ticks are handed to the engine in batches of a few thousand: the engine's output does not
 depend on batching (it is pure and ordered), and a call per frame would cost more than the
 detection itself on trade streams.
+
+``--feed`` says what the engine is shown of a trade recording (``tools.backtest_feeds``):
+every trade (``agg_trade``, the default, as the live ``FEED=agg_trade``) or the last trade
+price of each second (``mini_ticker``, what the one-second mini ticker would have shown).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from common.rule_model import Rule
 from common.schemas import Alert, Tick
 from detector.engine import DetectionEngine
 from ingestor.parsing import FrameParser, MalformedFrame
+from tools.backtest_feeds import MiniTickerView
 from tools.backtest_report import BacktestStats, Summary, make_writer
 from tools.progress import ProgressBar
 from tools.recording_formats import Recording, UnknownFormat, open_recordings
@@ -43,14 +48,17 @@ class BacktestOptions:
     output_format: str = "table"
     summary: bool = True
     progress: bool | None = None  # None: when stderr is a terminal and the input is large
+    feed: str = "agg_trade"  # or "mini_ticker": tools.backtest_feeds
 
 
 def run_engine(recordings: Sequence[Recording], rules: Sequence[Rule],
                emit: Callable[[list[Alert]], None],
-               progress: ProgressBar | None = None) -> BacktestStats:
-    """Every frame of every recording through parser and engine; alerts go to ``emit``."""
+               progress: ProgressBar | None = None, feed: str = "agg_trade") -> BacktestStats:
+    """Every frame of every recording through parser and engine, as ``feed`` shows it;
+    alerts go to ``emit``."""
     stats = BacktestStats(files=len(recordings))
     engine = DetectionEngine(list(rules))
+    view = MiniTickerView() if feed == "mini_ticker" else None
     batch: list[Tick] = []
     done_bytes = 0
     started = time.perf_counter()
@@ -79,12 +87,14 @@ def run_engine(recordings: Sequence[Recording], rules: Sequence[Rule],
                     ticks = parsed.ticks
                     if ticks:
                         stats.ticks += len(ticks)
-                        batch += ticks
+                        batch += ticks if view is None else view.feed(ticks)
                         if len(batch) >= BATCH_TICKS:
                             flush()
                     if progress is not None and frames % _PROGRESS_CHECK_FRAMES == 0:
                         progress.update(done_bytes + recording.bytes_read, stats.ticks,
                                         stats.alerts)
+                if view is not None and recording is recordings[-1]:
+                    batch += view.finish()
                 flush()
             finally:
                 stats.frames += frames
@@ -125,7 +135,7 @@ def run_backtest(options: BacktestOptions, out: TextIO | None = None,
         summary.add(alerts)
 
     try:
-        stats = run_engine(recordings, options.rules, emit, progress)
+        stats = run_engine(recordings, options.rules, emit, progress, options.feed)
     finally:
         if progress is not None:
             progress.close()

@@ -77,11 +77,12 @@ def _cell(value: object) -> object:
 
 
 class TableWriter:
-    """Fixed-width columns, so rows line up without waiting for the widest value."""
+    """Fixed-width columns, so rows line up without waiting for the widest value; the last
+    but two says the alert's kind and its figures (``figures``)."""
 
     HEADER: Final = (f"{'event time (UTC)':<23}  {'symbol':<16} {'dir':<4} {'lvl':>3} "
                      f"{'change %':>9}  {'price':>14} {'base':>14}  {'window':>7} "
-                     f"{'thresh %':>8}  {'rule':<16} source")
+                     f"{'thresh %':>8}  {'kind':<11} {'figures':<44} {'rule':<16} source")
 
     def __init__(self, out: TextIO) -> None:
         self._out = out
@@ -95,11 +96,27 @@ class TableWriter:
             self._out.write(
                 f"{format_time_ms(a.event_time_ms):<23}  {a.symbol:<16} {a.direction:<4} "
                 f"{a.level:>3} {a.change_pct:>+9.4f}  {a.price:>14.10g} {a.base_price:>14.10g}  "
-                f"{a.window_s:>5} s {a.threshold_pct:>8g}  {a.rule or '':<16} {a.source}\n")
+                f"{a.window_s:>5} s {a.threshold_pct:>8g}  {a.kind:<11} {figures(a):<44} "
+                f"{a.rule or '':<16} {a.source}\n")
 
     def finish(self) -> None:
         if not self._header_written:
             self._out.write("no alerts\n")
+
+
+def figures(alert: Alert) -> str:
+    """What fired, in the kind's own units: empty for a price alert (its change and
+    threshold have their columns)."""
+    if alert.kind == "liquidation":
+        return (f"{alert.notional_usdt or 0:,.0f} USDT in {alert.liquidations or 0} orders "
+                f">= {alert.threshold or 0:,.0f}")
+    if alert.kind == "funding":
+        return (f"rate {alert.funding_rate_pct or 0:+.4f} % >= {alert.threshold or 0:g} %, "
+                f"next {format_time_ms(alert.next_funding_ms or 0)[11:16]}")
+    if alert.kind == "volume":
+        return (f"{alert.volume_usdt or 0:,.0f} USDT >= {alert.threshold or 0:g} x "
+                f"{alert.baseline_volume_usdt or 0:,.0f}")
+    return ""
 
 
 def make_writer(fmt: str, out: TextIO) -> AlertWriter:
@@ -115,15 +132,18 @@ def format_time_ms(ms: int) -> str:
 
 
 class Summary:
-    """Alert counts per symbol and per UTC hour, split by direction."""
+    """Alert counts per symbol, per UTC hour and (with several kinds) per kind, split by
+    direction."""
 
     def __init__(self) -> None:
         self.by_symbol: Counter[tuple[str, str]] = Counter()
         self.by_hour: Counter[tuple[str, str]] = Counter()
+        self.by_kind: Counter[tuple[str, str]] = Counter()
 
     def add(self, alerts: Sequence[Alert]) -> None:
         for a in alerts:
             self.by_symbol[(a.symbol, a.direction)] += 1
+            self.by_kind[(a.kind, a.direction)] += 1
             hour = time.strftime("%Y-%m-%d %H:00", time.gmtime(a.event_time_ms // 1000))
             self.by_hour[(hour, a.direction)] += 1
 
@@ -137,6 +157,8 @@ class Summary:
         if stats.alerts:
             lines.extend(_counts("alerts by symbol", "symbol", self.by_symbol))
             lines.extend(_counts("alerts by hour (UTC)", "hour", self.by_hour))
+            if len({kind for kind, _ in self.by_kind}) > 1:
+                lines.extend(_counts("alerts by kind", "kind", self.by_kind))
         return "\n".join(lines) + "\n"
 
 
@@ -150,10 +172,23 @@ def _headline(stats: BacktestStats) -> str:
 
 
 def describe_rule(rule: Rule) -> str:
-    text = (f"{rule.name}: window {rule.window_s} s, up {rule.threshold_up_pct:g} %, "
-            f"down {rule.threshold_down_pct:g} %, cooldown {rule.cooldown_s} s")
-    if rule.escalation_step_pct:
-        text += f", escalation step {rule.escalation_step_pct:g} %"
+    if rule.kind == "liquidation":
+        text = (f"{rule.name}: liquidation, window {rule.window_s} s, at least "
+                f"{rule.min_notional_usdt:,.0f} USDT on one side, cooldown {rule.cooldown_s} s")
+        if rule.escalation_step_usdt:
+            text += f", escalation step {rule.escalation_step_usdt:,.0f} USDT"
+    elif rule.kind == "funding":
+        text = (f"{rule.name}: funding, |rate| at least {rule.min_funding_rate_pct:g} %, once "
+                "per funding period")
+    elif rule.kind == "volume":
+        text = (f"{rule.name}: volume, window {rule.window_s} s at least {rule.volume_factor:g} x "
+                f"its mean over {rule.baseline_s} s and {rule.min_window_volume_usdt:,.0f} USDT, "
+                f"cooldown {rule.cooldown_s} s")
+    else:
+        text = (f"{rule.name}: window {rule.window_s} s, up {rule.threshold_up_pct:g} %, "
+                f"down {rule.threshold_down_pct:g} %, cooldown {rule.cooldown_s} s")
+        if rule.escalation_step_pct:
+            text += f", escalation step {rule.escalation_step_pct:g} %"
     if rule.min_quote_volume:
         text += f", min 24 h quote volume {rule.min_quote_volume:,.0f}"
     for name, patterns in (("allow", rule.allow), ("deny", rule.deny)):

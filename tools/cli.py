@@ -20,6 +20,7 @@ from common.rule_model import Rule
 from common.settings import check_websocket_url
 from detector.rules import RulesFileError, load_rules_file
 from tools.backtest import BacktestOptions, run_backtest
+from tools.backtest_feeds import FEEDS
 from tools.backtest_report import FORMATS
 from tools.launcher import UpOptions, run_up
 from tools.recorder import RecordOptions, run_record
@@ -192,6 +193,11 @@ def _add_backtest(commands: argparse._SubParsersAction[argparse.ArgumentParser])
                           help='rules file {"rules": [...]} (the admin API\'s document: several '
                                "named rules, overrides, escalation…) instead of the options "
                                "above")
+    backtest.add_argument("--feed", choices=FEEDS, default="agg_trade",
+                          help="what the engine sees of a trade recording: every trade "
+                               "(agg_trade, default, as FEED=agg_trade) or the last trade "
+                               "price of each second (mini_ticker, what the mini ticker "
+                               "would have shown)")
     backtest.add_argument("--format", choices=FORMATS, default="table",
                           help="table (default), jsonl (one Alert per line) or csv")
     backtest.add_argument("--no-summary", dest="summary", action="store_false",
@@ -231,7 +237,7 @@ def _run_backtest(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         configure_logging("WARNING", service="backtest")
     options = BacktestOptions(paths=args.files, rules=_backtest_rules(parser, args),
                               output_format=args.format, summary=args.summary,
-                              progress=args.progress)
+                              progress=args.progress, feed=args.feed)
     try:
         return run_backtest(options)
     except BrokenPipeError:

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from common.bus import Record
-from common.bus.redis_streams import RedisConfig, RedisTransport
+from common.bus.redis_streams import PAYLOAD_FIELD, RedisConfig, RedisTransport
 from common.partitioning import (
     ALERTS_STREAM,
     DETECTOR_GROUP,
@@ -20,6 +20,9 @@ from common.partitioning import (
 )
 from common.rule_model import Rule
 from common.schemas import (
+    FUNDING,
+    LIQUIDATION,
+    PRICE,
     Alert,
     RuleSet,
     Tick,
@@ -285,3 +288,81 @@ async def test_the_heartbeat_says_who_reads_what_and_how_far_it_got(
     assert newest.behind == 0
     assert abs(newest.sent_at_ms - time.time() * 1000) < 5000
     assert beats[0].sent_at_ms <= newest.sent_at_ms
+
+
+def kind_frame(ticks: list[Tick]) -> list[Record]:
+    by_partition: dict[int, list[Tick]] = {}
+    for tick in ticks:
+        by_partition.setdefault(partition_of(tick.symbol, PARTITIONS), []).append(tick)
+    return [Record(ticks_stream(p), str(p), encode_ticks(group))
+            for p, group in by_partition.items()]
+
+
+async def test_a_liquidation_rule_fires_and_a_restart_continues_its_escalation(
+        bus: RedisTransport, redis_server: RedisServer) -> None:
+    """Forced orders and mark prices through the real service: the cascade alerts once,
+    then, after a restart that rebuilt the sum from the history and the cooldown from the
+    alert, one level up; the funding period alerted before the restart stays alerted."""
+    await put_rules(bus, 1, Rule(),
+                    Rule(name="cascade", kind="liquidation", window_s=60, cooldown_s=60,
+                         min_notional_usdt=1_000_000, escalation_step_usdt=500_000),
+                    Rule(name="extreme", kind="funding", min_funding_rate_pct=0.1))
+    now = int(time.time() * 1000)
+    next_funding = now + 3_600_000
+
+    def order(at_ms: int, quantity: float) -> Tick:
+        return Tick("BTCUSDT", 60_000.0, at_ms, "force_order", None, LIQUIDATION, quantity,
+                    "SELL")
+
+    def funding(at_ms: int) -> Tick:
+        return Tick("ETHUSDT", 3_000.0, at_ms, "mark_price", None, FUNDING,
+                    funding_rate=-0.002, next_funding_ms=next_funding)
+
+    await bus.publish(kind_frame([order(now, 10.0), funding(now)])
+                      + kind_frame([order(now + 1000, 10.0)]))  # 600 k, then 1.2 M
+    await run_until(Detector(settings(redis_server.url), bus))
+    await bus.publish(kind_frame([order(now + 2000, 5.0), funding(now + 2000)])  # 1.5 M: quiet
+                      + kind_frame([order(now + 3000, 4.0)]))  # 1.74 M: level 2
+    await run_until(Detector(settings(redis_server.url), bus))
+    # The two symbols' partitions are read in either order.
+    alerts = sorted(await alerts_on_bus(bus), key=lambda a: (a.kind, a.event_time_ms))
+    assert [(a.kind, a.id, a.level) for a in alerts] == [
+        ("funding", f"ETHUSDT:funding.extreme:{next_funding}", 1),
+        ("liquidation", f"BTCUSDT:liquidation.cascade:{now + 1000}", 1),
+        ("liquidation", f"BTCUSDT:liquidation.cascade:{now + 3000}", 2)]
+    rate, first, second = alerts
+    assert (first.direction, first.notional_usdt, first.liquidations) == (
+        "down", 1_200_000.0, 2)
+    assert (second.notional_usdt, second.liquidations) == (1_740_000.0, 4)
+    assert (rate.direction, rate.funding_rate_pct, rate.next_funding_ms) == (
+        "down", -0.2, next_funding)
+    assert await pending_count(bus) == 0
+
+
+async def test_a_restart_replays_a_volume_rules_window_and_its_baseline(
+        bus: RedisTransport, redis_server: RedisServer) -> None:
+    """The replay reaches back W + L (+ the margin), not just the longest window: after a
+    restart the baseline is covered at once and a spike fires."""
+    await put_rules(bus, 1, Rule(name="spike", kind="volume", window_s=2, baseline_s=90,
+                                 volume_factor=3.0, min_window_volume_usdt=100,
+                                 cooldown_s=0))
+    start = int(time.time() * 1000) - 200_000
+    stream = ticks_stream(partition_of("BTCUSDT", PARTITIONS))
+
+    def trade_at(second: int, quantity: float) -> Tick:
+        return Tick("BTCUSDT", 100.0, start + second * 1000, "agg_trade", None, PRICE,
+                    quantity)
+
+    # A steady 100 USDT a second for 96 s, written with entry ids at their event times.
+    for second in range(96):
+        await bus.client.xadd(stream, {PAYLOAD_FIELD: encode_ticks([trade_at(second, 1.0)])},
+                              id=f"{start + second * 1000}-0")
+    await run_until(Detector(settings(redis_server.url), bus))
+    assert await alerts_on_bus(bus) == []
+    await bus.client.xadd(stream, {PAYLOAD_FIELD: encode_ticks([trade_at(96, 50.0)])},
+                          id=f"{start + 96_000}-0")
+    await run_until(Detector(settings(redis_server.url), bus))
+    [alert] = await alerts_on_bus(bus)
+    assert (alert.kind, alert.event_time_ms, alert.volume_usdt) == (
+        "volume", start + 96_000, 5_100.0)
+    assert alert.baseline_volume_usdt == 200.0
