@@ -132,7 +132,7 @@ def _check_kind_figures(item: SymbolOverride | Rule) -> None:
     _check_usdt("min_notional_usdt", item.min_notional_usdt)
     _check_usdt("escalation_step_usdt", item.escalation_step_usdt, zero_ok=True)
     _check_pct("min_funding_rate_pct", item.min_funding_rate_pct)
-    _check_usdt("min_window_volume_usdt", item.min_window_volume_usdt, zero_ok=True)
+    _check_usdt("min_window_volume_usdt", item.min_window_volume_usdt)
     factor = item.volume_factor
     if factor is not None and not (math.isfinite(factor) and 1 <= factor <= MAX_VOLUME_FACTOR):
         raise _fail("volume_factor", f"must be between 1 and {MAX_VOLUME_FACTOR:g} (times the "

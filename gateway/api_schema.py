@@ -49,7 +49,7 @@ _KIND_BOUNDS: Final[dict[str, dict[str, Any]]] = {
     "min_notional_usdt": _USDT, "escalation_step_usdt": _STEP_USDT,
     "min_funding_rate_pct": _PCT,
     "volume_factor": {"type": "number", "minimum": 1, "maximum": MAX_VOLUME_FACTOR},
-    "min_window_volume_usdt": _STEP_USDT,
+    "min_window_volume_usdt": _USDT,
 }
 # Bounds of Rule and SymbolOverride (their __post_init__), by field. ``baseline_s`` must
 # also be longer than ``window_s``, which a schema cannot say.

@@ -77,7 +77,7 @@ ALL = [PRICE_RULE,
        Rule(name="liq", kind="liquidation", min_notional_usdt=1_000),
        Rule(name="fund", kind="funding", min_funding_rate_pct=0.1),
        Rule(name="vol", kind="volume", window_s=1, baseline_s=2, volume_factor=1.0,
-            min_window_volume_usdt=0, cooldown_s=0)]
+            min_window_volume_usdt=1, cooldown_s=0)]
 
 
 def test_one_call_gives_price_then_liquidation_then_funding_then_volume() -> None:
@@ -101,7 +101,7 @@ def test_symbols_forget_and_history() -> None:
     assert engine.history_s == 60  # the liquidation rule's default window
     assert DetectionEngine([*ALL[1:], Rule(name="v2", kind="volume", window_s=60,
                                            baseline_s=3_600, volume_factor=5.0,
-                                           min_window_volume_usdt=0)]).history_s == 3_660
+                                           min_window_volume_usdt=1)]).history_s == 3_660
     assert DetectionEngine(ALL[2]).history_s == 0  # funding keeps no window
 
 

@@ -307,7 +307,7 @@ def funding_rules(draw: st.DrawFn, name: str = "fund") -> Rule:
 def volume_rules(draw: st.DrawFn, name: str = "vol") -> Rule:
     window = draw(st.integers(1, 10))
     factor = st.sampled_from([1.0, 1.5, 3.0, 5.0])
-    minimum = st.sampled_from([0.0, 50.0, 500.0])
+    minimum = st.sampled_from([1.0, 50.0, 500.0])
     overrides = draw(st.lists(st.builds(
         SymbolOverride, pattern=st.sampled_from(PATTERNS), volume_factor=st.none() | factor,
         min_window_volume_usdt=st.none() | minimum, cooldown_s=st.none() | st.integers(0, 30),
