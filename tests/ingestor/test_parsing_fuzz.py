@@ -25,7 +25,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 import ingestor.parsing as parsing
-from common.schemas import SYMBOL_CHARS, Tick
+from common.schemas import FUNDING, LIQUIDATION, PRICE, SYMBOL_CHARS, Side, Tick
 from ingestor.parsing import FrameParser, MalformedFrame
 from tests.support.frames import NOW_MS, json_values, mini, parse_checked
 from tests.support.fuzzing import budget, timeout
@@ -36,8 +36,9 @@ pytestmark = timeout()
 EVENTS: Final = {"24hrMiniTicker": ("mini_ticker", "c", "p"),
                  "24hrTicker": ("ticker", "c", "p"),
                  "markPriceUpdate": ("mark_price", "p", "c"),
-                 "trade": ("trade", "p", "c"), "aggTrade": ("agg_trade", "p", "c")}
-KNOWN_FIELDS: Final = frozenset({"e", "E", "s", "c", "p", "q", "st", "X"})
+                 "trade": ("trade", "p", "c"), "aggTrade": ("agg_trade", "p", "c"),
+                 "forceOrder": ("force_order", "ap", "c")}
+KNOWN_FIELDS: Final = frozenset({"e", "E", "s", "c", "p", "q", "st", "X", "T", "a", "r", "o"})
 # Numbers the JSON encoder cannot write: a sentinel string, replaced in the text.
 HUGE: Final = "\x00huge\x00"
 MINUS_HUGE: Final = "\x00-huge\x00"
@@ -72,6 +73,7 @@ good_event_times = (st.integers(min_value=0, max_value=NOW_MS + parsing.MAX_AHEA
 volumes = (st.floats(allow_nan=True, allow_infinity=True)
            | st.sampled_from([0.0, parsing.MAX_QUOTE_VOLUME, -5.0, 1e16, 123456.75]))
 extra_keys = st.text(max_size=6).filter(lambda key: key not in KNOWN_FIELDS)
+order_extra_keys = st.text(max_size=6).filter(lambda key: key not in {"s", "S", "ap", "z", "T"})
 
 
 def _volume(value: float) -> float | None:
@@ -85,29 +87,57 @@ def number_text(draw: st.DrawFn, value: float) -> Any:
                                                         and abs(value) < 2**53 else [])))
 
 
+good_rates = st.floats(min_value=-parsing.MAX_FUNDING_RATE, max_value=parsing.MAX_FUNDING_RATE)
+good_quantities = st.floats(min_value=1e-12, max_value=parsing.MAX_QUANTITY)
+any_times = st.integers(min_value=0, max_value=parsing.MAX_EVENT_TIME_MS)
+
+
+def _quantity(value: float) -> float | None:
+    return value if 0.0 < value <= parsing.MAX_QUANTITY else None
+
+
 @st.composite
 def valid_cases(draw: st.DrawFn) -> Case:
     event = draw(st.sampled_from(sorted(EVENTS)))
     source, price_field, other_field = EVENTS[event]
     symbol, price, event_ms = draw(good_symbols), draw(good_prices), draw(good_event_times)
-    entry: dict[str, Any] = {"e": event, "E": event_ms, "s": symbol,
-                             price_field: draw(number_text(price))}
+    if event == "forceOrder":
+        side: Side = draw(st.sampled_from(["BUY", "SELL"]))
+        filled = draw(good_quantities)
+        order = {"s": symbol, "S": side, "ap": draw(number_text(price)),
+                 "z": draw(number_text(filled)), "T": event_ms, "o": "LIMIT", "X": "FILLED"}
+        order.update(draw(st.dictionaries(order_extra_keys, json_values, max_size=2)))
+        entry: dict[str, Any] = {"e": event, "E": draw(any_times), "o": order}
+        entry.update(draw(st.dictionaries(extra_keys, json_values, max_size=2)))
+        return Case(entry, Tick(symbol, price, event_ms, source, kind=LIQUIDATION,
+                                quantity=filled, side=side))
+    entry = {"e": event, "E": event_ms, "s": symbol, price_field: draw(number_text(price))}
     if draw(st.booleans()):  # e.g. a ticker's price change, a mark price's index price
         entry[other_field] = draw(number_text(draw(st.floats(allow_nan=False,
                                                              allow_infinity=False))))
-    volume = None
+    volume = quantity = None
     if draw(st.booleans()):
         value = draw(volumes)
         entry["q"] = draw(st.sampled_from([repr(value), value] if math.isfinite(value)
                                           else [repr(value)]))
         if price_field == "c":
             volume = _volume(value)
+        elif event in ("trade", "aggTrade"):
+            quantity = _quantity(value)
     if draw(st.booleans()):
         entry["st"] = parsing.USDM_CONTRACT
     if source == "trade" and draw(st.booleans()):
         entry["X"] = "MARKET"
     entry.update(draw(st.dictionaries(extra_keys, json_values, max_size=3)))
-    return Case(entry, Tick(symbol, price, event_ms, source, volume))
+    if event == "aggTrade":  # timed by the trade time T; E is only the send time
+        entry["E"], entry["T"] = draw(any_times), event_ms
+        entry["a"] = draw(st.integers(0, 2**63 - 1))
+    if event == "markPriceUpdate":
+        rate, next_funding = draw(good_rates), draw(any_times)
+        entry["r"], entry["T"] = draw(number_text(rate)), next_funding
+        return Case(entry, Tick(symbol, price, event_ms, source, kind=FUNDING,
+                                funding_rate=rate, next_funding_ms=next_funding))
+    return Case(entry, Tick(symbol, price, event_ms, source, volume, PRICE, quantity))
 
 
 # --- one field spoiled ---------------------------------------------------------------------
@@ -136,48 +166,86 @@ bad_symbols = (st.sampled_from(["", "X" * (parsing.MAX_SYMBOL_CHARS + 1), "BTC:U
 _non_objects = st.sampled_from([17, "x", None, True, [], [mini("AUSDT")], 1.5])
 
 
+# Where an event keeps the fields a spoiled case spoils: a forced order in its order "o".
+_TIME_FIELD: Final = {"aggTrade": "T", "forceOrder": "T"}
+
+
 @st.composite
 def spoiled_cases(draw: st.DrawFn) -> Case:
     """A valid entry with one field made invalid, and the kind it is counted under."""
     case = draw(valid_cases())
     entry = dict(case.entry)
-    _, price_field, other_field = EVENTS[entry["e"]]
-    what = draw(st.sampled_from(["price", "other price", "E", "E ahead", "s", "e", "missing",
-                                 "q", "st", "X", "not an object"]))
+    event = entry["e"]
+    _, price_field, other_field = EVENTS[event]
+    # A forced order's symbol, price and time are in its order.
+    target = entry
+    if event == "forceOrder":
+        target = entry["o"] = dict(entry["o"])
+    whats = ["price", "other price", "E", "E ahead", "s", "e", "missing", "q", "st", "X",
+             "not an object"]
+    whats += {"aggTrade": ["a", "T"], "markPriceUpdate": ["r", "T"],
+              "forceOrder": ["z", "S", "T", "o"]}.get(event, [])
+    what = draw(st.sampled_from(whats))
     value: Any
     if what == "price":
         value, kind = draw(bad_prices), "bad_price"
-        field = price_field
+        where, field = target, price_field
     elif what == "other price":  # not read, but not of its type either
         # (1e999 is infinite, a float like any other where the price is not read)
         value, kind = draw(st.sampled_from(["abc", "", "1,5", True, [], {}])), "bad_price"
-        field = other_field
+        where, field = entry, other_field
     elif what == "E":
-        value, kind, field = draw(bad_event_times), "bad_event_time", "E"
+        value, kind, where, field = draw(bad_event_times), "bad_event_time", entry, "E"
     elif what == "E ahead":  # only when the parser is given the clock: see the test
         value = draw(st.integers(NOW_MS + parsing.MAX_AHEAD_MS + 1, parsing.MAX_EVENT_TIME_MS))
-        kind, field = "event_time_ahead", "E"
+        kind, where, field = "event_time_ahead", target, _TIME_FIELD.get(event, "E")
     elif what == "s":
-        value, kind, field = draw(bad_symbols), "bad_symbol", "s"
+        value, kind, where, field = draw(bad_symbols), "bad_symbol", target, "s"
     elif what == "e":
-        value, kind, field = draw(st.sampled_from([None, 7, [], {}, True])), "bad_field", "e"
+        value, kind = draw(st.sampled_from([None, 7, [], {}, True])), "bad_field"
+        where, field = entry, "e"
     elif what == "missing":
         value, kind = _MISSING, "bad_field"
         field = draw(st.sampled_from(["e", "E", "s"]))
+        where = target if field == "s" else entry
     elif what == "q":
-        value, kind, field = draw(st.sampled_from(["lots", "", True, [], {}])), "bad_field", "q"
+        value, kind = draw(st.sampled_from(["lots", "", True, [], {}])), "bad_field"
+        where, field = entry, "q"
     elif what == "st":
-        value, kind, field = draw(st.sampled_from(["one", 1.5, True, [], {}])), "bad_field", "st"
+        value, kind = draw(st.sampled_from(["one", 1.5, True, [], {}])), "bad_field"
+        where, field = entry, "st"
     elif what == "X":
-        value, kind, field = draw(st.sampled_from([7, True, [], {}])), "bad_field", "X"
+        value, kind = draw(st.sampled_from([7, True, [], {}])), "bad_field"
+        where, field = entry, "X"
+    elif what == "a":
+        value = draw(st.sampled_from([_MISSING, None, "5", -1, 1.5, True, 2**63, 2**64, 10**30]))
+        kind, where, field = "bad_field", entry, "a"
+    elif what == "T":
+        value = draw(bad_event_times | st.just(_MISSING))
+        kind, where, field = "bad_event_time", target, "T"
+        if event == "forceOrder" and value is _MISSING:
+            kind = "bad_field"  # the order lacks a required field
+    elif what == "r":
+        value = draw(st.sampled_from([_MISSING, None, "abc", "NaN", "inf", HUGE, 1.5, -1.01])
+                     | st.floats(min_value=parsing.MAX_FUNDING_RATE, exclude_min=True))
+        kind, where, field = "bad_field", entry, "r"
+    elif what == "z":
+        value = draw(st.sampled_from([_MISSING, None, "abc", "NaN", "0", "-2", 0, 1e16, HUGE]))
+        kind, where, field = "bad_field", target, "z"
+    elif what == "S":
+        value = draw(st.sampled_from([_MISSING, None, "LONG", "buy", "", 1, []]))
+        kind, where, field = "bad_field", target, "S"
+    elif what == "o":
+        value = draw(st.sampled_from([_MISSING, None, 7, "x", [], {}]))
+        kind, where, field = "bad_field", entry, "o"
     else:
         return Case(draw(_non_objects), "bad_field")
     if value is _MISSING:
-        entry.pop(field, None)
-        if field == price_field:  # a missing price reads as none: a bad price
-            kind = "bad_price"
+        where.pop(field, None)
+        if field == price_field and event != "forceOrder":
+            kind = "bad_price"  # a missing price reads as none: a bad price
     else:
-        entry[field] = value
+        where[field] = value
     return Case(entry, kind)
 
 
@@ -189,11 +257,12 @@ def filtered_cases(draw: st.DrawFn) -> Case:
     if how == "coin-m":
         entry["st"] = draw(st.sampled_from([0, 2, 3, -1]))
     elif how == "event":
-        entry["e"] = draw(st.sampled_from(["bookTicker", "depthUpdate", "forceOrder", ""])
+        entry["e"] = draw(st.sampled_from(["bookTicker", "depthUpdate", "kline", ""])
                           | st.text(max_size=12).filter(lambda e: e not in EVENTS))
     else:
         entry["e"] = "trade"
         entry["p"] = "1.5"
+        entry.setdefault("s", "AUSDT")  # a forced order's is in its order
         entry["X"] = draw(st.sampled_from(["INSURANCE_FUND", "ADL", "NA", ""]))
     return Case(entry, "filtered")
 
@@ -229,7 +298,8 @@ def _single_ok(cases: list[Case]) -> bool:
     return len(cases) == 1 and isinstance(cases[0].entry, dict) and "e" in cases[0].entry
 
 
-streams = st.sampled_from(["!miniTicker@arr", "!ticker@arr", "btcusdt@aggTrade", ""]) | st.text(
+streams = st.sampled_from(["!miniTicker@arr", "!ticker@arr", "btcusdt@aggTrade",
+                           "!forceOrder@arr", "!markPrice@arr@1s", ""]) | st.text(
     max_size=20)
 
 

@@ -11,7 +11,15 @@ from typing import Any, Final
 from hypothesis import strategies as st
 
 import ingestor.parsing as parsing
-from common.schemas import Tick, decode_ticks, encode_ticks, is_alert_id
+from common.schemas import (
+    FUNDING,
+    LIQUIDATION,
+    TICK_KINDS,
+    Tick,
+    decode_ticks,
+    encode_ticks,
+    is_alert_id,
+)
 from ingestor.parsing import FrameParser, MalformedFrame, ParsedFrame
 
 NOW_MS: Final = 1_700_000_000_000
@@ -57,19 +65,27 @@ event_times = (st.integers(min_value=-(2**70), max_value=2**70)
                | st.sampled_from([2**63, 2**64, -1, 0, NOW_MS, 1.5, "123"]))
 field_values: Final[dict[str, st.SearchStrategy[Any]]] = {
     "e": st.sampled_from(["24hrMiniTicker", "24hrTicker", "markPriceUpdate", "trade",
-                          "aggTrade", "bookTicker"]) | scalars,
+                          "aggTrade", "forceOrder", "bookTicker"]) | scalars,
     "E": event_times,
     "s": st.sampled_from(["BTCUSDT", "", "X" * 70]) | st.text(max_size=10) | scalars,
     "c": numbers, "p": numbers, "q": numbers,
     "st": st.sampled_from([1, 2, 2**64]) | scalars,
     "X": st.sampled_from(["MARKET", "INSURANCE_FUND"]) | scalars,
+    "T": event_times, "a": st.integers(min_value=-(2**70), max_value=2**70) | scalars,
+    "r": numbers,
+    "o": st.fixed_dictionaries({}, optional={"s": st.sampled_from(["BTCUSDT", ""]) | scalars,
+                                             "S": st.sampled_from(["BUY", "SELL"]) | scalars,
+                                             "ap": numbers, "z": numbers, "T": event_times})
+         | scalars,
 }
 # Entries shaped like the exchange's with hostile values; any field possibly missing; and
 # anything at all.
-entries = (st.fixed_dictionaries({"e": st.sampled_from(["24hrMiniTicker", "trade"]),
+entries = (st.fixed_dictionaries({"e": st.sampled_from(["24hrMiniTicker", "trade", "aggTrade",
+                                                        "markPriceUpdate", "forceOrder"]),
                                   "E": event_times, "s": field_values["s"],
                                   "c": numbers, "p": numbers},
-                                 optional={k: field_values[k] for k in ("q", "st", "X")})
+                                 optional={k: field_values[k]
+                                           for k in ("q", "st", "X", "T", "a", "r", "o")})
            | st.fixed_dictionaries({}, optional=field_values) | json_values)
 
 
@@ -92,6 +108,18 @@ def check_ticks(parsed: ParsedFrame, received_ms: int | None) -> None:
         assert is_alert_id(f"{tick.symbol}:60:{tick.event_time_ms}"), tick.symbol
         volume = tick.quote_volume
         assert volume is None or 0 <= volume <= parsing.MAX_QUOTE_VOLUME
+        assert tick.kind in TICK_KINDS
+        quantity = tick.quantity
+        assert quantity is None or 0 < quantity <= parsing.MAX_QUANTITY
+        assert (tick.side in ("BUY", "SELL")) is (tick.kind == LIQUIDATION)
+        if tick.kind == LIQUIDATION:
+            assert quantity is not None
+        assert (tick.funding_rate is not None) is (tick.kind == FUNDING)
+        if tick.kind == FUNDING:
+            assert abs(tick.funding_rate or 0.0) <= parsing.MAX_FUNDING_RATE
+            next_funding = tick.next_funding_ms
+            assert next_funding is not None
+            assert 0 <= next_funding <= parsing.MAX_EVENT_TIME_MS
     assert parsed.filtered >= 0
     assert set(parsed.bad) <= set(parsing.ENTRY_KINDS)
     assert all(count > 0 for count in parsed.bad.values())

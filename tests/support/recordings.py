@@ -60,7 +60,9 @@ def reference_ticks(paths: list[Path]) -> list[RefTick]:
         for frame in source_frames(path):
             event = json.loads(frame)["data"]
             if event.get("e") in ("trade", "aggTrade") and event.get("X", "MARKET") == "MARKET":
-                ticks.append(RefTick(event["s"], float(event["p"]), event["E"]))
+                # An aggregate trade is timed by its trade time T (issue 14), a trade by E.
+                time_ms = event["T"] if event["e"] == "aggTrade" else event["E"]
+                ticks.append(RefTick(event["s"], float(event["p"]), time_ms))
     return ticks
 
 
