@@ -113,7 +113,8 @@ class IngestorMetrics:
             buckets=_LATENCY_BUCKETS, registry=registry)
         self.publish_batch = Histogram(
             "ingestor_publish_batch_records",
-            "Bus entries written per publish call (one per partition per frame buffered).",
+            "Bus entries written per publish call (one per partition per flush; per frame "
+            "buffered with FLUSH_MS=0).",
             buckets=_BATCH_BUCKETS, registry=registry)
         self.ticks_published = Counter(
             "ingestor_ticks_published_total", "Ticks written to the bus.", registry=registry)
