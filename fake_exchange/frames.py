@@ -28,12 +28,14 @@ TICKER = "ticker"
 MARK_PRICE = "markPrice"
 AGG_TRADE = "aggTrade"
 TRADE = "trade"
+FORCE_ORDER = "forceOrder"
 
 _ALL_MARKET = {
     "!miniTicker@arr": MINI_TICKER,
     "!ticker@arr": TICKER,
     "!markPrice@arr": MARK_PRICE,
     "!markPrice@arr@1s": MARK_PRICE,
+    "!forceOrder@arr": FORCE_ORDER,  # only a trade market (fake_exchange.market) fills it
 }
 _PER_SYMBOL = re.compile(r"^([a-z0-9_]+)@(aggTrade|trade)$")
 _DAY_MS = 86_400_000
@@ -125,9 +127,10 @@ class Renderer:
             if q is None:
                 return None
             return self._trade(spec.kind, q, event_ms).encode()
-        if not frame:
+        entry = {MINI_TICKER: self._mini, TICKER: self._ticker,
+                 MARK_PRICE: self._mark}.get(spec.kind)
+        if not frame or entry is None:
             return None
-        entry = {MINI_TICKER: self._mini, TICKER: self._ticker, MARK_PRICE: self._mark}[spec.kind]
         return ("[" + ",".join([entry(q, event_ms) for q in frame]) + "]").encode()
 
     def ensure(self, quotes: Sequence[Quote]) -> None:

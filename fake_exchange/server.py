@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
-import time
+from collections import deque
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -19,19 +18,24 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from fake_exchange import control
-from fake_exchange.clients import Client, subscription_reply
+from fake_exchange.broadcast import render_frame
+from fake_exchange.clients import Client, QueueItem
+from fake_exchange.connections import close_for_rate, write_loop
+from fake_exchange.faults import Faults
 from fake_exchange.frames import (
-    MALFORMED_KINDS,
     Renderer,
     StreamSpec,
-    combined,
-    malformed,
-    malformed_sample,
     parse_stream,
-    restamp,
 )
 from fake_exchange.routes import route
 from fake_exchange.scenarios import Quote, looped
+from fake_exchange.subscriptions import (
+    MAX_STREAMS,
+    ConnectionStats,
+    canonical,
+    connections_summary,
+    subscription_reply,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -39,12 +43,14 @@ if TYPE_CHECKING:
     from websockets.asyncio.server import Server
     from websockets.http11 import Request, Response
 
+    from fake_exchange.market import TradeMarket
+
 logger = logging.getLogger(__name__)
 
 _WRITE_LIMIT = 2**16  # bytes buffered per connection before send() waits for the socket
 
 
-class FakeExchange:
+class FakeExchange(Faults):
     """The exchange end of every test: one market, many clients, faults on cue.
 
     Frames go out every `interval_s` real seconds (0: as fast as the slowest client reads),
@@ -56,6 +62,10 @@ class FakeExchange:
     is full is dropped (aborted, 1006) at once; with `interval_s == 0` the broadcaster waits
     for it up to `slow_client_timeout_s` (that wait is the "as fast as the socket allows"
     pacing), then drops it.
+
+    With a `market` (`fake_exchange.market.TradeMarket`) the same port also serves REST
+    `/fapi/v1/exchangeInfo`, and the market (not the scenario) fills the aggTrade, forceOrder
+    and markPrice streams; scenario prices then lead the listed symbols' trades.
     """
 
     def __init__(
@@ -70,6 +80,7 @@ class FakeExchange:
         max_frames: int | None = None,
         client_queue: int = 512,
         slow_client_timeout_s: float = 5.0,
+        market: TradeMarket | None = None,
     ) -> None:
         if interval_s < 0 or client_queue < 1:
             raise ValueError("interval_s >= 0 and client_queue >= 1 required")
@@ -96,6 +107,11 @@ class FakeExchange:
         self._stall_timer: asyncio.TimerHandle | None = None
         self._server: Server | None = None
         self._broadcaster: asyncio.Task[None] | None = None
+        self.market = market
+        self._market_task: asyncio.Task[None] | None = None
+        self.subs_version = 0  # bumped on every change of any connection's subscriptions
+        self._conn_stats: deque[ConnectionStats] = deque(maxlen=1000)
+        self.rejected_handshakes = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -113,14 +129,17 @@ class FakeExchange:
             write_limit=_WRITE_LIMIT,
         )
         self._broadcaster = asyncio.create_task(self._run(), name="fake-exchange-broadcaster")
+        if self.market is not None:
+            self._market_task = asyncio.create_task(self.market.run(self), name="fake-market")
         logger.info("fake exchange listening on %s", self.url())
 
     async def stop(self) -> None:
         if self._stall_timer is not None:
             self._stall_timer.cancel()
-        if self._broadcaster is not None:
-            self._broadcaster.cancel()
-            await asyncio.wait([self._broadcaster])
+        for task in (self._broadcaster, self._market_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.wait([task])
         if self._server is not None:
             # websockets drains the write buffer after queueing the close frame with no
             # deadline, so a client that stopped reading would hang close(): abort those.
@@ -155,19 +174,28 @@ class FakeExchange:
         return port
 
     def url(self, stream: str = "!miniTicker@arr", *, combined: bool = True) -> str:
+        if combined:
+            return f"{self.ws_base_url}/stream?streams={stream}"
+        return f"{self.ws_base_url}/ws/{stream}"
+
+    def _base(self, scheme: str) -> str:
         host = "127.0.0.1" if self._host in ("", "0.0.0.0") else self._host
         host = f"[{host}]" if ":" in host else host
-        if combined:
-            return f"ws://{host}:{self.port}/market/stream?streams={stream}"
-        return f"ws://{host}:{self.port}/market/ws/{stream}"
+        return f"{scheme}://{host}:{self.port}"
+
+    @property
+    def rest_url(self) -> str:
+        """Where `GET /fapi/v1/exchangeInfo` and `/control/...` answer."""
+        return self._base("http")
+
+    @property
+    def ws_base_url(self) -> str:
+        """The market route, as `wss://fstream.binance.com/market` is the exchange's."""
+        return self._base("ws") + "/market"
 
     @property
     def active_connections(self) -> int:
         return len(self._clients)
-
-    @property
-    def stalled(self) -> bool:
-        return self._stalled
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -178,7 +206,24 @@ class FakeExchange:
             "pongs_received": self.pongs_received,
             "stalled": self._stalled,
             "done": self._done.is_set(),
+            "rejected_handshakes": self.rejected_handshakes,
+            **connections_summary(self._conn_stats),
+            **(self.market.stats() if self.market is not None else {}),
         }
+
+    # -- the trade market's outlet -----------------------------------------------------------
+
+    def market_clients(self) -> list[Client]:
+        return [c for c in self._clients if c.route.market and not c.closing]
+
+    def offer_batch(self, client: Client, batch: list[bytes]) -> None:
+        """Queue one tick of the market for a client; one that fell that far behind is dropped."""
+        if client.closing:
+            return
+        try:
+            client.queue.put_nowait((batch, True))
+        except asyncio.QueueFull:
+            self._kick(client)
 
     # -- waiting -----------------------------------------------------------------------------
 
@@ -239,35 +284,12 @@ class FakeExchange:
 
     async def _publish(self, frame: list[Quote]) -> None:
         self._renderer.apply(frame)
-        rendered_ms = time.time_ns() // 1_000_000 if self.wall_clock else None
-        payloads: dict[StreamSpec, bytes | None] = {}
-        messages: dict[tuple[str, bool], bytes | None] = {}
-        outbox: list[tuple[Client, tuple[str, bool]]] = []
-        for client in list(self._clients):
-            if not client.streaming:
-                continue
-            is_combined = client.route.combined
-            for stream, spec in list(client.subs.items()):
-                if spec is None:
-                    continue
-                key = (stream, is_combined)
-                if key not in messages:
-                    if spec not in payloads:
-                        payloads[spec] = self._renderer.payload(spec, frame, rendered_ms)
-                    p = payloads[spec]
-                    messages[key] = None if p is None else combined(stream, p) if is_combined else p
-                if messages[key] is not None:
-                    outbox.append((client, key))
-        if rendered_ms is not None:
-            # The exchange stamps E as it sends; rendering a large frame here takes
-            # milliseconds that a real exchange does not spend, so they are left out.
-            sent_ms = time.time_ns() // 1_000_000
-            if sent_ms != rendered_ms:
-                messages = {key: None if m is None else restamp(m, rendered_ms, sent_ms)
-                            for key, m in messages.items()}
-        for client, key in outbox:
-            msg = messages[key]
-            assert msg is not None
+        market = self.market
+        if market is not None:
+            market.follow(frame)
+        skip = market.serves if market is not None else _nothing
+        for client, msg in render_frame(list(self._clients), self._renderer, frame,
+                                        wall_clock=self.wall_clock, skip=skip):
             await self._offer(client, msg, True)
         self._last_frame = frame
         self.frames_sent += 1
@@ -306,98 +328,67 @@ class FakeExchange:
         url = urlsplit(request.path)
         if url.path.startswith("/control/"):
             return await control.handle(self, conn, url.path, url.query)
-        if route(request.path) is None:
+        if url.path.startswith("/fapi/") and self.market is not None:
+            return self.market.rest.handle(conn, url.path, request.method)
+        r = route(request.path)
+        if r is None:
             return conn.respond(404, "Not Found\n")
+        if len(r.streams) > MAX_STREAMS:
+            self.rejected_handshakes += 1
+            return conn.respond(400, f"at most {MAX_STREAMS} streams per connection\n")
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
         assert ws.request is not None
         r = route(ws.request.path)
         assert r is not None  # _process_request rejected the rest
-        client = Client(ws, r, asyncio.Queue(self._queue_size))
-        client.subs = {s: parse_stream(s) for s in r.streams}
-        self._clients.add(client)
         self.connections_total += 1
+        stats = ConnectionStats(self.connections_total, ws.request.path.split("?", 1)[0])
+        queue: asyncio.Queue[QueueItem] = asyncio.Queue(self._queue_size)
+        client = Client(ws, r, queue, stats)
+        client.subs = {canonical(s): parse_stream(canonical(s)) for s in r.streams}
+        stats.streams = len(client.subs)
+        self._conn_stats.append(stats)
+        self._clients.add(client)
+        self.subs_version += 1
         client.writer = asyncio.create_task(self._write(client))
         self._notify()
         logger.debug("client %s connected to %s", ws.id, ws.request.path)
+        clock = asyncio.get_running_loop().time
         try:
             async for message in ws:
-                if r.market:  # the old routes acknowledge nothing
-                    self._on_message(client, message)
+                if not r.market:  # the old routes acknowledge nothing
+                    continue
+                if stats.hit(clock()):
+                    await close_for_rate(client)
+                    break
+                self._on_message(client, message)
         except ConnectionClosed:
             pass
         finally:
+            stats.open = False
             self._clients.discard(client)
+            self.subs_version += 1
             client.writer.cancel()
             await asyncio.wait([client.writer])
             self._notify()
             logger.debug("client %s gone", ws.id)
 
     async def _write(self, client: Client) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            while True:
-                data, text = await client.queue.get()
-                if self._stalled:
-                    await self._wait(lambda: not self._stalled)
-                await client.ws.send(data, text=text)
+        await write_loop(client, self._until_resumed)
+
+    async def _until_resumed(self) -> None:
+        if self._stalled:
+            await self._wait(lambda: not self._stalled)
 
     def _on_message(self, client: Client, message: str | bytes) -> None:
+        reply = subscription_reply(client.subs, client.stats, message,
+                                   combined=client.route.combined)
+        self.subs_version += 1
         with contextlib.suppress(asyncio.QueueFull):
-            client.queue.put_nowait((subscription_reply(client, message), True))
+            client.queue.put_nowait((reply, True))
         self._notify()
 
-    # -- faults ------------------------------------------------------------------------------
 
-    async def drop(self) -> None:
-        """Abort every connection without a close frame, like a network drop (code 1006)."""
-        victims = list(self._clients)
-        for c in victims:
-            c.closing = True
-            c.ws.transport.abort()
-        await self._wait(lambda: not any(c in self._clients for c in victims), 5.0)
-
-    def stall(self, seconds: float | None = None) -> None:
-        """Must be called from the event loop thread (it arms a timer on it)."""
-        if seconds is not None and not (seconds >= 0 and math.isfinite(seconds)):
-            raise ValueError("seconds must be a finite number >= 0")
-        if self._stall_timer is not None:
-            self._stall_timer.cancel()
-            self._stall_timer = None
-        self._stalled = True
-        if seconds is not None:
-            self._stall_timer = asyncio.get_running_loop().call_later(seconds, self.resume)
-        self._notify()
-
-    def resume(self) -> None:
-        if self._stall_timer is not None:
-            self._stall_timer.cancel()
-            self._stall_timer = None
-        self._stalled = False
-        self._notify()
-
-    async def send_malformed(self, kind: str) -> None:
-        """Queue one bad message to every market-route client, in order with its data frames
-        (so during a stall it arrives on resume). `bad_price` corrupts the price field the
-        client's stream carries: "c" for the tickers, "p" for markPrice and trades."""
-        if kind not in MALFORMED_KINDS:
-            raise ValueError(f"unknown malformed kind {kind!r}; expected one of {MALFORMED_KINDS}")
-        sample = malformed_sample(self._last_frame)
-        for c in list(self._clients):
-            if not c.route.market or c.closing:
-                continue
-            stream, spec = c.data_stream()
-            data, text = malformed(kind, spec, stream, is_combined=c.route.combined,
-                                   renderer=self._renderer, sample=sample)
-            await self._offer(c, data, text)
-
-    async def ping(self, wait_s: float = 5.0) -> None:
-        """Ping every client and count the pongs that come back within `wait_s`."""
-        waiters: list[asyncio.Future[float]] = []
-        for c in list(self._clients):
-            with contextlib.suppress(ConnectionClosed):
-                waiters.append(asyncio.ensure_future(await c.ws.ping()))
-        if not waiters:
-            return
-        done, _ = await asyncio.wait(waiters, timeout=wait_s)
-        self.pongs_received += sum(1 for f in done if not f.cancelled() and f.exception() is None)
+def _nothing(spec: StreamSpec) -> bool:
+    return False
