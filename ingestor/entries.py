@@ -20,12 +20,15 @@ liquidation it is a bad entry (``bad_field``), as is a missing or out-of-range f
 rate, aggregate id or side, since the tick would mean nothing without it; a missing trade
 time or next funding time ``T`` is a bad event time, as a bad one is.
 
-``Dedupe`` keeps, per kind and symbol, the newest key seen: ``(T, a)`` of a trade, ``T`` of
-a forced order, ``E`` of a mark price or a ticker; an entry whose key is not newer is
+``Dedupe`` keeps, per kind and symbol, the newest key seen: ``(T, a)`` of an aggregate
+trade, ``T`` of a forced order, ``E`` of a mark price; an entry whose key is not newer is
 dropped. Shared by every connection of a process, it makes a make-before-break rotation
-(two connections with the same streams for a moment) duplicate-free. A trade's key leads
-with its time so that a replayed recording, whose times move forward on each pass but
-whose ids do not, still reads as new.
+(two connections with the same streams for a moment) duplicate-free where a duplicate
+would count twice (a trade's volume, a liquidation's notional). A trade's key leads with
+its time so that a replayed recording, whose times move forward on each pass but whose ids
+do not, still reads as new. Tickers are not de-duplicated: a ticker seen twice says the
+same price at the same time (and no volume since), which no rule counts twice, while test
+feeds and replays legitimately repeat an ``E``.
 """
 
 from __future__ import annotations
@@ -115,16 +118,15 @@ class Entry(msgspec.Struct, gc=False):
 class Dedupe:
     """Per kind and symbol, the newest key taken (see the module docstring)."""
 
-    __slots__ = ("liquidations", "marks", "tickers", "trades")
+    __slots__ = ("liquidations", "marks", "trades")
 
     def __init__(self) -> None:
         self.trades: dict[str, tuple[int, int]] = {}
         self.liquidations: dict[str, int] = {}
         self.marks: dict[str, int] = {}
-        self.tickers: dict[str, int] = {}
 
     def bound(self) -> None:
-        for keys in (self.trades, self.liquidations, self.marks, self.tickers):
+        for keys in (self.trades, self.liquidations, self.marks):
             if len(keys) >= MAX_KNOWN_SYMBOLS:
                 keys.clear()
 
@@ -226,7 +228,7 @@ def collect(entries: list[Entry], latest_ms: int, known_symbols: set[str],
                 if dedupe is not None:
                     dedupe.bound()
             known_symbols.add(symbol)
-        if dedupe is not None and mode != _TRADE:
+        if dedupe is not None and mode > _TRADE:  # _AGG, _MARK, _FORCE
             if mode == _AGG:
                 trade_key = (event_time, agg_id)
                 last_trade = dedupe.trades.get(symbol)
@@ -235,8 +237,7 @@ def collect(entries: list[Entry], latest_ms: int, known_symbols: set[str],
                     continue
                 dedupe.trades[symbol] = trade_key  # type: ignore[assignment]
             else:
-                seen = (dedupe.tickers if mode == _TICKER else
-                        dedupe.marks if mode == _MARK else dedupe.liquidations)
+                seen = dedupe.marks if mode == _MARK else dedupe.liquidations
                 last_time = seen.get(symbol)
                 if last_time is not None and event_time <= last_time:
                     duplicates += 1

@@ -192,8 +192,11 @@ def test_dedupe_drops_what_another_connection_delivered_first() -> None:
     assert len(first.parse(wrap("ethusdt@aggTrade", agg("ETHUSDT", 1, trade_ms=1))).ticks) == 1
     assert len(first.parse(wrap("btcusdt@aggTrade", agg("BTCUSDT", 9, trade_ms=105))).ticks) == 1
     for parser, dup in ((first, 0), (second, 1)):
-        for entry in (force("BTCUSDT", 50), [mark("BTCUSDT", "1", 60)], [mini("BTCUSDT", "1", 70)]):
+        for entry in (force("BTCUSDT", 50), [mark("BTCUSDT", "1", 60)]):
             assert parser.parse(wrap("s", entry)).duplicates == dup
+    # A ticker seen twice is the same price at the same time: harmless, and kept.
+    assert [first.parse(wrap("s", [mini("BTCUSDT", "1", 70)])).duplicates
+            for _ in range(2)] == [0, 0]
 
 
 def test_a_replayed_pass_with_later_times_is_no_duplicate() -> None:
