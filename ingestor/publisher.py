@@ -11,7 +11,10 @@ frame would make the bus cost per trade. With ``FLUSH_MS`` > 0 the writer waits 
 oldest buffered frame is that old and writes everything buffered as one entry per partition
 (at most ``MAX_TICKS_PER_RECORD`` ticks each), so a tick waits at most ``FLUSH_MS`` plus the
 bus write before it. ``FLUSH_MS=0``: the writer takes what is buffered as soon as it is
-free, one entry per partition per frame.
+free, one entry per partition per frame. Since a flush ignores frame boundaries, small
+frames are bundled in the buffer (up to ``BUNDLE_TICKS`` ticks a slot), so that the
+``INGEST_BUFFER_FRAMES`` slots hold minutes of one-trade frames through a bus outage, not
+half a second.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ DROP_LOG_INTERVAL_S: Final = 10.0
 # One bus entry of a flush holds at most this many ticks (~300 KB of msgpack): what a bus
 # outage piles up is written as many entries, not one that Redis or Kafka would refuse.
 MAX_TICKS_PER_RECORD: Final = 10_000
+BUNDLE_TICKS: Final = 1000
 _PARTITION_CACHE_LIMIT: Final = 100_000
 
 
@@ -101,9 +105,13 @@ class Publisher:
         buffer = self._buffer
         if not buffer:
             self._oldest_at = time.monotonic()
+        elif self._flush_s and len(last := buffer[-1]) + len(ticks) <= BUNDLE_TICKS:
+            last.extend(ticks)
+            return
         elif len(buffer) == buffer.maxlen:
             self._dropped(len(buffer[0]))  # append() below evicts it
-        buffer.append(ticks)
+        # A slot of its own (a copy when bundling), so that what it holds is ours alone.
+        buffer.append(list(ticks) if self._flush_s else ticks)
         self._wakeup.set()
 
     def finish(self, deadline: float | None = None) -> None:

@@ -10,7 +10,7 @@ from common.bus import BusUnavailable, Record, Retention
 from common.bus.redis_streams import RedisConfig, RedisTransport
 from common.schemas import Tick, decode_ticks
 from ingestor.metrics import IngestorMetrics, new_registry
-from ingestor.publisher import MAX_TICKS_PER_RECORD, Publisher
+from ingestor.publisher import BUNDLE_TICKS, MAX_TICKS_PER_RECORD, Publisher
 from tests.support.ingestor import read_entries, wait_until
 from tests.support.servers import RedisServer
 
@@ -334,16 +334,38 @@ async def test_finish_flushes_at_once_without_waiting_for_the_delay() -> None:
     assert len(transport.calls) == 1
 
 
+def board_frame(k: int) -> list[Tick]:
+    """A frame as big as a buffer slot: a mini ticker frame of the whole board."""
+    return [Tick(f"S{i}USDT", 1.0, 1_700_000_000_000 + k, "mini_ticker")
+            for i in range(BUNDLE_TICKS)]
+
+
 async def test_flushing_keeps_the_bounded_buffer_and_its_drop_count() -> None:
     transport = TimedTransport()
     publisher, metrics = make_flushing(transport, flush_ms=20, buffer_frames=10)
     for k in range(25):  # before the writer runs: 15 frames evicted, oldest first
-        publisher.submit(trades(k))
-    assert value(metrics, "ingestor_ticks_dropped_total") == 15
+        publisher.submit(board_frame(k))
+    assert value(metrics, "ingestor_ticks_dropped_total") == 15 * BUNDLE_TICKS
     await drain(publisher)
-    kept = sorted(t.event_time_ms - 1_700_000_000_000 for _, rs in transport.calls
-                  for r in rs for t in decode_ticks(r.payload))
+    kept = sorted({t.event_time_ms - 1_700_000_000_000 for _, rs in transport.calls
+                   for r in rs for t in decode_ticks(r.payload)})
     assert kept == list(range(15, 25))
+
+
+async def test_small_frames_share_buffer_slots_so_an_outage_keeps_more_of_them() -> None:
+    transport = TimedTransport()
+    publisher, metrics = make_flushing(transport, flush_ms=20, buffer_frames=3)
+    frames = [trades(k) for k in range(3 * BUNDLE_TICKS)]
+    for frame in frames:  # one trade each: 3 slots of BUNDLE_TICKS, nothing dropped
+        publisher.submit(frame)
+    assert publisher.buffered_frames == 3
+    assert value(metrics, "ingestor_ticks_dropped_total") == 0
+    publisher.submit(trades(0))  # a 4th slot: the oldest bundle goes
+    assert value(metrics, "ingestor_ticks_dropped_total") == BUNDLE_TICKS
+    assert all(len(frame) == 1 for frame in frames)  # what the feed handed over is untouched
+    await drain(publisher)
+    assert sum(len(decode_ticks(r.payload)) for _, rs in transport.calls
+               for r in rs) == 2 * BUNDLE_TICKS + 1
 
 
 async def test_a_big_flush_is_split_into_bounded_entries() -> None:
