@@ -105,7 +105,8 @@ class IngestorMetrics:
             "Seconds since the last data frame (since start if none yet).", registry=registry)
         self.exchange_lag = Histogram(
             "ingestor_exchange_lag_seconds",
-            "Arrival time minus exchange event time E, newest entry of each frame.",
+            "Arrival time minus exchange event time (E, a trade's T), newest entry of a "
+            "frame; one frame per 100 ms per connection.",
             buckets=_LAG_BUCKETS, registry=registry)
         self.publish_latency = Histogram(
             "ingestor_publish_latency_seconds",
