@@ -146,6 +146,9 @@ class IngestorSettings(BaseServiceSettings):
     def _backoff_order(self) -> Self:
         if self.reconnect_max_s < self.reconnect_min_s:
             raise ValueError("RECONNECT_MAX_S must be >= RECONNECT_MIN_S")
+        if self.feed == "agg_trade" and self.streams_per_connection < 2:
+            raise ValueError("STREAMS_PER_CONNECTION must be at least 2 with FEED=agg_trade "
+                             "(connection 0 carries the liquidation and mark price streams)")
         return self
 
 

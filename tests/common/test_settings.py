@@ -129,6 +129,15 @@ def test_each_bad_value_names_its_variable(monkeypatch: pytest.MonkeyPatch,
         load_settings(settings_type)
 
 
+def test_the_trade_level_feed_needs_room_for_the_board_streams(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMS_PER_CONNECTION", "1")
+    assert load_settings(IngestorSettings).streams_per_connection == 1  # mini_ticker: unused
+    monkeypatch.setenv("FEED", "agg_trade")
+    with pytest.raises(SettingsError, match="STREAMS_PER_CONNECTION"):
+        load_settings(IngestorSettings)
+
+
 def test_case_of_log_settings_is_forgiven(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOG_LEVEL", "debug")
     monkeypatch.setenv("LOG_FORMAT", "JSON")
