@@ -179,11 +179,12 @@ class Feed:
         return session
 
     async def _close(self, session: _Session, backoff: Backoff | None) -> None:
-        reader = session.reader
-        if reader is not None:
-            await _cancel(reader)
+        # The close handshake first: it must happen even while this task is being
+        # cancelled, which _cancel passes on.
         with contextlib.suppress(OSError, WebSocketException):
             await session.ws.close()
+        if session.reader is not None:
+            await _cancel(session.reader)
         # Data still arriving HEALTHY_AFTER_S after the open: this was a working connection,
         # so the next failure starts the backoff again from the bottom.
         if (backoff is not None
@@ -240,6 +241,9 @@ class Feed:
         try:
             await asyncio.wait({delivered, reader}, timeout=ROTATION_OVERLAP_S,
                                return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # stopped meanwhile: the successor is no one's to close
+            await self._close(successor, None)
+            raise
         finally:
             delivered.cancel()
         if reader.done():

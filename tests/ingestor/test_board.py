@@ -73,6 +73,8 @@ async def test_650_symbols_are_read_on_4_connections_with_every_kind_of_tick(
             stats = await control.stats()
         assert_within_the_message_limit(stats)
         assert stats.rest_requests >= 1
+        # Stopped: every socket closed with a handshake, none left open behind.
+        await wait_until(lambda: fx.active_connections == 0, timeout=3, what="closed")
     assert sample(ingestor, "ingestor_symbol_refreshes_total") >= 1
     assert sample(ingestor, "ingestor_connected") == 0
 
