@@ -88,9 +88,9 @@ class Order(msgspec.Struct, gc=False):
 
     s: _Symbol
     S: str
-    ap: float
     z: float
     T: _Time
+    ap: float | None = None  # a missing price reads as none, a bad price, as at the top
 
 
 class Entry(msgspec.Struct, gc=False):

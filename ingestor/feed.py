@@ -153,7 +153,8 @@ class Feed:
     async def _retry(self, reason: str, backoff: Backoff) -> None:
         self._metrics.reconnects.labels(reason).inc()
         delay = backoff.next_delay()
-        log.warning("reconnecting to the exchange in %.2f s (reason: %s)", delay, reason)
+        log.warning("reconnecting to the exchange in %.2f s (reason: %s, connection %s)", delay,
+                    reason, self.name)
         await asyncio.sleep(delay)
 
     async def _open(self) -> _Session | None:
@@ -168,7 +169,7 @@ class Feed:
                                # than the bandwidth it saves.
                                compression=None)
         except (OSError, TimeoutError, WebSocketException) as exc:
-            log.warning("exchange connection failed: %r", exc)
+            log.warning("exchange connection %s failed: %r", self.name, exc)
             return None
         session = _Session(ws, set(self.streams) - set(rest))
         session.reader = asyncio.create_task(self._read(session),
@@ -214,15 +215,16 @@ class Feed:
                     error = reader.exception()
                     if error is not None and not isinstance(error, ConnectionClosed):
                         raise error
-                    log.warning("exchange closed the connection: %s", error or "end of stream")
+                    log.warning("exchange closed connection %s: %s", self.name,
+                                error or "end of stream")
                     return "closed"
                 now = time.monotonic()
                 if now - session.last_data >= settings.stale_after_s:
-                    log.warning("no data frame for %.1f s on an open socket%s",
-                                now - session.last_data, self._stale_hint())
+                    log.warning("no data frame for %.1f s on open connection %s%s",
+                                now - session.last_data, self.name, self._stale_hint())
                     return "stale"
                 if now - session.opened >= settings.rotate_after_s:
-                    log.info("rotating the exchange connection after %.0f s",
+                    log.info("rotating exchange connection %s after %.0f s", self.name,
                              now - session.opened)
                     return "rotated"
         finally:

@@ -156,7 +156,8 @@ def test_a_forced_order_is_a_liquidation_tick() -> None:
 @pytest.mark.parametrize(("spoil", "kind"), [
     ({"ap": "0"}, "bad_price"), ({"ap": "abc"}, "bad_price"), ({"z": "0"}, "bad_field"),
     ({"z": "NaN"}, "bad_field"), ({"S": "LONG"}, "bad_field"), ({"T": -5}, "bad_event_time"),
-    ({"s": "A:B"}, "bad_symbol"), ({"s": ""}, "bad_symbol"), ({"T": None}, "bad_field")])
+    ({"s": "A:B"}, "bad_symbol"), ({"s": ""}, "bad_symbol"), ({"T": None}, "bad_field"),
+    ({"ap": None}, "bad_price")])
 def test_a_forced_order_spoiled_in_one_field_is_that_entry_only(spoil: dict[str, Any],
                                                                kind: str) -> None:
     entry = force("AUSDT", 5)
