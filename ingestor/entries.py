@@ -202,6 +202,11 @@ def collect(entries: list[Entry], latest_ms: int, known_symbols: set[str],
                         _count(bad, "bad_event_time")
                         continue
                     event_time = entry.T
+                    agg_id = entry.a
+                    # type(), not isinstance(): a JSON true is no id
+                    if type(agg_id) is not int or not 0 <= agg_id <= MAX_AGG_ID:
+                        _count(bad, "bad_field")
+                        continue
         if not isinstance(symbol, str):
             _count(bad, "bad_field")
             continue
@@ -214,11 +219,6 @@ def collect(entries: list[Entry], latest_ms: int, known_symbols: set[str],
         if event_time > latest_ms:  # within 0..MAX_EVENT_TIME_MS: checked by the decoder
             _count(bad, "event_time_ahead")
             continue
-        agg_id = entry.a
-        if mode == _AGG and (not isinstance(agg_id, int) or isinstance(agg_id, bool)
-                             or not 0 <= agg_id <= MAX_AGG_ID):
-            _count(bad, "bad_field")
-            continue
         if symbol not in known_symbols:
             if _SYMBOL.fullmatch(symbol) is None:
                 _count(bad, "bad_symbol")
@@ -230,7 +230,7 @@ def collect(entries: list[Entry], latest_ms: int, known_symbols: set[str],
             known_symbols.add(symbol)
         if dedupe is not None and mode > _TRADE:  # _AGG, _MARK, _FORCE
             if mode == _AGG:
-                trade_key = (event_time, agg_id)
+                trade_key = (event_time, entry.a)
                 last_trade = dedupe.trades.get(symbol)
                 if last_trade is not None and trade_key <= last_trade:
                     duplicates += 1
