@@ -39,6 +39,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=9443, help="0 picks a free port")
     p.add_argument("--scenario", choices=SCENARIOS, default="demo")
+    p.add_argument("--demo", action="store_true",
+                   help="the demo: --scenario demo --wall-clock (cascades and funding extremes "
+                        "included)")
     p.add_argument("--symbols", type=int, default=None, help="number of symbols")
     p.add_argument("--interval", type=float, default=1.0, help="real seconds between frames")
     p.add_argument("--wall-clock", action="store_true", help="stamp event times at send time")
@@ -60,6 +63,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="demo: no liquidation cascades or funding extremes")
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
+    if args.demo:
+        args.scenario, args.wall_clock = "demo", True
     if args.scenario == "recording" and not args.file:
         p.error("--scenario recording needs --file")
     if args.interval < 0:

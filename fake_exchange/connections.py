@@ -59,8 +59,10 @@ async def write_loop(client: Client, resumed: Callable[[], Awaitable[None]]) -> 
                 return
             if isinstance(data, list):
                 await send_batch(client.ws, data)
+                client.stats.messages_out += len(data)
             else:
                 await client.ws.send(data, text=text)
+                client.stats.messages_out += 1
 
 
 async def close_for_rate(client: Client) -> None:

@@ -4,6 +4,7 @@ It lives in the WebSocket server's `process_request` hook, so a test or benchmar
 subprocess needs nothing but an HTTP GET (or a POST without a body) on the same port.
 Faults: `stats`, `drop`, `stall?seconds=`, `resume`, `malformed?kind=`, `ping`. The trade
 market (`fake_exchange.market`): `list?symbol=&price=`, `delist?symbol=`,
+`status?symbol=&status=` (any exchangeInfo status, e.g. PENDING_TRADING then TRADING),
 `jump?symbol=&pct=&over_ms=[&qty_factor=]`, `cascade?symbol=&side=&notional=&orders=`,
 `funding?symbol=&rate=`, `rate?trades_per_s=`. A bad parameter is a 400 with the reason.
 """
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 FAULTS = ("stats", "drop", "stall", "resume", "malformed", "ping")
-SCRIPTS = ("list", "delist", "jump", "cascade", "funding", "rate")
+SCRIPTS = ("list", "delist", "status", "jump", "cascade", "funding", "rate")
 ACTIONS = FAULTS + SCRIPTS
 MAX_JUMP_MS = 5000  # the answer waits for the jump, inside the HTTP handshake's timeout
 
@@ -107,6 +108,9 @@ async def _script(market: TradeMarket, action: str, params: dict[str, list[str]]
         return {"symbol": item.symbol, "price": item.price, "status": item.status}
     if action == "delist":
         item = market.delist(symbol)
+        return {"symbol": item.symbol, "status": item.status}
+    if action == "status":
+        item = market.set_status(symbol, _text(params, "status"))
         return {"symbol": item.symbol, "status": item.status}
     if action == "jump":
         return await market.jump(

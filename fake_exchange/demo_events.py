@@ -28,14 +28,16 @@ EXTREME_FUNDING = 0.0025
 
 
 async def demo_events(market: TradeMarket, *, seed: int = 0, cascade_every_s: float = 45.0,
-                      funding_every_s: float = 150.0, first_after_s: float = 12.0) -> None:
+                      funding_every_s: float = 150.0, first_after_s: float = 12.0,
+                      first_funding_after_s: float | None = None) -> None:
     """Runs until cancelled; the first cascade comes after `first_after_s`, the first funding
-    extreme half a cascade interval later."""
+    extreme after `first_funding_after_s` (default: half a cascade interval later)."""
     rng = random.Random(seed)
     clock = asyncio.get_running_loop().time
     start = clock()
     next_cascade = start + first_after_s
-    next_funding = start + first_after_s + cascade_every_s / 2
+    next_funding = start + (first_after_s + cascade_every_s / 2
+                            if first_funding_after_s is None else first_funding_after_s)
     extreme: str | None = None
     events = 0
     while True:

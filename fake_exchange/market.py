@@ -87,6 +87,7 @@ class TradeMarket:
         self.trade_messages = 0
         self.mark_frames = 0
         self.undelivered_ticks = 0
+        self.failed = False
 
     # -- what the market serves ------------------------------------------------------------
 
@@ -120,6 +121,14 @@ class TradeMarket:
             raise ValueError(f"{symbol!r} is not a trading symbol")
         self.force.drop(symbol)
         return self.board.set_status(symbol, DELISTED)
+
+    def set_status(self, symbol: str, status: str) -> Listing:
+        """Any exchangeInfo status; only TRADING contracts trade and have mark prices."""
+        item = self.board.set_status(symbol, status)
+        if not item.trading:
+            self.force.drop(symbol)
+        self.tradable()
+        return item
 
     def _trading(self, symbol: str) -> Listing:
         item = self.board.get(symbol)
@@ -185,7 +194,7 @@ class TradeMarket:
             "trades_generated": self.tapes.generated, "trade_messages": self.trade_messages,
             "market_messages_sent": self.messages_sent, "mark_price_frames": self.mark_frames,
             "market_ticks": self.ticks, "late_ticks": self.late_ticks,
-            "undelivered_ticks": self.undelivered_ticks,
+            "undelivered_ticks": self.undelivered_ticks, "market_failed": self.failed,
             "funding_overrides": {s: f"{r:.8f}" for s, r in self._funding.items()},
             **self.force.stats(), **self.rest.stats(),
         }
@@ -207,6 +216,10 @@ class TradeMarket:
                 now = clock()
                 self._tick(outlet, min(1.0, now - last), now)
                 last = now
+        except Exception:
+            # Logged here: the server only cancels this task, it never reads its result.
+            logger.exception("the trade market failed; it stops trading")
+            self.failed = True
         finally:
             self.tapes.cancel_jumps()
 
@@ -216,12 +229,10 @@ class TradeMarket:
         trades = self.tapes.tick(tradable, self.trades_per_s, dt_s, now_ms)
         orders = [o for o in self.force.tick(now_ms) if self._is_trading(o[0])]
         second = now_ms // 1000
-        marks: list[tuple[str, bytes]] = []
+        mark_streams: tuple[str, ...] = ()
         if second > self._last_mark_s:
             self._last_mark_s = second
-            payload = self._marks(tradable, second * 1000)
-            marks = [(s, payload) for s in MARK_STREAMS[: 1 if second % 3 else 2]]
-            self.mark_frames += 1
+            mark_streams = MARK_STREAMS[: 1 if second % 3 else 2]
         self.ticks += 1
         self._recent.append((now, self.tapes.generated))
         while len(self._recent) > 2 and now - self._recent[0][0] > 3.0:
@@ -232,6 +243,11 @@ class TradeMarket:
         index = self._subscribers(outlet)
         if not index:
             return
+        marks: list[tuple[str, bytes]] = []
+        if any(s in index for s in mark_streams):  # rendered only for someone listening
+            payload = self._marks(tradable, second * 1000)
+            marks = [(s, payload) for s in mark_streams]
+            self.mark_frames += 1
         batches: dict[Client, list[bytes]] = {}
         for trade in trades:
             stream = self._names.get(trade[0]) or self._name(trade[0])

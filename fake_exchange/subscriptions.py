@@ -54,6 +54,7 @@ class ConnectionStats:
     path: str
     streams: int = 0
     messages_in: int = 0
+    messages_out: int = 0
     max_messages_per_s: int = 0
     violations: int = 0
     subscribe_messages: int = 0
@@ -78,7 +79,8 @@ class ConnectionStats:
 
     def as_dict(self) -> dict[str, Any]:
         return {"id": self.conn_id, "path": self.path, "streams": self.streams,
-                "messages_in": self.messages_in, "max_messages_per_s": self.max_messages_per_s,
+                "messages_in": self.messages_in, "messages_out": self.messages_out,
+                "max_messages_per_s": self.max_messages_per_s,
                 "violations": self.violations, "subscribe_messages": self.subscribe_messages,
                 "unsubscribe_messages": self.unsubscribe_messages, "errors": self.errors,
                 "open": self.open, "closed_for": self.closed_for}

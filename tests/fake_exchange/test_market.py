@@ -4,36 +4,20 @@ in the exchange's formats."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 
 from fake_exchange import FakeExchange, drifting_market
 from fake_exchange.listings import synthetic_board
 from fake_exchange.market import FUNDING_PERIOD_MS, TradeMarket
-from tests.support.exchange import ExchangeControl, trade_exchange
+from tests.support.exchange import ExchangeControl, collect, trade_exchange
 
 AGG_KEYS = {"e", "E", "s", "a", "p", "q", "f", "l", "T", "m"}
 MARK_KEYS = {"e", "E", "s", "p", "i", "P", "r", "T"}
-
-
-async def collect(ws: ClientConnection, seconds: float,
-                  until: Callable[[list[Any]], bool] | None = None) -> list[Any]:
-    """Every message for `seconds` (or until `until` holds), decoded."""
-    out: list[Any] = []
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and not (until and until(out)):
-        try:
-            async with asyncio.timeout(deadline - time.monotonic()):
-                out.append(json.loads(await ws.recv()))
-        except TimeoutError:
-            break
-    return out
 
 
 def _streams(msgs: list[Any], stream: str) -> list[Any]:

@@ -5,7 +5,8 @@ free port, scripted and read through its control API with typed answers.
   ``n_symbols`` synthetic perpetuals (and the quarterly and off-trading extras);
 - ``ExchangeProcess``: ``python -m fake_exchange`` on a free port (``start``/``stop``, or
   ``with``), its ``rest_url`` (``BINANCE_REST_URL``) and ``ws_base_url``
-  (``BINANCE_WS_BASE_URL``);
+  (``BINANCE_WS_BASE_URL``), ``call``/``stats`` from synchronous code;
+- ``collect(ws, seconds)``: what a market connection receives, decoded;
 - ``ExchangeControl``: ``stats()``, ``list_symbol``, ``delist``, ``jump``, ``cascade``,
   ``funding``, ``set_rate``, ``exchange_info`` and the faults ``drop``, ``stall``,
   ``resume``; answers decoded into the Structs below.
@@ -13,14 +14,20 @@ free port, scripted and read through its control API with typed answers.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import os
 import re
 import select
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -28,6 +35,7 @@ from typing import Any
 
 import httpx
 import msgspec
+from websockets.asyncio.client import ClientConnection
 
 from fake_exchange import FakeExchange
 from fake_exchange.listings import synthetic_board
@@ -46,6 +54,7 @@ class ConnectionFigures(msgspec.Struct, frozen=True):
     path: str
     streams: int
     messages_in: int
+    messages_out: int
     max_messages_per_s: int
     violations: int
     subscribe_messages: int
@@ -78,6 +87,7 @@ class ExchangeStats(msgspec.Struct, frozen=True, kw_only=True):
     market_messages_sent: int = 0
     mark_price_frames: int = 0
     late_ticks: int = 0
+    market_failed: bool = False
     force_orders_scheduled: int = 0
     force_orders_sent: int = 0
     force_orders_superseded: int = 0
@@ -206,6 +216,20 @@ class ExchangeControl:
         return await self._http.get("/fapi/v1/exchangeInfo")
 
 
+async def collect(ws: ClientConnection, seconds: float,
+                  until: Callable[[list[Any]], bool] | None = None) -> list[Any]:
+    """Every message of `ws` for `seconds` (or until `until` holds on them), decoded."""
+    out: list[Any] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not (until and until(out)):
+        try:
+            async with asyncio.timeout(deadline - time.monotonic()):
+                out.append(json.loads(await ws.recv()))
+        except TimeoutError:
+            break
+    return out
+
+
 @contextlib.asynccontextmanager
 async def trade_exchange(n_symbols: int = 650, *, trades_per_s: float | None = None,
                          extras: bool = True, scenario: list[list[Quote]] | None = None,
@@ -265,6 +289,22 @@ class ExchangeProcess:
 
     def control(self) -> ExchangeControl:
         return ExchangeControl(self.rest_url)
+
+    def call(self, action: str, **params: object) -> dict[str, Any]:
+        """One control action from synchronous code (a POST without a body); raises
+        ControlError unless it answered 200."""
+        query = urllib.parse.urlencode({k: str(v) for k, v in params.items()})
+        request = urllib.request.Request(f"{self.rest_url}/control/{action}?{query}",
+                                         data=b"", method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=15) as response:
+                body: dict[str, Any] = json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            raise ControlError(exc.code, str(json.loads(exc.read()).get("error"))) from None
+        return body
+
+    def stats(self) -> ExchangeStats:
+        return msgspec.convert(self.call("stats"), ExchangeStats)
 
     def stop(self, timeout_s: float = 10.0) -> int | None:
         """SIGTERM, then a kill if it does not exit in time; its exit code."""
