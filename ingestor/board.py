@@ -36,8 +36,10 @@ REFRESH_RETRY_MIN_S: Final = 1.0
 
 class Board:
     def __init__(self, settings: IngestorSettings, sink: Callable[[list[Tick]], None],
-                 metrics: IngestorMetrics, dedupe: Dedupe) -> None:
+                 metrics: IngestorMetrics, dedupe: Dedupe, *,
+                 http_transport: httpx.AsyncBaseTransport | None = None) -> None:
         self._settings = settings
+        self._http_transport = http_transport  # tests: the exchange's answers, scripted
         self._sink = sink
         self._metrics = metrics
         self._dedupe = dedupe
@@ -49,7 +51,8 @@ class Board:
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Read the board until ``stopping`` is set."""
-        async with httpx.AsyncClient() as client, asyncio.TaskGroup() as tasks:
+        async with httpx.AsyncClient(transport=self._http_transport) as client, \
+                asyncio.TaskGroup() as tasks:
             discovery = Discovery(client, self._settings.binance_rest_url, self._metrics)
             try:
                 await self._refresh_forever(discovery, tasks, stopping)

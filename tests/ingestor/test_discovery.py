@@ -1,17 +1,24 @@
-"""The REST listing of the perpetuals against the exchange's answers, rate limits included
-(httpx's mock transport: the answers of the real exchange, not a server of ours)."""
+"""The REST listing of the perpetuals, and the board's refreshes, against the exchange's answers,
+rate limits included (httpx's mock transport: the real exchange's answers, scripted)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
 
+from common.settings import IngestorSettings, load_settings
+from ingestor.board import Board
 from ingestor.discovery import Discovery, DiscoveryFailed
 from ingestor.metrics import IngestorMetrics, new_registry
+from ingestor.parsing import Dedupe
+from tests.support.ingestor import wait_until
+from tools.redis_server import free_port
 
-INFO = {"symbols": [
+INFO: dict[str, Any] = {"symbols": [
     {"symbol": "ETHUSDT", "contractType": "PERPETUAL", "status": "TRADING"},
     {"symbol": "BTCUSDT", "contractType": "PERPETUAL", "status": "TRADING"},
     {"symbol": "BTCUSDT_250328", "contractType": "CURRENT_QUARTER", "status": "TRADING"}]}
@@ -72,3 +79,38 @@ async def test_no_answer_is_unreachable() -> None:
     got, _, _ = await listing(refuse)
     assert isinstance(got, DiscoveryFailed)
     assert got.reason == "unreachable"
+
+
+async def test_the_board_waits_out_retry_after_and_keeps_its_plan_meanwhile() -> None:
+    """A refresh refused with Retry-After is not retried before it, however short
+    SYMBOLS_REFRESH_S is; the plan in force stays; the next good answer applies."""
+    loop = asyncio.get_running_loop()
+    asked: list[float] = []
+    answers = [httpx.Response(200, json=INFO),
+               httpx.Response(429, headers={"Retry-After": "1.5"}),
+               httpx.Response(200, json={"symbols": [*INFO["symbols"], {
+                   "symbol": "NEWUSDT", "contractType": "PERPETUAL", "status": "TRADING"}]})]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        asked.append(loop.time())
+        return answers[min(len(asked), len(answers)) - 1]
+    settings = load_settings(IngestorSettings, feed="agg_trade", symbols_refresh_s=0.5,
+                             binance_ws_base_url=f"ws://127.0.0.1:{free_port()}/market",
+                             reconnect_min_s=0.5, reconnect_max_s=1.0)
+    metrics = IngestorMetrics(new_registry())
+    board = Board(settings, lambda ticks: None, metrics, Dedupe(),
+                  http_transport=httpx.MockTransport(answer))
+    stopping = asyncio.Event()
+    task = asyncio.create_task(board.run(stopping))
+    await wait_until(lambda: len(asked) >= 2, what="the refused refresh")
+    assert board.plan.symbols == {"BTCUSDT", "ETHUSDT"}  # kept through the refusal
+    await wait_until(lambda: len(asked) >= 3, timeout=5, what="the retry")
+    assert asked[2] - asked[1] >= 1.5
+    await wait_until(lambda: "NEWUSDT" in board.plan.symbols, what="the next listing")
+    assert metrics.registry.get_sample_value(
+        "ingestor_rest_failures_total", {"reason": "rate_limited"}) == 1
+    started = loop.time()
+    stopping.set()
+    await asyncio.wait_for(task, 5)
+    assert loop.time() - started < 3
+    assert board.stop_requested_at is not None
