@@ -90,8 +90,30 @@ class BaseServiceSettings(BaseSettings):
         return value
 
 
+def check_http_url(value: str) -> str:
+    """``value`` when it is an http:// or https:// URL with a host, else ``ValueError``."""
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
 class IngestorSettings(BaseServiceSettings):
-    binance_ws_url: str = "wss://fstream.binance.com/market/stream?streams=!miniTicker@arr"
+    # mini_ticker: one connection to BINANCE_WS_URL. agg_trade: every tradable perpetual's
+    # trades, listed from BINANCE_REST_URL, over as many connections to BINANCE_WS_BASE_URL
+    # as STREAMS_PER_CONNECTION asks for (ingestor.board).
+    feed: Literal["mini_ticker", "agg_trade"] = "mini_ticker"
+    # The default carries liquidations and mark prices with funding beside the mini
+    # ticker, so that every rule kind works on the default feed.
+    binance_ws_url: str = ("wss://fstream.binance.com/market/stream?streams="
+                           "!miniTicker@arr/!forceOrder@arr/!markPrice@arr@1s")
+    binance_rest_url: str = "https://fapi.binance.com"
+    binance_ws_base_url: str = "wss://fstream.binance.com/market"
+    symbols_refresh_s: Annotated[float, Field(ge=0.5, le=86_400)] = 300.0
+    # The exchange takes at most 1024 streams per connection; 200 keeps a frame burst small.
+    streams_per_connection: Annotated[int, Field(ge=1, le=1024)] = 200
+    # Ticks wait at most this long in the publisher for others of their partition.
+    flush_ms: Annotated[int, Field(ge=0, le=1000)] = 5
     stale_after_s: PositiveSeconds = 30.0
     rotate_after_s: PositiveSeconds = 23 * 3600.0
     reconnect_min_s: PositiveSeconds = 0.5
@@ -106,10 +128,27 @@ class IngestorSettings(BaseServiceSettings):
     def _websocket_url(cls, value: str) -> str:
         return check_websocket_url(value)
 
+    @field_validator("binance_ws_base_url")
+    @classmethod
+    def _websocket_base(cls, value: str) -> str:
+        check_websocket_url(value)
+        parts = urlsplit(value)
+        if parts.query or parts.fragment:
+            raise ValueError("must be a base URL without a query (…/market, not …/stream?…)")
+        return value.rstrip("/")
+
+    @field_validator("binance_rest_url")
+    @classmethod
+    def _rest_url(cls, value: str) -> str:
+        return check_http_url(value).rstrip("/")
+
     @model_validator(mode="after")
     def _backoff_order(self) -> Self:
         if self.reconnect_max_s < self.reconnect_min_s:
             raise ValueError("RECONNECT_MAX_S must be >= RECONNECT_MIN_S")
+        if self.feed == "agg_trade" and self.streams_per_connection < 2:
+            raise ValueError("STREAMS_PER_CONNECTION must be at least 2 with FEED=agg_trade "
+                             "(connection 0 carries the liquidation and mark price streams)")
         return self
 
 

@@ -16,9 +16,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from common.health import new_registry
 from ingestor.parsing import ENTRY_KINDS, FRAME_KINDS
 
-__all__ = ["MALFORMED_KINDS", "RECONNECT_REASONS", "IngestorMetrics", "new_registry"]
+__all__ = ["MALFORMED_KINDS", "RECONNECT_REASONS", "REST_FAILURES", "IngestorMetrics",
+           "new_registry"]
 
 RECONNECT_REASONS: Final = ("closed", "stale", "rotated", "error")
+# Why a request for the list of symbols failed: HTTP 429 or 418 (the exchange's rate limit
+# and its ban), another HTTP error, an answer that is no exchangeInfo, no answer at all.
+REST_FAILURES: Final = ("rate_limited", "banned", "http_error", "bad_response", "unreachable")
+SUBSCRIPTION_METHODS: Final = ("SUBSCRIBE", "UNSUBSCRIBE")
 # Whole frames skipped, then single entries skipped from a frame whose rest is kept.
 MALFORMED_KINDS: Final = FRAME_KINDS + ENTRY_KINDS
 
@@ -56,7 +61,42 @@ class IngestorMetrics:
             "ingestor_reconnects_total", "Exchange connections ended and retried, by reason.",
             ["reason"], registry=registry)
         self.connected = Gauge(
-            "ingestor_connected", "1 while the exchange WebSocket is open.", registry=registry)
+            "ingestor_connected",
+            "1 while every exchange connection the ingestor wants is open.", registry=registry)
+        self.connections_open = Gauge(
+            "ingestor_connections_open", "Exchange connections open (one per shard).",
+            registry=registry)
+        self.connection_streams = Gauge(
+            "ingestor_connection_streams",
+            "Streams an exchange connection is subscribed to (FEED=agg_trade), by connection.",
+            ["connection"], registry=registry)
+        self.subscription_messages = Counter(
+            "ingestor_subscription_messages_total",
+            "SUBSCRIBE and UNSUBSCRIBE messages sent to the exchange, by method.",
+            ["method"], registry=registry)
+        self.subscription_errors = Counter(
+            "ingestor_subscription_errors_total",
+            "Replies of the exchange refusing one of our (UN)SUBSCRIBE messages.",
+            registry=registry)
+        self.symbols_listed = Gauge(
+            "ingestor_symbols_listed",
+            "Tradable perpetuals on the board (FEED=agg_trade), from the last good refresh.",
+            registry=registry)
+        self.symbol_refreshes = Counter(
+            "ingestor_symbol_refreshes_total",
+            "Successful reads of the list of symbols (exchangeInfo).", registry=registry)
+        self.rest_failures = Counter(
+            "ingestor_rest_failures_total",
+            "Failed reads of the list of symbols, by reason (the board in force is kept).",
+            ["reason"], registry=registry)
+        self.rest_used_weight = Gauge(
+            "ingestor_rest_used_weight_1m",
+            "The exchange's X-MBX-USED-WEIGHT-1M on its last answer: REST weight used by this "
+            "IP in the current minute.", registry=registry)
+        self.duplicates = Counter(
+            "ingestor_duplicates_dropped_total",
+            "Entries dropped because another connection had delivered them first (a "
+            "make-before-break rotation overlaps two connections).", registry=registry)
         self.last_frame = Gauge(
             "ingestor_last_frame_timestamp_seconds",
             "Wall-clock time of the last data frame (0 before the first).", registry=registry)
@@ -65,7 +105,8 @@ class IngestorMetrics:
             "Seconds since the last data frame (since start if none yet).", registry=registry)
         self.exchange_lag = Histogram(
             "ingestor_exchange_lag_seconds",
-            "Arrival time minus exchange event time E, newest entry of each frame.",
+            "Arrival time minus exchange event time (E, a trade's T), newest entry of a "
+            "frame; one frame per 100 ms per connection.",
             buckets=_LAG_BUCKETS, registry=registry)
         self.publish_latency = Histogram(
             "ingestor_publish_latency_seconds",
@@ -73,7 +114,8 @@ class IngestorMetrics:
             buckets=_LATENCY_BUCKETS, registry=registry)
         self.publish_batch = Histogram(
             "ingestor_publish_batch_records",
-            "Bus entries written per publish call (one per partition per frame buffered).",
+            "Bus entries written per publish call (one per partition per flush; per frame "
+            "buffered with FLUSH_MS=0).",
             buckets=_BATCH_BUCKETS, registry=registry)
         self.ticks_published = Counter(
             "ingestor_ticks_published_total", "Ticks written to the bus.", registry=registry)
@@ -93,6 +135,16 @@ class IngestorMetrics:
             self.reconnects.labels(reason)
         for kind in MALFORMED_KINDS:
             self.malformed.labels(kind)
+        for reason in REST_FAILURES:
+            self.rest_failures.labels(reason)
+        for method in SUBSCRIPTION_METHODS:
+            self.subscription_messages.labels(method)
+        # The connections (by name) that have a socket open, and how many are wanted.
+        self.open_connections: set[str] = set()
+        self.wanted_connections = 1
+        self.connections_open.set_function(lambda: len(self.open_connections))
+        self.connected.set_function(
+            lambda: float(len(self.open_connections) >= self.wanted_connections > 0))
         # Plain attributes read at scrape time: a gauge's set() takes a lock on every frame.
         self.last_frame_at = 0.0
         self._started = time.time()

@@ -5,6 +5,16 @@ only appends to the buffer; the writer drains everything buffered into one ``pub
 which batches naturally: the slower the bus, the bigger each batch. While the bus is down
 the writer keeps its batch and retries, so nothing is lost until the buffer overflows, and
 then the oldest frames go first (fresh prices matter more than old ones to a detector).
+
+A trade-level feed sends one trade per frame, tens of thousands a second: one bus entry per
+frame would make the bus cost per trade. With ``FLUSH_MS`` > 0 the writer waits until the
+oldest buffered frame is that old and writes everything buffered as one entry per partition
+(at most ``MAX_TICKS_PER_RECORD`` ticks each), so a tick waits at most ``FLUSH_MS`` plus the
+bus write before it. ``FLUSH_MS=0``: the writer takes what is buffered as soon as it is
+free, one entry per partition per frame. Since a flush ignores frame boundaries, small
+frames are bundled in the buffer (up to ``BUNDLE_TICKS`` ticks a slot), so that the
+``INGEST_BUFFER_FRAMES`` slots hold minutes of one-trade frames through a bus outage, not
+half a second.
 """
 
 from __future__ import annotations
@@ -25,6 +35,10 @@ from ingestor.metrics import IngestorMetrics
 log = logging.getLogger(__name__)
 
 DROP_LOG_INTERVAL_S: Final = 10.0
+# One bus entry of a flush holds at most this many ticks (~300 KB of msgpack): what a bus
+# outage piles up is written as many entries, not one that Redis or Kafka would refuse.
+MAX_TICKS_PER_RECORD: Final = 10_000
+BUNDLE_TICKS: Final = 1000
 _PARTITION_CACHE_LIMIT: Final = 100_000
 
 
@@ -45,7 +59,8 @@ class _PartitionCache(dict[str, int]):
 class Publisher:
     def __init__(self, transport: Transport, metrics: IngestorMetrics, *, partitions: int,
                  buffer_frames: int, retention: Retention, flush_timeout_s: float,
-                 retry_min_s: float = 0.1, retry_max_s: float = 5.0) -> None:
+                 flush_ms: int = 0, retry_min_s: float = 0.1, retry_max_s: float = 5.0
+                 ) -> None:
         self._transport = transport
         self._metrics = metrics
         self._partitions = partitions
@@ -54,8 +69,10 @@ class Publisher:
         self._retention = retention
         self._flush_timeout_s = flush_timeout_s
         self._retry = (retry_min_s, retry_max_s)
-        # (records of one frame, ticks in them); bounded by hand, to count what is dropped.
-        self._buffer: deque[tuple[list[Record], int]] = deque(maxlen=buffer_frames)
+        self._flush_s = flush_ms / 1000
+        # The ticks of each frame; bounded by hand, to count what is dropped.
+        self._buffer: deque[list[Tick]] = deque(maxlen=buffer_frames)
+        self._oldest_at = 0.0  # time.monotonic() when the oldest buffered frame came
         self._wakeup = asyncio.Event()
         self._finishing = asyncio.Event()
         self._finish_at: float | None = None
@@ -86,9 +103,15 @@ class Publisher:
         if not ticks:
             return
         buffer = self._buffer
-        if len(buffer) == buffer.maxlen:
-            self._dropped(buffer[0][1])  # append() below evicts it
-        buffer.append((self.records_for(ticks), len(ticks)))
+        if not buffer:
+            self._oldest_at = time.monotonic()
+        elif self._flush_s and len(last := buffer[-1]) + len(ticks) <= BUNDLE_TICKS:
+            last.extend(ticks)
+            return
+        elif len(buffer) == buffer.maxlen:
+            self._dropped(len(buffer[0]))  # append() below evicts it
+        # A slot of its own (a copy when bundling), so that what it holds is ours alone.
+        buffer.append(list(ticks) if self._flush_s else ticks)
         self._wakeup.set()
 
     def finish(self, deadline: float | None = None) -> None:
@@ -115,13 +138,32 @@ class Publisher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
+            if self._flush_s > 0 and self._finish_at is None:
+                wait = self._oldest_at + self._flush_s - time.monotonic()
+                if wait > 0:
+                    await wait_or_stop(self._finishing, wait)
+                    continue  # (finish() cuts the wait short: flush at once)
             frames = list(buffer)
             buffer.clear()
-            records = [record for frame_records, _ in frames for record in frame_records]
-            ticks = sum(count for _, count in frames)
+            records = self._records(frames)
+            ticks = sum(len(frame) for frame in frames)
             if not await self._publish(records, ticks):
                 self._give_up(ticks)
                 return
+
+    def _records(self, frames: list[list[Tick]]) -> list[Record]:
+        if not self._flush_s:
+            return [record for frame in frames for record in self.records_for(frame)]
+        cache = self._partition_of
+        buckets: list[list[Tick]] = [[] for _ in self._streams]
+        append_to = [bucket.append for bucket in buckets]
+        for frame in frames:
+            for tick in frame:
+                append_to[cache[tick.symbol]](tick)
+        step = MAX_TICKS_PER_RECORD
+        return [Record(stream, bucket[at].symbol, encode_ticks(bucket[at:at + step]))
+                for stream, bucket in zip(self._streams, buckets, strict=True)
+                for at in range(0, len(bucket), step)]
 
     async def _declare(self) -> bool:
         backoff = Backoff(*self._retry)
@@ -200,7 +242,7 @@ class Publisher:
             self._next_drop_log = now + DROP_LOG_INTERVAL_S
 
     def _give_up(self, in_hand: int) -> None:
-        lost = in_hand + sum(count for _, count in self._buffer)
+        lost = in_hand + sum(len(frame) for frame in self._buffer)
         self._buffer.clear()
         self._metrics.ticks_dropped.inc(lost)
         log.error("shutdown deadline passed with the bus unavailable: %d ticks not published",

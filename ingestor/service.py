@@ -1,8 +1,11 @@
-"""Wiring: one writer task and one feed task, under the common runner.
+"""Wiring: one writer task and one reader task, under the common runner.
 
-Both tasks live in one ``TaskGroup`` so that neither can die alone: a writer that fails
-takes the feed (and the process) down with it, which a supervisor notices and restarts,
-instead of a feed that keeps reading into a buffer nobody drains.
+The reader is one ``Feed`` (``FEED=mini_ticker``: one connection) or a ``Board``
+(``FEED=agg_trade``: the connections of the whole board), sharing one ``Dedupe`` so that
+what two connections both deliver counts once. Both tasks live in one ``TaskGroup`` so
+that neither can die alone: a writer that fails takes the feed (and the process) down with
+it, which a supervisor notices and restarts, instead of a feed that keeps reading into a
+buffer nobody drains.
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ import logging
 from common.bus import Retention, Transport
 from common.runner import Runtime, Service
 from common.settings import IngestorSettings
+from ingestor.board import Board
 from ingestor.feed import Feed
 from ingestor.metrics import IngestorMetrics
+from ingestor.parsing import Dedupe
 from ingestor.publisher import Publisher
 
 log = logging.getLogger(__name__)
@@ -36,8 +41,13 @@ class Ingestor:
             buffer_frames=settings.ingest_buffer_frames,
             retention=Retention(max_age_s=settings.ticks_retention_s),
             flush_timeout_s=self._flush_s,
+            flush_ms=settings.flush_ms,
         )
-        self.feed = Feed(settings, self.publisher.submit, metrics)
+        dedupe = Dedupe()
+        self.feed: Feed | Board = (
+            Board(settings, self.publisher.submit, metrics, dedupe)
+            if settings.feed == "agg_trade" else
+            Feed(settings, self.publisher.submit, metrics, dedupe=dedupe))
         self._writer: asyncio.Task[None] | None = None
 
     def healthy(self) -> bool:

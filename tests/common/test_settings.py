@@ -28,8 +28,13 @@ def test_defaults_match_the_documented_interface(monkeypatch: pytest.MonkeyPatch
     assert detector.poison_max_attempts == 3
     ingestor = load_settings(IngestorSettings)
     assert ingestor.binance_ws_url == (
-        "wss://fstream.binance.com/market/stream?streams=!miniTicker@arr")
+        "wss://fstream.binance.com/market/stream?streams="
+        "!miniTicker@arr/!forceOrder@arr/!markPrice@arr@1s")
     assert (ingestor.stale_after_s, ingestor.ingestor_metrics_port) == (30.0, 9101)
+    assert (ingestor.feed, ingestor.binance_rest_url, ingestor.binance_ws_base_url) == (
+        "mini_ticker", "https://fapi.binance.com", "wss://fstream.binance.com/market")
+    assert (ingestor.symbols_refresh_s, ingestor.streams_per_connection,
+            ingestor.flush_ms) == (300.0, 200, 5)
     gateway = load_settings(GatewaySettings)
     assert (gateway.gateway_host, gateway.gateway_port, gateway.history_size) == (
         "0.0.0.0", 8080, 50)
@@ -82,6 +87,16 @@ def test_cooldown_defaults_to_the_window(monkeypatch: pytest.MonkeyPatch) -> Non
         (DetectorSettings, "POISON_MAX_ATTEMPTS", "0"),
         (IngestorSettings, "BINANCE_WS_URL", "http://example.invalid/"),
         (IngestorSettings, "STALE_AFTER_S", "soon"),
+        (IngestorSettings, "FEED", "trades"),
+        (IngestorSettings, "BINANCE_REST_URL", "fapi.binance.com"),
+        (IngestorSettings, "BINANCE_WS_BASE_URL", "https://fstream.binance.com/market"),
+        (IngestorSettings, "BINANCE_WS_BASE_URL", "wss://h/market/stream?streams=a"),
+        (IngestorSettings, "SYMBOLS_REFRESH_S", "0"),
+        (IngestorSettings, "SYMBOLS_REFRESH_S", "1e9"),
+        (IngestorSettings, "STREAMS_PER_CONNECTION", "0"),
+        (IngestorSettings, "STREAMS_PER_CONNECTION", "1025"),
+        (IngestorSettings, "FLUSH_MS", "-1"),
+        (IngestorSettings, "FLUSH_MS", "1001"),
         (IngestorSettings, "INGESTOR_METRICS_PORT", "70000"),
         (IngestorSettings, "BUS_URL", "amqp://localhost"),
         (GatewaySettings, "GATEWAY_PORT", "eighty"),
@@ -112,6 +127,15 @@ def test_each_bad_value_names_its_variable(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv(variable, value)
     with pytest.raises(SettingsError, match=variable):
         load_settings(settings_type)
+
+
+def test_the_trade_level_feed_needs_room_for_the_board_streams(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMS_PER_CONNECTION", "1")
+    assert load_settings(IngestorSettings).streams_per_connection == 1  # mini_ticker: unused
+    monkeypatch.setenv("FEED", "agg_trade")
+    with pytest.raises(SettingsError, match="STREAMS_PER_CONNECTION"):
+        load_settings(IngestorSettings)
 
 
 def test_case_of_log_settings_is_forgiven(monkeypatch: pytest.MonkeyPatch) -> None:

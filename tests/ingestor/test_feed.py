@@ -39,7 +39,8 @@ async def test_drifting_market_lands_in_redis_without_coin_m(redis_server: Redis
     usdm = [q for f in scenario for q in f if q.contract_type == 1]
     coin_m = sum(1 for f in scenario for q in f if q.contract_type == 2)
     async with FakeExchange(scenario, interval_s=0.02) as ex:
-        settings = make_settings(redis_server.url, ex.url("!miniTicker@arr"))
+        # FLUSH_MS=0: one bus entry per partition per frame, however close the frames come.
+        settings = make_settings(redis_server.url, ex.url("!miniTicker@arr"), flush_ms=0)
         async with running(settings) as ingestor:
             await wait_until(lambda: ticks_published(ingestor) >= len(usdm), what="all ticks")
             await ex.wait_until_done(5)

@@ -156,7 +156,8 @@ def test_a_forced_order_is_a_liquidation_tick() -> None:
 @pytest.mark.parametrize(("spoil", "kind"), [
     ({"ap": "0"}, "bad_price"), ({"ap": "abc"}, "bad_price"), ({"z": "0"}, "bad_field"),
     ({"z": "NaN"}, "bad_field"), ({"S": "LONG"}, "bad_field"), ({"T": -5}, "bad_event_time"),
-    ({"s": "A:B"}, "bad_symbol"), ({"s": ""}, "bad_symbol"), ({"T": None}, "bad_field")])
+    ({"s": "A:B"}, "bad_symbol"), ({"s": ""}, "bad_symbol"), ({"T": None}, "bad_field"),
+    ({"ap": None}, "bad_price")])
 def test_a_forced_order_spoiled_in_one_field_is_that_entry_only(spoil: dict[str, Any],
                                                                kind: str) -> None:
     entry = force("AUSDT", 5)
@@ -192,8 +193,11 @@ def test_dedupe_drops_what_another_connection_delivered_first() -> None:
     assert len(first.parse(wrap("ethusdt@aggTrade", agg("ETHUSDT", 1, trade_ms=1))).ticks) == 1
     assert len(first.parse(wrap("btcusdt@aggTrade", agg("BTCUSDT", 9, trade_ms=105))).ticks) == 1
     for parser, dup in ((first, 0), (second, 1)):
-        for entry in (force("BTCUSDT", 50), [mark("BTCUSDT", "1", 60)], [mini("BTCUSDT", "1", 70)]):
+        for entry in (force("BTCUSDT", 50), [mark("BTCUSDT", "1", 60)]):
             assert parser.parse(wrap("s", entry)).duplicates == dup
+    # A ticker seen twice is the same price at the same time: harmless, and kept.
+    assert [first.parse(wrap("s", [mini("BTCUSDT", "1", 70)])).duplicates
+            for _ in range(2)] == [0, 0]
 
 
 def test_a_replayed_pass_with_later_times_is_no_duplicate() -> None:

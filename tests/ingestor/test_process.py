@@ -13,7 +13,9 @@ from pathlib import Path
 
 import httpx
 
+from common.schemas import FUNDING, PRICE
 from fake_exchange import FakeExchange, drifting_market
+from tests.support.exchange import ExchangeProcess
 from tests.support.ingestor import read_entries, read_ticks, wait_until
 from tests.support.processes import service_env
 from tests.support.servers import RedisServer
@@ -128,3 +130,33 @@ def test_bad_setting_exits_2_naming_the_variable() -> None:
                             capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 2
     assert "STALE_AFTER_S" in result.stderr
+
+
+async def test_the_trade_level_feed_as_real_processes(redis_server: RedisServer,
+                                                      tmp_path: Path) -> None:
+    """``FEED=agg_trade`` from the environment against ``python -m fake_exchange``: the
+    board listed over REST, sharded at 200 streams, every kind of tick on the bus."""
+    port = free_port()
+    with ExchangeProcess(symbols=650, trades_per_s=5000,
+                         log_path=tmp_path / "exchange.log") as exchange:
+        log_path = tmp_path / "ingestor.log"
+        async with exchange.control() as control, ingestor_process(
+                log_path, BUS_URL=redis_server.url, FEED="agg_trade",
+                BINANCE_REST_URL=exchange.rest_url, BINANCE_WS_BASE_URL=exchange.ws_base_url,
+                INGESTOR_METRICS_PORT=str(port), METRICS_HOST="127.0.0.1",
+                FLUSH_MS="5") as process:
+            async def kinds_landed() -> bool:
+                assert process.returncode is None, log_path.read_text()[-3000:]
+                return {t.kind for t in await read_ticks(redis_server.url, 4)} >= {
+                    PRICE, FUNDING}
+            await wait_until(kinds_landed, timeout=20, what="trades and mark prices")
+            stats = await control.stats()
+            assert sorted(c.streams for c in stats.connections if c.open) == [52, 200, 200, 200]
+            assert stats.rate_violations == 0
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+                scrape = (await http.get("/metrics")).text
+            assert scraped(scrape, "ingestor_connections_open") == 4
+            assert scraped(scrape, "ingestor_symbols_listed") == 650
+            process.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(process.wait(), 10) == 0, log_path.read_text()
+    assert "board: 650 symbols on 4 connections" in log_path.read_text()

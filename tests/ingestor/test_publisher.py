@@ -8,9 +8,9 @@ import pytest
 
 from common.bus import BusUnavailable, Record, Retention
 from common.bus.redis_streams import RedisConfig, RedisTransport
-from common.schemas import Tick
+from common.schemas import Tick, decode_ticks
 from ingestor.metrics import IngestorMetrics, new_registry
-from ingestor.publisher import Publisher
+from ingestor.publisher import BUNDLE_TICKS, MAX_TICKS_PER_RECORD, Publisher
 from tests.support.ingestor import read_entries, wait_until
 from tests.support.servers import RedisServer
 
@@ -230,3 +230,154 @@ async def test_record_key_is_the_first_symbol_of_its_partition() -> None:
     for record in records:
         p = int(record.stream.removeprefix("ticks."))
         assert record.key == next(s for s in SYMBOLS if expected_partition(s) == p)
+
+
+class TimedTransport(BrokenTransport):
+    """Remembers each publish call's records and when it came (event-loop time)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[float, list[Record]]] = []
+
+    async def publish(self, records: Sequence[Record]) -> None:
+        self.calls.append((asyncio.get_running_loop().time(), list(records)))
+
+
+def make_flushing(transport: TimedTransport, flush_ms: int,
+                  buffer_frames: int = 1000) -> tuple[Publisher, IngestorMetrics]:
+    metrics = IngestorMetrics(new_registry())
+    publisher = Publisher(transport, metrics, partitions=P,  # type: ignore[arg-type]
+                          buffer_frames=buffer_frames, retention=Retention(max_age_s=900.0),
+                          flush_timeout_s=3.0, flush_ms=flush_ms)
+    return publisher, metrics
+
+
+def trades(k: int) -> list[Tick]:
+    """One trade per frame, as the aggTrade streams send them."""
+    symbol = SYMBOLS[k % len(SYMBOLS)]
+    return [Tick(symbol, 100.0 + k, 1_700_000_000_000 + k, "agg_trade", quantity=1.0)]
+
+
+async def test_a_burst_within_the_flush_delay_is_one_entry_per_partition() -> None:
+    transport = TimedTransport()
+    publisher, metrics = make_flushing(transport, flush_ms=50)
+    writer = asyncio.create_task(publisher.run())
+    await asyncio.sleep(0.01)  # declared, waiting
+    burst = [trades(k) for k in range(400)]
+    for frame in burst:
+        publisher.submit(frame)
+    await wait_until(lambda: value(metrics, "ingestor_ticks_published_total") == 400,
+                     what="the burst published")
+    [(_, records)] = transport.calls
+    assert sorted(r.stream for r in records) == [f"ticks.{p}" for p in range(P)]
+    for record in records:
+        p = int(record.stream.removeprefix("ticks."))
+        # Every tick of the partition, in arrival order, in one entry.
+        assert decode_ticks(record.payload) == [
+            f[0] for f in burst if expected_partition(f[0].symbol) == p]
+    publisher.finish()
+    await asyncio.wait_for(writer, 5)
+
+
+async def test_a_tick_waits_at_most_the_flush_delay() -> None:
+    transport = TimedTransport()
+    publisher, _ = make_flushing(transport, flush_ms=40)
+    writer = asyncio.create_task(publisher.run())
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(0.01)
+    submitted = []
+    for k in range(6):  # frames 25 ms apart: each flush takes what came within 40 ms
+        submitted.append(loop.time())
+        publisher.submit(trades(k))
+        await asyncio.sleep(0.025)
+    await wait_until(lambda: sum(len(decode_ticks(r.payload)) for _, rs in transport.calls
+                                 for r in rs) == 6, what="every tick published")
+    publisher.finish()
+    await asyncio.wait_for(writer, 5)
+    published_at = {}
+    for at, records in transport.calls:
+        for record in records:
+            for tick in decode_ticks(record.payload):
+                published_at[tick.event_time_ms - 1_700_000_000_000] = at
+    waits = [published_at[k] - submitted[k] for k in range(6)]
+    assert max(waits) <= 0.04 + 0.03  # the delay, and a scheduling margin
+    assert min(waits) >= 0.0
+    assert waits[0] >= 0.035  # the first tick did wait for company
+    assert 1 < len(transport.calls) < 6
+
+
+async def test_no_flush_delay_writes_as_soon_as_the_writer_is_free() -> None:
+    transport = TimedTransport()
+    publisher, _ = make_flushing(transport, flush_ms=0)
+    writer = asyncio.create_task(publisher.run())
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(0.01)
+    submitted = loop.time()
+    publisher.submit(trades(0))
+    await wait_until(lambda: transport.calls, what="the publish")
+    assert transport.calls[0][0] - submitted < 0.02
+    publisher.finish()
+    await asyncio.wait_for(writer, 5)
+
+
+async def test_finish_flushes_at_once_without_waiting_for_the_delay() -> None:
+    transport = TimedTransport()
+    publisher, _ = make_flushing(transport, flush_ms=1000)
+    writer = asyncio.create_task(publisher.run())
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(0.01)
+    publisher.submit(trades(0))
+    await asyncio.sleep(0.01)
+    started = loop.time()
+    publisher.finish()
+    await asyncio.wait_for(writer, 5)
+    assert loop.time() - started < 0.2
+    assert len(transport.calls) == 1
+
+
+def board_frame(k: int) -> list[Tick]:
+    """A frame as big as a buffer slot: a mini ticker frame of the whole board."""
+    return [Tick(f"S{i}USDT", 1.0, 1_700_000_000_000 + k, "mini_ticker")
+            for i in range(BUNDLE_TICKS)]
+
+
+async def test_flushing_keeps_the_bounded_buffer_and_its_drop_count() -> None:
+    transport = TimedTransport()
+    publisher, metrics = make_flushing(transport, flush_ms=20, buffer_frames=10)
+    for k in range(25):  # before the writer runs: 15 frames evicted, oldest first
+        publisher.submit(board_frame(k))
+    assert value(metrics, "ingestor_ticks_dropped_total") == 15 * BUNDLE_TICKS
+    await drain(publisher)
+    kept = sorted({t.event_time_ms - 1_700_000_000_000 for _, rs in transport.calls
+                   for r in rs for t in decode_ticks(r.payload)})
+    assert kept == list(range(15, 25))
+
+
+async def test_small_frames_share_buffer_slots_so_an_outage_keeps_more_of_them() -> None:
+    transport = TimedTransport()
+    publisher, metrics = make_flushing(transport, flush_ms=20, buffer_frames=3)
+    frames = [trades(k) for k in range(3 * BUNDLE_TICKS)]
+    for frame in frames:  # one trade each: 3 slots of BUNDLE_TICKS, nothing dropped
+        publisher.submit(frame)
+    assert publisher.buffered_frames == 3
+    assert value(metrics, "ingestor_ticks_dropped_total") == 0
+    publisher.submit(trades(0))  # a 4th slot: the oldest bundle goes
+    assert value(metrics, "ingestor_ticks_dropped_total") == BUNDLE_TICKS
+    assert all(len(frame) == 1 for frame in frames)  # what the feed handed over is untouched
+    await drain(publisher)
+    assert sum(len(decode_ticks(r.payload)) for _, rs in transport.calls
+               for r in rs) == 2 * BUNDLE_TICKS + 1
+
+
+async def test_a_big_flush_is_split_into_bounded_entries() -> None:
+    transport = TimedTransport()
+    publisher, _ = make_flushing(transport, flush_ms=5, buffer_frames=100)
+    symbol = "BTCUSDT"
+    for k in range(3):
+        publisher.submit([Tick(symbol, 1.0, k * 10_000 + i, "agg_trade")
+                          for i in range(MAX_TICKS_PER_RECORD // 2 + 1)])
+    await drain(publisher)
+    [(_, records)] = transport.calls
+    sizes = [len(decode_ticks(r.payload)) for r in records]
+    assert sizes == [MAX_TICKS_PER_RECORD, 3 * (MAX_TICKS_PER_RECORD // 2 + 1)
+                     - MAX_TICKS_PER_RECORD]
+    assert {r.stream for r in records} == {f"ticks.{expected_partition(symbol)}"}
