@@ -26,10 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
 from websockets.asyncio.client import connect
 
 from bench.buses import local_bus
+from bench.ingest import cpu_seconds
 from tests.support.exchange import ExchangeControl, ExchangeProcess
 from tests.support.processes import Pipeline, metric
 
@@ -48,11 +48,6 @@ class Run:
         self.latencies_ms: list[float] = []
 
 
-def _cpu_s(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return float(times.user + times.system)
-
-
 async def one_run(args: argparse.Namespace, scratch: Path) -> Run:
     run = Run()
     with local_bus("redis", scratch) as bus, \
@@ -68,11 +63,10 @@ async def one_run(args: argparse.Namespace, scratch: Path) -> Run:
             await asyncio.sleep(WARMUP_S)
             process = pipeline.services["ingestor"].process
             assert process is not None
-            ingestor = psutil.Process(process.pid)
             metrics = f"http://127.0.0.1:{pipeline.ingestor_metrics_port}/metrics"
 
             def reading() -> tuple[float, float, float]:
-                return (_cpu_s(ingestor), metric(metrics, "ingestor_ticks_published_total"),
+                return (cpu_seconds(process.pid), metric(metrics, "ingestor_ticks_published_total"),
                         time.monotonic())
 
             async with exchange.control() as control:

@@ -74,7 +74,7 @@ async def test_a_trade_level_jump_alerts_at_a_websocket_client_well_inside_a_sec
         await asyncio.sleep(1.0)
 
     assert len(of(client, "SYM007USDT", "price")) == 1
-    assert (alert["direction"], alert["source"], alert["level"]) == ("up", "trade", 1)
+    assert (alert["direction"], alert["source"], alert["level"]) == ("up", "agg_trade", 1)
     assert alert["change_pct"] >= 2.0
     burst_times = {t for t, _ in jump.path}
     # Event time is the time T of the trade that crossed the threshold, one of the burst's,
