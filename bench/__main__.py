@@ -17,6 +17,7 @@ BENCHMARKS: tuple[tuple[str, ...], ...] = (
     *(("bench.ingest", "--bus", bus) for bus in BUSES),
     *(("bench.detector", "--bus", bus) for bus in BUSES),
     *(("bench.latency", "--bus", bus) for bus in BUSES),
+    ("bench.trades",),
     ("bench.fanout", "--clients", "2000", "--rate", "5"),
     ("bench.fanout", "--clients", "1000", "--burst", "100", "--burst-seconds", "2"),
     ("bench.notify",),

@@ -101,10 +101,11 @@ class Alert(msgspec.Struct, frozen=True, kw_only=True):
     # funding: the rate in percent (0.1 for 0.1 %) and the next funding time.
     funding_rate_pct: float | None = None
     next_funding_ms: int | None = None
-    # volume: the quote volume traded within the window, and the mean quote volume per
-    # window of that length over the baseline before it.
+    # volume: the quote volume traded within the window, the mean quote volume per window
+    # of that length over the baseline before it, and how long that baseline is.
     volume_usdt: float | None = None
     baseline_volume_usdt: float | None = None
+    baseline_s: int | None = None
 
 
 class RuleSet(msgspec.Struct, frozen=True, kw_only=True):

@@ -260,6 +260,7 @@ class VolumeEngine:
             threshold=params.factor,
             volume_usdt=volume / UNITS_PER_USDT,
             baseline_volume_usdt=mean / UNITS_PER_USDT,
+            baseline_s=baseline,
         )
 
     def _relayout(self, flow: _Flow, old_span: int) -> None:

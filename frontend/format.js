@@ -239,7 +239,8 @@ export function figures(alert, now) {
       const ratio = volumeRatio(alert);
       return { word: up ? "up" : "down", main: usd(alert.volume_usdt),
         note: ratio === null ? "none in its baseline"
-          : ratio.toFixed(1) + "× its mean (" + usd(alert.baseline_volume_usdt) + ")",
+          : ratio.toFixed(1) + "× its mean (" + usd(alert.baseline_volume_usdt) + ")"
+            + (Number.isInteger(alert.baseline_s) ? " over " + duration(alert.baseline_s) : ""),
         title: "Quote volume within the window, against its mean per window over the "
           + "rule's baseline" };
     }

@@ -134,6 +134,11 @@ def volume_ratio(alert: Alert) -> float | None:
     return volume / baseline
 
 
+def over_baseline(alert: Alert) -> str:
+    """`` over the last 1 h``: the baseline the mean is of (alerts before it was sent: "")."""
+    return "" if alert.baseline_s is None else f" over the last {window(alert.baseline_s)}"
+
+
 def _ratio_text(alert: Alert) -> str:
     ratio = volume_ratio(alert)
     if ratio is not None:
@@ -154,7 +159,7 @@ def headline(alert: Alert) -> str:
     """The title of a single message: ``▲ SOLUSDT +3.10 % in 60 s`` for a price alert,
     ``▼ BTCUSDT longs liquidated: ≥ $2.4M in 60 s (5 orders)``, ``▲ BTCUSDT funding
     +0.2100 % (longs pay), next funding in 3 h 12 min``, ``▲ BTCUSDT volume $5.1M in 60 s,
-    7.3× its baseline mean per 60 s``."""
+    7.3× its mean per 60 s over the last 1 h``."""
     span = window(alert.window_s)
     head = f"{arrow(alert)} {alert.symbol}"
     if alert.kind == "liquidation":
@@ -166,7 +171,7 @@ def headline(alert: Alert) -> str:
                 f"({PAYS[alert.direction]}), next funding in {next_funding_in(alert)}")
     if alert.kind == "volume":
         ratio = _ratio_text(alert)
-        per = f" its baseline mean per {span}" if volume_ratio(alert) is not None else ""
+        per = "" if volume_ratio(alert) is None else f" its mean per {span}{over_baseline(alert)}"
         return f"{head} volume {usd(alert.volume_usdt)} in {span}, {ratio}{per}"
     return f"{short_line(alert)} in {span}"
 
@@ -238,7 +243,7 @@ def facts(alert: Alert) -> list[tuple[str, str]]:
             ("Direction", f"{arrow(alert)} price {alert.direction}"),
             ("Volume", f"{usd_exact(alert.volume_usdt)} in {window(alert.window_s)}"),
             ("Baseline", f"{usd_exact(alert.baseline_volume_usdt)} per "
-                         f"{window(alert.window_s)} (mean)"),
+                         f"{window(alert.window_s)} (mean{over_baseline(alert)})"),
             ("Ratio", f"{_ratio_text(alert)} (threshold {factor})"),
             ("Price", f"{price(alert.price)} (from {price(alert.base_price)}, "
                       f"{signed_pct(alert.change_pct)})"),

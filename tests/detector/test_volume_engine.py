@@ -54,7 +54,7 @@ def test_a_spike_over_the_baseline_fires_with_its_figures() -> None:
     assert (alert.kind, alert.rule, alert.level, alert.window_s) == ("volume", "small", 1, 2)
     # V: seconds 11 and 12; B: seconds 1..10, 1,000 USDT, times 2 / 10.
     assert (alert.volume_usdt, alert.baseline_volume_usdt) == (1_110.0, 200.0)
-    assert (alert.threshold, alert.threshold_pct) == (3.0, 0.0)
+    assert (alert.threshold, alert.threshold_pct, alert.baseline_s) == (3.0, 0.0, 10)
     assert (alert.direction, alert.price, alert.base_price, alert.change_pct) == (
         "up", 101.0, 100.0, 1.0)
     assert (alert.event_time_ms, alert.detected_at_ms, alert.source) == (

@@ -75,7 +75,7 @@ async def test_each_kind_has_its_badge_its_figures_and_only_price_a_path(
         vol = row_of(rows, volume.id)
         await expect(vol.locator(".kind-badge")).to_have_text("volume")
         await expect(vol.locator(".col-change .figure")).to_have_text("$5.1M")
-        await expect(vol.locator(".figure-note")).to_have_text("7.3× its mean ($699k)")
+        await expect(vol.locator(".figure-note")).to_have_text("7.3× its mean ($699k) over 1 h")
         await expect(vol.locator(".col-shape svg")).to_have_count(0)
         await expect(vol.locator(".col-shape .no-shape")).to_have_attribute(
             "title", re.compile("volume alert: no price path"))

@@ -58,7 +58,7 @@ async def test_history_on_connect_then_each_live_alert_once(
             "source": "mini_ticker", "path": None, "rule": None, "level": 1,
             "kind": "price", "threshold": None, "notional_usdt": None, "liquidations": None,
             "funding_rate_pct": None, "next_funding_ms": None, "volume_usdt": None,
-            "baseline_volume_usdt": None,
+            "baseline_volume_usdt": None, "baseline_s": None,
         }
         await assert_silent(ws)
 

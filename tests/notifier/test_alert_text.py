@@ -70,12 +70,16 @@ def test_the_countdown_is_rounded_down(ms: int, text: str) -> None:
 
 
 def test_a_volume_alert_gives_the_volume_and_its_ratio_to_the_baseline() -> None:
-    alert = kind_alert("volume", volume_usdt=5_100_000.0, baseline_volume_usdt=698_630.0)
-    assert alert_text.headline(alert) == ("▲ BTCUSDT volume $5.1M in 60 s, 7.3× its baseline "
-                                          "mean per 60 s")
+    alert = kind_alert("volume", volume_usdt=5_100_000.0, baseline_volume_usdt=698_630.0,
+                       baseline_s=3600)
+    assert alert_text.headline(alert) == ("▲ BTCUSDT volume $5.1M in 60 s, 7.3× its mean per "
+                                          "60 s over the last 1 h")
     facts = dict(alert_text.facts(alert))
     assert facts["Volume"] == "$5,100,000 in 60 s"
-    assert facts["Baseline"] == "$698,630 per 60 s (mean)"
+    assert facts["Baseline"] == "$698,630 per 60 s (mean over the last 1 h)"
+    written_before_baseline_s = kind_alert("volume", volume_usdt=5_100_000.0,
+                                           baseline_volume_usdt=698_630.0, baseline_s=None)
+    assert alert_text.headline(written_before_baseline_s).endswith("7.3× its mean per 60 s")
     assert facts["Ratio"] == "7.3× (threshold 5×)"
     silent = kind_alert("volume", baseline_volume_usdt=0.0)
     assert alert_text.headline(silent).endswith("$5.1M in 60 s, none in its baseline")

@@ -30,7 +30,7 @@ ALERT_FIELDS: Final = {"id", "symbol", "direction", "change_pct", "price", "base
                        "window_s", "threshold_pct", "event_time_ms", "detected_at_ms",
                        "source", "path", "rule", "level", "kind", "threshold",
                        "notional_usdt", "liquidations", "funding_rate_pct", "next_funding_ms",
-                       "volume_usdt", "baseline_volume_usdt"}
+                       "volume_usdt", "baseline_volume_usdt", "baseline_s"}
 BASE_TIME_MS: Final = 1_780_000_000_000
 _sequence = itertools.count()
 

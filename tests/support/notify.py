@@ -65,5 +65,6 @@ _KIND_FIGURES: dict[str, dict[str, Any]] = {
                 "threshold": 0.1, "window_s": 0, "price": 97_000.0, "base_price": 97_000.0,
                 "change_pct": 0.21, "source": "mark_price"},
     "volume": {"direction": "up", "volume_usdt": 5_100_000.0, "baseline_volume_usdt": 698_630.0,
-               "threshold": 5.0, "price": 97_500.0, "base_price": 97_000.0},
+               "baseline_s": 3600, "threshold": 5.0, "price": 97_500.0,
+               "base_price": 97_000.0},
 }
