@@ -16,12 +16,12 @@ import msgspec
 import pytest
 from pydantic_settings import BaseSettings
 
+from common.kafka_settings import KafkaSettings
 from common.rule_model import RULE_KINDS, Rule, check_rules
 from common.settings import (
     DetectorSettings,
     GatewaySettings,
     IngestorSettings,
-    KafkaSettings,
     NotifierSettings,
 )
 

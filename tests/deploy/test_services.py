@@ -21,11 +21,11 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 from pydantic_settings import BaseSettings
 
+from common.kafka_settings import KafkaSettings
 from common.settings import (
     DetectorSettings,
     GatewaySettings,
     IngestorSettings,
-    KafkaSettings,
     NotifierSettings,
     load_settings,
 )

@@ -21,7 +21,8 @@ from common.bus.kafka.config import KafkaConfig
 from common.bus.kafka.tansu import log_bounds
 from common.bus.kafka.transport import KafkaTransport
 from common.bus.redis_streams import RedisConfig, RedisTransport
-from common.settings import BaseServiceSettings, KafkaSettings, load_settings
+from common.kafka_settings import KafkaSettings
+from common.settings import BaseServiceSettings, load_settings
 from tests.support.servers import KAFKA_TEST_ENV, KafkaBroker, RedisServer
 
 T = TypeVar("T")

@@ -18,7 +18,8 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.helpers import create_ssl_context
 
 from common.bus.contract import TransportConfigError
-from common.settings import KafkaSettings, SettingsError, load_settings
+from common.kafka_settings import KafkaSettings
+from common.settings import SettingsError, load_settings
 
 if TYPE_CHECKING:
     from common.settings import BaseServiceSettings
