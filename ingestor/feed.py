@@ -64,14 +64,17 @@ class _Session:
         self.streams = streams  # as the exchange has them: the URL's, then our requests'
         self.pacer = Pacer()
         self.delivered = asyncio.Event()
+        self._has_delivered = False
         self._on_message = on_message
         self.ws: Connection | None = None  # once connected
         self.reader: asyncio.Task[str] | None = None  # ends with the connection: why
 
     def deliver(self, message: bytes | str, binary: bool) -> None:
+        """The client's callback: every message of this socket, on the hot path."""
         if self._on_message(message, binary):
             self.last_data = time.monotonic()
-            if not self.delivered.is_set():
+            if not self._has_delivered:  # a plain flag: Event.is_set() is a Python call
+                self._has_delivered = True
                 self.delivered.set()
 
 
