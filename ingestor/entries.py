@@ -127,9 +127,11 @@ class AggTrade(msgspec.Struct, gc=False):
     p: Annotated[float, msgspec.Meta(ge=MIN_PRICE, le=MAX_PRICE)]
     q: Annotated[float, msgspec.Meta(gt=0.0, le=MAX_QUANTITY)]
     T: _Time
-    a: int | str  # as Entry's: an id in a string is a bad id, not an id
-    st: int | None = None  # present: the general path decides (filtered, or not)
-    X: str | None = None
+    # As Entry's: an id in a string is a bad id, not an id (the check is agg_trade's).
+    a: Annotated[int, msgspec.Meta(ge=0, le=MAX_AGG_ID)] | str
+    # A contract type or a trade type, present, is the general path's to judge.
+    st: None = None
+    X: None = None
 
 
 class Dedupe:
@@ -274,8 +276,7 @@ def agg_trade(trade: AggTrade, latest_ms: int, known_symbols: set[str],
     decode left unchecked, in the same order. None: the general path decides (a field
     only it handles, a symbol not yet seen)."""
     agg_id, symbol, event_time = trade.a, trade.s, trade.T
-    if (type(agg_id) is not int or not 0 <= agg_id <= MAX_AGG_ID or trade.st is not None
-            or trade.X is not None or symbol not in known_symbols):
+    if type(agg_id) is not int or symbol not in known_symbols:
         return None
     if event_time > latest_ms:
         return ParsedFrame([], bad={"event_time_ahead": 1})

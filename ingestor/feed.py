@@ -98,7 +98,8 @@ class Feed:
         self._parser = FrameParser(self._managed or is_combined(self._url), dedupe)
         stale, rotate = settings.stale_after_s, settings.rotate_after_s
         self._check_every_s = min(1.0, max(0.05, min(stale, rotate) / 4))
-        self._counted = [0, 0]  # frames, ticks not yet added to their counters
+        # frames, ticks, duplicates, filtered entries not yet added to their counters
+        self._counted = [0, 0, 0, 0]
         self._counted_at = 0.0  # time.time() of the last flush of the counts
         self._changed = asyncio.Event()
         self._next_id = 1
@@ -313,10 +314,10 @@ class Feed:
             self._reply(parsed.reply)
             return False
         metrics.last_frame_at = arrival
+        if parsed.duplicates:  # every trade for a while, in a rotation's overlap
+            counted[2] += parsed.duplicates
         if parsed.filtered:
-            metrics.ticks_filtered.inc(parsed.filtered)
-        if parsed.duplicates:
-            metrics.duplicates.inc(parsed.duplicates)
+            counted[3] += parsed.filtered
         if parsed.bad:
             self._bad_entries(parsed.bad, message)
         ticks = parsed.ticks
@@ -328,14 +329,14 @@ class Feed:
         return True
 
     def flush_counts(self, now: float | None = None) -> None:
-        """Add the frames and ticks counted since the last flush to their counters."""
+        """Add what was counted since the last flush to its counters."""
         self._counted_at = time.time() if now is None else now
-        frames, ticks = self._counted
-        if frames:
-            self._metrics.frames.inc(frames)
-        if ticks:
-            self._metrics.ticks.inc(ticks)
-        self._counted[:] = (0, 0)
+        metrics = self._metrics
+        for counter, count in zip((metrics.frames, metrics.ticks, metrics.duplicates,
+                                   metrics.ticks_filtered), self._counted, strict=True):
+            if count:
+                counter.inc(count)
+        self._counted[:] = (0, 0, 0, 0)
 
     def _reply(self, reply: Any) -> None:
         if reply.get("error") is not None:
