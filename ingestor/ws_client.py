@@ -201,7 +201,8 @@ class _PicowsConnection:
             # (What ended the connection, a callback's exception included, is closed()'s
             # to report, not this.)
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(transport.wait_disconnected(), self._close_timeout_s)
+                async with asyncio.timeout(self._close_timeout_s):
+                    await transport.wait_disconnected()
             transport.disconnect(graceful=False)
         with contextlib.suppress(Exception):
             await transport.wait_disconnected()
