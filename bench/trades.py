@@ -66,8 +66,18 @@ async def one_run(args: argparse.Namespace, scratch: Path) -> Run:
             metrics = f"http://127.0.0.1:{pipeline.ingestor_metrics_port}/metrics"
 
             def reading() -> tuple[float, float, float]:
-                return (cpu_seconds(process.pid), metric(metrics, "ingestor_ticks_published_total"),
-                        time.monotonic())
+                # CPU first and the count right after: on a loaded host the scrape itself
+                # can take seconds (the ingestor's loop is busy), so it is retried.
+                for attempt in range(5):
+                    cpu = cpu_seconds(process.pid)
+                    try:
+                        published = metric(metrics, "ingestor_ticks_published_total")
+                    except TimeoutError:
+                        if attempt == 4:
+                            raise
+                        continue
+                    return cpu, published, time.monotonic()
+                raise AssertionError("unreachable")
 
             async with exchange.control() as control:
                 run.connections = sum(c.open for c in (await control.stats()).connections)

@@ -102,6 +102,9 @@ class IngestorSettings(BaseServiceSettings):
     # trades, listed from BINANCE_REST_URL, over as many connections to BINANCE_WS_BASE_URL
     # as STREAMS_PER_CONNECTION asks for (ingestor.board).
     feed: Literal["mini_ticker", "agg_trade"] = "mini_ticker"
+    # The WebSocket client of the exchange connections (ingestor.ws_client): picows, in
+    # Cython, takes a fraction of the per-message CPU of websockets, in pure Python.
+    ws_client: Literal["picows", "websockets"] = "picows"
     # The default carries liquidations and mark prices with funding beside the mini
     # ticker, so that every rule kind works on the default feed.
     binance_ws_url: str = ("wss://fstream.binance.com/market/stream?streams="

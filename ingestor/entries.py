@@ -34,7 +34,7 @@ feeds and replays legitimately repeat an ``E``.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -113,6 +113,25 @@ class Entry(msgspec.Struct, gc=False):
     a: int | str | None = None  # aggregate trade id
     r: float | None = None  # funding rate
     o: Order | str | None = None
+
+
+class AggTrade(msgspec.Struct, gc=False):
+    """An aggregate trade that needs none of ``collect``'s cases: every field present, of
+    its type and within its bounds, checked by msgspec while it decodes. A frame that does
+    not fit (another event type, a bad field) fails this decode and takes the general
+    path, so that what becomes of it is decided in one place."""
+
+    e: Literal["aggTrade"]
+    E: _Time
+    s: _Symbol
+    p: Annotated[float, msgspec.Meta(ge=MIN_PRICE, le=MAX_PRICE)]
+    q: Annotated[float, msgspec.Meta(gt=0.0, le=MAX_QUANTITY)]
+    T: _Time
+    # As Entry's: an id in a string is a bad id, not an id (the check is agg_trade's).
+    a: Annotated[int, msgspec.Meta(ge=0, le=MAX_AGG_ID)] | str
+    # A contract type or a trade type, present, is the general path's to judge.
+    st: None = None
+    X: None = None
 
 
 class Dedupe:
@@ -249,6 +268,25 @@ def collect(entries: list[Entry], latest_ms: int, known_symbols: set[str],
             append(Tick(symbol, price, event_time, source, None, kind, quantity,
                         side, rate, next_funding))  # type: ignore[arg-type]
     return ParsedFrame(ticks, filtered, bad, duplicates)
+
+
+def agg_trade(trade: AggTrade, latest_ms: int, known_symbols: set[str],
+              dedupe: Dedupe | None) -> ParsedFrame | None:
+    """``collect`` of a frame of one ``AggTrade``, short: the same checks of what the
+    decode left unchecked, in the same order. None: the general path decides (a field
+    only it handles, a symbol not yet seen)."""
+    agg_id, symbol, event_time = trade.a, trade.s, trade.T
+    if type(agg_id) is not int or symbol not in known_symbols:
+        return None
+    if event_time > latest_ms:
+        return ParsedFrame([], bad={"event_time_ahead": 1})
+    if dedupe is not None:
+        key = (event_time, agg_id)
+        last = dedupe.trades.get(symbol)
+        if last is not None and key <= last:
+            return ParsedFrame([], duplicates=1)
+        dedupe.trades[symbol] = key
+    return ParsedFrame([Tick(symbol, trade.p, event_time, "agg_trade", None, PRICE, trade.q)])
 
 
 def _count(bad: dict[str, int], kind: str) -> None:

@@ -13,20 +13,19 @@ A ``Feed`` reads either one fixed URL (``FEED=mini_ticker``: ``BINANCE_WS_URL``)
 of streams on ``BINANCE_WS_BASE_URL`` that its owner (``ingestor.board``) may change at any
 time: the open socket is then brought to the set with SUBSCRIBE and UNSUBSCRIBE messages,
 paced by ``ingestor.sharding.Pacer``, and a new socket names the set in its URL.
+
+The socket itself is ``ingestor.ws_client``'s, the client chosen by ``WS_CLIENT``: it hands
+each message to ``on_message`` synchronously, from the event loop's read callback.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, Final
-
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from common.backoff import Backoff
 from common.schemas import Tick
@@ -34,6 +33,7 @@ from common.settings import IngestorSettings
 from ingestor.metrics import IngestorMetrics
 from ingestor.parsing import MAX_AHEAD_MS, Dedupe, FrameParser, MalformedFrame, is_combined
 from ingestor.sharding import Pacer, stream_url, subscription_messages
+from ingestor.ws_client import CLIENTS, ConnectFailed, Connection, ConnectionClosed, Options
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +58,24 @@ _ENTRY_HINTS: Final = {
 class _Session:
     """One socket of a feed, with what it is subscribed to and when it last had data."""
 
-    def __init__(self, ws: ClientConnection, streams: set[str]) -> None:
-        self.ws = ws
+    def __init__(self, streams: set[str], on_message: Callable[[bytes | str, bool], bool]
+                 ) -> None:
         self.opened = self.last_data = time.monotonic()
         self.streams = streams  # as the exchange has them: the URL's, then our requests'
         self.pacer = Pacer()
         self.delivered = asyncio.Event()
-        self.reader: asyncio.Task[None] | None = None
+        self._has_delivered = False
+        self._on_message = on_message
+        self.ws: Connection | None = None  # once connected
+        self.reader: asyncio.Task[str] | None = None  # ends with the connection: why
+
+    def deliver(self, message: bytes | str, binary: bool) -> None:
+        """The client's callback: every message of this socket, on the hot path."""
+        if self._on_message(message, binary):
+            self.last_data = time.monotonic()
+            if not self._has_delivered:  # a plain flag: Event.is_set() is a Python call
+                self._has_delivered = True
+                self.delivered.set()
 
 
 class Feed:
@@ -78,13 +89,17 @@ class Feed:
         self._managed = streams is not None
         self.streams: frozenset[str] = frozenset(streams or ())
         self._url = settings.binance_ws_url
+        self._connect = CLIENTS[settings.ws_client]
+        self._options = Options(max_size=settings.ws_max_frame_bytes,
+                                ping_interval_s=PING_INTERVAL_S, ping_timeout_s=PING_TIMEOUT_S,
+                                close_timeout_s=CLOSE_TIMEOUT_S)
         if self._managed:
             metrics.connection_streams.labels(name).set(len(self.streams))
         self._parser = FrameParser(self._managed or is_combined(self._url), dedupe)
         stale, rotate = settings.stale_after_s, settings.rotate_after_s
         self._check_every_s = min(1.0, max(0.05, min(stale, rotate) / 4))
-        self._data_frames = 0
-        self._counted = [0, 0]  # frames, ticks not yet added to their counters
+        # frames, ticks, duplicates, filtered entries not yet added to their counters
+        self._counted = [0, 0, 0, 0]
         self._counted_at = 0.0  # time.time() of the last flush of the counts
         self._changed = asyncio.Event()
         self._next_id = 1
@@ -161,18 +176,13 @@ class Feed:
         """A connected socket with its reader running, or None (logged) when it failed."""
         url, rest = (stream_url(self._settings.binance_ws_base_url, self.streams)
                      if self._managed else (self._url, []))
+        session = _Session(set(self.streams) - set(rest), self.on_message)
         try:
-            ws = await connect(url, max_size=self._settings.ws_max_frame_bytes,
-                               ping_interval=PING_INTERVAL_S, ping_timeout=PING_TIMEOUT_S,
-                               close_timeout=CLOSE_TIMEOUT_S,
-                               # ~100 KB/s of JSON: inflating it would cost more CPU
-                               # than the bandwidth it saves.
-                               compression=None)
-        except (OSError, TimeoutError, WebSocketException) as exc:
-            log.warning("exchange connection %s failed: %r", self.name, exc)
+            session.ws = await self._connect(url, session.deliver, self._options)
+        except ConnectFailed as exc:
+            log.warning("exchange connection %s failed: %s", self.name, exc)
             return None
-        session = _Session(ws, set(self.streams) - set(rest))
-        session.reader = asyncio.create_task(self._read(session),
+        session.reader = asyncio.create_task(session.ws.closed(),
                                              name=f"ingestor-feed-reader-{self.name}")
         log.info("connected to %s", url if len(url) <= 300 else
                  f"{url[:200]}… ({len(self.streams)} streams)")
@@ -182,7 +192,7 @@ class Feed:
     async def _close(self, session: _Session, backoff: Backoff | None) -> None:
         # The close handshake first: it must happen even while this task is being
         # cancelled, which _cancel passes on.
-        with contextlib.suppress(OSError, WebSocketException):
+        if session.ws is not None:
             await session.ws.close()
         if session.reader is not None:
             await _cancel(session.reader)
@@ -212,11 +222,8 @@ class Feed:
                         raise error or RuntimeError("the stream keeper returned")
                     keeper = None  # the socket is closing: the reader ends next
                 if reader.done():
-                    error = reader.exception()
-                    if error is not None and not isinstance(error, ConnectionClosed):
-                        raise error
                     log.warning("exchange closed connection %s: %s", self.name,
-                                error or "end of stream")
+                                reader.result())  # (re-raises what the reader raised)
                     return "closed"
                 now = time.monotonic()
                 if now - session.last_data >= settings.stale_after_s:
@@ -261,6 +268,8 @@ class Feed:
         """Bring the socket's subscriptions to ``self.streams``, paced, for as long as it
         is the feed's socket; ``set_streams`` wakes it."""
         loop = asyncio.get_running_loop()
+        ws = session.ws
+        assert ws is not None
         while True:
             self._changed.clear()
             for method, streams in (("UNSUBSCRIBE", session.streams - self.streams),
@@ -271,7 +280,7 @@ class Feed:
                     self._next_id += 1
                     await asyncio.sleep(session.pacer.delay(loop.time()))
                     session.pacer.sent(loop.time())
-                    await session.ws.send(json.dumps(message))
+                    await ws.send(json.dumps(message))
                     self._metrics.subscription_messages.labels(method).inc()
                     params = set(message["params"])
                     if method == "SUBSCRIBE":
@@ -283,18 +292,9 @@ class Feed:
             if session.streams == self.streams:
                 await self._changed.wait()
 
-    async def _read(self, session: _Session) -> None:
-        on_message = self.on_message
-        async for message in session.ws:
-            before = self._data_frames
-            on_message(message)
-            if self._data_frames != before:
-                session.last_data = time.monotonic()
-                if not session.delivered.is_set():
-                    session.delivered.set()
-
-    def on_message(self, message: str | bytes) -> None:
-        """One websocket message: the hot path, synchronous on purpose."""
+    def on_message(self, message: bytes | str, binary: bool = False) -> bool:
+        """One websocket message: the hot path, synchronous on purpose. True when it was
+        a data frame (not a reply, not malformed)."""
         arrival = time.time()
         metrics = self._metrics
         counted = self._counted
@@ -302,23 +302,22 @@ class Feed:
         sample = arrival - self._counted_at >= METRICS_EVERY_S
         if sample:
             self.flush_counts(arrival)
-        if isinstance(message, bytes):  # the exchange speaks text frames only
+        if binary:  # the exchange speaks text frames only
             self._malformed(MalformedFrame("binary", "binary websocket frame"), message)
-            return
+            return False
         try:
             parsed = self._parser.parse(message, int(arrival * 1000))
         except MalformedFrame as exc:
             self._malformed(exc, message)
-            return
+            return False
         if parsed.reply is not None:
             self._reply(parsed.reply)
-            return
-        self._data_frames += 1
+            return False
         metrics.last_frame_at = arrival
+        if parsed.duplicates:  # every trade for a while, in a rotation's overlap
+            counted[2] += parsed.duplicates
         if parsed.filtered:
-            metrics.ticks_filtered.inc(parsed.filtered)
-        if parsed.duplicates:
-            metrics.duplicates.inc(parsed.duplicates)
+            counted[3] += parsed.filtered
         if parsed.bad:
             self._bad_entries(parsed.bad, message)
         ticks = parsed.ticks
@@ -327,16 +326,17 @@ class Feed:
             if sample:
                 metrics.exchange_lag.observe(arrival - ticks[-1].event_time_ms / 1000)
             self._sink(ticks)
+        return True
 
     def flush_counts(self, now: float | None = None) -> None:
-        """Add the frames and ticks counted since the last flush to their counters."""
+        """Add what was counted since the last flush to its counters."""
         self._counted_at = time.time() if now is None else now
-        frames, ticks = self._counted
-        if frames:
-            self._metrics.frames.inc(frames)
-        if ticks:
-            self._metrics.ticks.inc(ticks)
-        self._counted[:] = (0, 0)
+        metrics = self._metrics
+        for counter, count in zip((metrics.frames, metrics.ticks, metrics.duplicates,
+                                   metrics.ticks_filtered), self._counted, strict=True):
+            if count:
+                counter.inc(count)
+        self._counted[:] = (0, 0, 0, 0)
 
     def _reply(self, reply: Any) -> None:
         if reply.get("error") is not None:
@@ -350,7 +350,7 @@ class Feed:
             log.warning("skipping a malformed frame (%s; further ones only counted): %s %r",
                         exc.kind, exc, message[:_SAMPLE_CHARS])
 
-    def _bad_entries(self, bad: dict[str, int], message: str) -> None:
+    def _bad_entries(self, bad: dict[str, int], message: bytes | str) -> None:
         metrics = self._metrics
         metrics.bad_entries.inc(sum(bad.values()))
         for kind, count in bad.items():

@@ -67,9 +67,11 @@ from ingestor.entries import (
     MAX_SYMBOL_CHARS,
     MIN_PRICE,
     USDM_CONTRACT,
+    AggTrade,
     Dedupe,
     Entry,
     ParsedFrame,
+    agg_trade,
     collect,
 )
 
@@ -97,12 +99,20 @@ class _Combined(msgspec.Struct, gc=False):
     data: list[Entry] | Entry
 
 
+class _CombinedAggTrade(msgspec.Struct, gc=False):
+    stream: str
+    data: AggTrade
+
+
 # strict=False is what turns the exchange's decimal strings into floats during the decode.
 _raw_decoder: Final = msgspec.json.Decoder(list[Entry] | Entry, strict=False)
 _combined_decoder: Final = msgspec.json.Decoder(_Combined, strict=False)
 # A number beyond a float (1e999) is inf here, a bad value of its entry, rather than an
 # error of the whole decode that would cost the good entries beside it.
 _generic_decoder: Final = msgspec.json.Decoder(float_hook=float)
+# The trade-level feed's every frame: one aggregate trade, decoded into exactly its fields.
+_raw_agg_decoder: Final = msgspec.json.Decoder(AggTrade, strict=False)
+_combined_agg_decoder: Final = msgspec.json.Decoder(_CombinedAggTrade, strict=False)
 
 
 def is_combined(url: str) -> bool:
@@ -130,6 +140,17 @@ class FrameParser:
         latest_ms = MAX_EVENT_TIME_MS
         if received_ms is not None and received_ms + MAX_AHEAD_MS < latest_ms:
             latest_ms = received_ms + MAX_AHEAD_MS
+        # The common case first, the trade-level feed's one trade a frame; anything that
+        # is not a plain aggregate trade fails this decode and takes the general path.
+        try:
+            trade = (_combined_agg_decoder.decode(frame).data if self.combined
+                     else _raw_agg_decoder.decode(frame))
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+            pass
+        else:
+            parsed = agg_trade(trade, latest_ms, self._known_symbols, self.dedupe)
+            if parsed is not None:
+                return parsed
         try:
             if self.combined:
                 payload = _combined_decoder.decode(frame).data

@@ -77,11 +77,16 @@ class _RecordingFeed(Feed):
         super().__init__(settings, _ignore_ticks, IngestorMetrics(CollectorRegistry()))
         self._keep = keep
 
-    def on_message(self, message: str | bytes) -> None:
+    def on_message(self, message: bytes | str, binary: bool = False) -> bool:
         received_ms = time.time_ns() // 1_000_000
-        super().on_message(message)  # watchdog bookkeeping and malformed-frame warnings
-        if isinstance(message, str):  # the exchange sends text only; binary is not a frame
-            self._keep(received_ms, message)
+        # The watchdog's bookkeeping and the malformed-frame warnings.
+        data = super().on_message(message, binary)
+        if not binary:  # the exchange sends text only; binary is not a frame
+            # (picows hands a text message on undecoded; websockets, as str)
+            text = (message.decode("utf-8", "replace") if isinstance(message, bytes)
+                    else message)
+            self._keep(received_ms, text)
+        return data
 
 
 class Recorder:

@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
+
 from common.schemas import FUNDING, LIQUIDATION, PRICE
 from common.settings import IngestorSettings
 from fake_exchange import FakeExchange
@@ -24,6 +26,8 @@ from tests.support.ingestor import (
     wait_until,
 )
 from tests.support.servers import RedisServer
+
+pytestmark = pytest.mark.usefixtures("ws_client")
 
 
 def board_settings(redis_url: str, fx: FakeExchange, **overrides: Any) -> IngestorSettings:

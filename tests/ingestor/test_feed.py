@@ -23,6 +23,8 @@ from tests.support.ingestor import (
 from tests.support.servers import RedisServer
 from tools.redis_server import free_port
 
+pytestmark = pytest.mark.usefixtures("ws_client")
+
 START_MS = 1_700_000_000_000
 
 

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 
 from common.schemas import FUNDING, PRICE
 from fake_exchange import FakeExchange, drifting_market
@@ -20,6 +21,8 @@ from tests.support.ingestor import read_entries, read_ticks, wait_until
 from tests.support.processes import service_env
 from tests.support.servers import RedisServer
 from tools.redis_server import free_port
+
+pytestmark = pytest.mark.usefixtures("ws_client")
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -124,12 +127,14 @@ async def test_hostile_frames_are_counted_and_skipped_and_the_good_ticks_publish
     assert "this clock is behind, check NTP" in logs
 
 
-def test_bad_setting_exits_2_naming_the_variable() -> None:
-    env = service_env(STALE_AFTER_S="abc", INGESTOR_METRICS_PORT=str(free_port()))
+@pytest.mark.parametrize(("variable", "value"), [("STALE_AFTER_S", "abc"),
+                                               ("WS_CLIENT", "aiohttp")])
+def test_bad_setting_exits_2_naming_the_variable(variable: str, value: str) -> None:
+    env = service_env(**{variable: value}, INGESTOR_METRICS_PORT=str(free_port()))
     result = subprocess.run([sys.executable, "-m", "ingestor"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 2
-    assert "STALE_AFTER_S" in result.stderr
+    assert variable in result.stderr
 
 
 async def test_the_trade_level_feed_as_real_processes(redis_server: RedisServer,
