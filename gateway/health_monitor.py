@@ -4,9 +4,13 @@ Bus-agnostic by design: everything comes through ``common.bus`` broadcast reader
 both backends implement the same way, rather than from group introspection (``XINFO`` on
 Redis, the group coordinator on Kafka), which they do not.
 
-- ``ticks.{p}``: a broadcast reader per partition, from the newest entry on. An entry holds
-  the ticks of one partition from one exchange frame, so following them costs one small
-  decode per frame, and tells the newest event time per partition and the symbols seen.
+- ``ticks.{p}``: a broadcast reader per partition, from the newest entry on, telling the
+  newest event time per partition and the symbols seen. A trade-level feed writes an entry
+  per partition per ``FLUSH_MS`` (hundreds a second): a read per entry would cost this
+  process, which also fans the alerts out, a Redis round trip each. So a partition is read
+  every ``HEALTH_CHECK_S / 4`` (at once again after a full read), which takes what came
+  meanwhile in one round trip and ages the verdict by that much at most, and an entry is
+  decoded as symbols and event times only (``_Seen``), not as ticks.
 - ``detector.heartbeat``: each detector's ``DetectorHeartbeat`` about once a second (see
   ``detector.service.Detector.beat``); the newest per consumer is kept.
 
@@ -32,7 +36,7 @@ import msgspec
 from common.backoff import Backoff
 from common.bus import BusUnavailable, Delivery, Transport
 from common.partitioning import DETECTOR_HEARTBEAT_STREAM, ticks_stream
-from common.schemas import DetectorHeartbeat, decode_heartbeat, decode_ticks
+from common.schemas import DetectorHeartbeat, decode_heartbeat
 from common.settings import GatewaySettings
 from gateway.health import Health, Observation, Thresholds, evaluate
 from gateway.hub import Hub
@@ -41,7 +45,20 @@ log = logging.getLogger(__name__)
 
 READ_COUNT: Final = 512
 NOT_OK_REPEAT_S: Final = 5.0
+READS_PER_CHECK: Final = 4  # reads of a ticks stream per HEALTH_CHECK_S, at most
 _json: Final = msgspec.json.Encoder()
+
+
+class _Seen(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """The leading fields of an array-like ``common.schemas.Tick``: what the health needs.
+    The trailing ones are skipped unread by the decoder, and nothing else is built."""
+
+    symbol: str
+    price: float
+    event_time_ms: int
+
+
+_seen_decoder: Final = msgspec.msgpack.Decoder(list[_Seen])
 
 
 class HealthMessage(msgspec.Struct, frozen=True, tag_field="type", tag="health"):
@@ -57,6 +74,7 @@ class HealthMonitor:
         self._partitions = settings.tick_partitions
         self._block_ms = settings.read_block_ms
         self._check_s = settings.health_check_s
+        self._pace_s = settings.health_check_s / READS_PER_CHECK
         self._repeat_ms = int(max(repeat_s, settings.health_check_s) * 1000)
         self._prime_timeout_s = settings.bus_timeout_s
         self._symbols_window_ms = int(settings.health_symbols_window_s * 1000)
@@ -104,16 +122,20 @@ class HealthMonitor:
         return health
 
     def take_ticks(self, partition: int, deliveries: list[Delivery]) -> None:
+        """Entries come oldest first: a symbol's time is that of its newest entry read (a
+        tick a few ms out of order only shifts when it leaves the symbols window)."""
+        last_seen = self._last_seen
+        newest = self._newest.get(partition, 0)
         for delivery in deliveries:
             try:
-                ticks = decode_ticks(delivery.payload)
+                ticks = _seen_decoder.decode(delivery.payload)
             except msgspec.DecodeError:
                 continue  # counted by the detector, which owns the meaning of ticks
-            for tick in ticks:
-                if tick.event_time_ms > self._last_seen.get(tick.symbol, 0):
-                    self._last_seen[tick.symbol] = tick.event_time_ms
-                if tick.event_time_ms > self._newest.get(partition, 0):
-                    self._newest[partition] = tick.event_time_ms
+            if ticks:
+                last_seen.update({tick.symbol: tick.event_time_ms for tick in ticks})
+                newest = max(newest, max(tick.event_time_ms for tick in ticks))
+        if newest:
+            self._newest[partition] = newest
 
     def _forget_old_symbols(self) -> None:
         """Delisted symbols leave the count by the window; this bounds the memory too."""
@@ -140,8 +162,8 @@ class HealthMonitor:
         async with asyncio.TaskGroup() as tasks:
             for partition in range(self._partitions):
                 tasks.create_task(self._follow(
-                    transport, ticks_stream(partition), partial(self.take_ticks, partition)),
-                    name=f"health ticks.{partition}")
+                    transport, ticks_stream(partition), partial(self.take_ticks, partition),
+                    pace_s=self._pace_s), name=f"health ticks.{partition}")
             tasks.create_task(self._follow(transport, DETECTOR_HEARTBEAT_STREAM,
                                            self.take_heartbeats), name="health heartbeats")
             # The first verdict waits for the newest entries (a gateway that starts would
@@ -154,7 +176,9 @@ class HealthMonitor:
                 await asyncio.sleep(self._check_s)
 
     async def _follow(self, transport: Transport, stream: str,
-                      take: Callable[[list[Delivery]], None]) -> None:
+                      take: Callable[[list[Delivery]], None], *, pace_s: float = 0.0) -> None:
+        """Read ``stream`` until cancelled; with ``pace_s``, one read per ``pace_s`` at most
+        unless the last one came back full (a backlog is read through at once)."""
         reader = transport.broadcast_reader(stream)
         backoff = Backoff()
         primed = False
@@ -179,9 +203,10 @@ class HealthMonitor:
                 backoff.reset()
                 take(batch)
                 attempted = attempted or self._prime()
+                if pace_s and len(batch) < READ_COUNT:
+                    await asyncio.sleep(pace_s)
         finally:
             await reader.close()
-
 
     def _prime(self) -> bool:
         """One more stream had its first read (or failed it); True, for the caller's flag."""

@@ -8,10 +8,17 @@ import contextlib
 import time
 from typing import Any
 
-from common.bus import Record
+from common.bus import Delivery, Record
 from common.bus.redis_streams import RedisTransport
 from common.partitioning import DETECTOR_HEARTBEAT_STREAM, partition_of, ticks_stream
-from common.schemas import DetectorHeartbeat, Tick, encode_heartbeat, encode_ticks
+from common.schemas import (
+    FUNDING,
+    LIQUIDATION,
+    DetectorHeartbeat,
+    Tick,
+    encode_heartbeat,
+    encode_ticks,
+)
 from gateway.health_monitor import HealthMonitor
 from gateway.hub import Hub
 from gateway.metrics import Metrics
@@ -99,3 +106,77 @@ async def test_changes_reach_the_browsers_and_a_stale_state_is_repeated(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+class CountingTransport:
+    """``bus``, counting the reads of its broadcast readers per stream."""
+
+    def __init__(self, bus: RedisTransport) -> None:
+        self._bus = bus
+        self.reads: dict[str, int] = {}
+
+    def broadcast_reader(self, stream: str) -> Any:
+        reader = self._bus.broadcast_reader(stream)
+        read = reader.read
+
+        async def counted(count: int, block_ms: int) -> list[Delivery]:
+            self.reads[stream] = self.reads.get(stream, 0) + 1
+            return await read(count, block_ms)
+
+        reader.read = counted  # type: ignore[method-assign]
+        return reader
+
+
+async def test_a_trade_feed_is_read_a_few_times_a_check_not_once_an_entry(
+        redis_server: RedisServer, bus: RedisTransport) -> None:
+    """A flush-batched trade feed writes hundreds of entries a second per partition: the
+    monitor takes them a few reads per check, yet counts every symbol, has the newest time
+    and still sees the feed go stale."""
+    settings = gateway_settings(redis_server.url, tick_partitions=1, health_check_s=0.4,
+                                health_feed_stale_s=1.0)
+    hub = Hub(metrics=Metrics(), history_size=1, max_buffered_bytes=1 << 20, max_clients=5,
+              read_block_ms=50)
+    monitor = HealthMonitor(settings, hub)
+    counting = CountingTransport(bus)
+    task = asyncio.create_task(monitor.run(counting))  # type: ignore[arg-type]
+    try:
+        await asyncio.sleep(0.2)
+        entries, last_ms = 150, 0
+        started = time.monotonic()
+        for n in range(entries):  # an entry every ~5 ms, two symbols each, for ~1 s
+            last_ms = now_ms()
+            await bus.publish([Record(ticks_stream(0), "k", encode_ticks([
+                Tick(f"T{2 * n:03d}USDT", 1.0, last_ms, "agg_trade", quantity=1.0),
+                Tick(f"T{2 * n + 1:03d}USDT", 1.0, last_ms - 1, "agg_trade", quantity=2.0)]))])
+            await asyncio.sleep(0.005)
+        fed_s = time.monotonic() - started
+        await asyncio.sleep(0.2)
+        observed = monitor.observation()
+        assert observed.symbols == 2 * entries
+        assert observed.newest_by_partition == {0: last_ms}
+        # One read per 0.1 s (HEALTH_CHECK_S / 4) and a few spare; one an entry would be 150.
+        assert counting.reads[ticks_stream(0)] <= (fed_s + 0.4) / 0.1 + 3
+        assert monitor.current().components["feed"].level == "ok"
+        await asyncio.sleep(1.3)
+        assert "exchange feed stale for 1." in " ".join(monitor.current().reasons)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def test_the_light_decoding_reads_every_kind_of_tick() -> None:
+    """What the monitor decodes of an entry agrees with ``Tick`` for every kind, trailing
+    fields and all."""
+    ticks = [Tick("AUSDT", 1.5, 10, "agg_trade", quantity=2.0),
+             Tick("BUSDT", 2.5, 30, "force_order", kind=LIQUIDATION, quantity=1.0, side="SELL"),
+             Tick("CUSDT", 3.5, 20, "mark_price", kind=FUNDING, funding_rate=0.001,
+                  next_funding_ms=99),
+             Tick("DUSDT", 4.5, 5, "mini_ticker", quote_volume=1e6)]
+    hub = Hub(metrics=Metrics(), history_size=1, max_buffered_bytes=1 << 20, max_clients=5,
+              read_block_ms=50)
+    monitor = HealthMonitor(gateway_settings("redis://127.0.0.1:1/0", tick_partitions=2), hub)
+    monitor.take_ticks(1, [Delivery("ticks.1", "1-0", encode_ticks(ticks), 1),
+                           Delivery("ticks.1", "2-0", b"\xc1not msgpack", 2)])
+    assert monitor.observation().newest_by_partition == {1: 30}
+    assert monitor._last_seen == {"AUSDT": 10, "BUSDT": 30, "CUSDT": 20, "DUSDT": 5}
