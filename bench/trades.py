@@ -40,6 +40,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from bench.buses import local_bus
 from bench.ingest import cpu_seconds
+from bench.latency import _live_alerts
 from common.partitioning import ALERTS_STREAM, partition_of, ticks_stream
 from common.schemas import decode_alert, decode_ticks
 from tests.support.exchange import ExchangeControl, ExchangeProcess
@@ -147,10 +148,7 @@ async def alert_for(ws: ClientConnection, symbol: str) -> tuple[dict[str, Any], 
             while True:
                 raw = await ws.recv()
                 received_ms = time.time() * 1000
-                message = json.loads(raw)
-                alerts = ([message["alert"]] if message["type"] == "alert" else
-                          message.get("alerts", []) if message["type"] == "alerts" else [])
-                for alert in alerts:
+                for alert in _live_alerts(json.loads(raw)):
                     if alert["symbol"] == symbol:
                         return alert, received_ms
     except TimeoutError:

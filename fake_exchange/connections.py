@@ -69,7 +69,7 @@ async def close_for_rate(client: Client) -> None:
     """The exchange's answer to an 11th message within a second: what was answered before
     goes out, then the connection closes (1008)."""
     logger.warning("closing connection %d: over %d messages in a second",
-                   client.stats.conn_id, MAX_MESSAGES_PER_S)
+                   client.stats.id, MAX_MESSAGES_PER_S)
     client.stats.closed_for = "too many messages"
     client.closing = True
     try:

@@ -18,6 +18,8 @@ from urllib.parse import parse_qs
 
 import msgspec
 
+from fake_exchange.market import MAX_TRADES_PER_S
+
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
     from websockets.http11 import Response
@@ -100,7 +102,7 @@ def _seconds(params: dict[str, list[str]]) -> float | None:
 
 async def _script(market: TradeMarket, action: str, params: dict[str, list[str]]) -> Any:
     if action == "rate":
-        market.set_rate(_number(params, "trades_per_s", lo=0, hi=1_000_000))
+        market.set_rate(_number(params, "trades_per_s", lo=0, hi=MAX_TRADES_PER_S))
         return {"trades_per_s": market.trades_per_s}
     symbol = _text(params, "symbol")
     if action == "list":

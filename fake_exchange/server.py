@@ -346,7 +346,7 @@ class FakeExchange(Faults):
         stats = ConnectionStats(self.connections_total, ws.request.path.split("?", 1)[0])
         queue: asyncio.Queue[QueueItem] = asyncio.Queue(self._queue_size)
         client = Client(ws, r, queue, stats)
-        client.subs = {canonical(s): parse_stream(canonical(s)) for s in r.streams}
+        client.subs = {s: parse_stream(s) for s in map(canonical, r.streams)}
         stats.streams = len(client.subs)
         self._conn_stats.append(stats)
         self._clients.add(client)

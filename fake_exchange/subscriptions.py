@@ -48,9 +48,10 @@ def canonical(stream: str) -> str:
 
 @dataclass(slots=True)
 class ConnectionStats:
-    """What one connection did, kept after it closes (`stats` of the control API)."""
+    """What one connection did, kept after it closes (`stats` of the control API, which
+    tests decode back into this type: the fields are the answer's names)."""
 
-    conn_id: int
+    id: int
     path: str
     streams: int = 0
     messages_in: int = 0
@@ -78,7 +79,7 @@ class ConnectionStats:
         return False
 
     def as_dict(self) -> dict[str, Any]:
-        return {"id": self.conn_id, "path": self.path, "streams": self.streams,
+        return {"id": self.id, "path": self.path, "streams": self.streams,
                 "messages_in": self.messages_in, "messages_out": self.messages_out,
                 "max_messages_per_s": self.max_messages_per_s,
                 "violations": self.violations, "subscribe_messages": self.subscribe_messages,

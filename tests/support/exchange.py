@@ -41,27 +41,11 @@ from fake_exchange import FakeExchange
 from fake_exchange.listings import synthetic_board
 from fake_exchange.market import TradeMarket
 from fake_exchange.scenarios import Quote
+from fake_exchange.subscriptions import ConnectionStats
 from tools.redis_server import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 _LISTENING = re.compile(r"fake exchange listening on (ws://[^\s]+) ")
-
-
-class ConnectionFigures(msgspec.Struct, frozen=True):
-    """One connection as the exchange saw it (kept after it closed)."""
-
-    id: int
-    path: str
-    streams: int
-    messages_in: int
-    messages_out: int
-    max_messages_per_s: int
-    violations: int
-    subscribe_messages: int
-    unsubscribe_messages: int
-    errors: int
-    open: bool
-    closed_for: str | None
 
 
 class ExchangeStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -75,7 +59,7 @@ class ExchangeStats(msgspec.Struct, frozen=True, kw_only=True):
     max_messages_per_s: int
     rate_violations: int
     subscribe_messages: int
-    connections: list[ConnectionFigures]
+    connections: list[ConnectionStats]
     rejected_handshakes: int = 0
     listed: int = 0
     tradable: int = 0
