@@ -140,7 +140,7 @@ export function levelBadge(level) {
 export function spokenAlert(alert) {
   switch (kindOf(alert)) {
     case "liquidation":
-      return alert.symbol + " " + (alert.direction === "up" ? "shorts" : "longs")
+      return alert.symbol + " " + LIQUIDATED[alert.direction]
         + " liquidated, at least " + usd(alert.notional_usdt, true);
     case "funding":
       return alert.symbol + " funding " + ratePct(alert.funding_rate_pct);
@@ -159,6 +159,15 @@ export function spokenAlert(alert) {
 
 export const KINDS = ["price", "liquidation", "funding", "volume"];
 const MINUS = "\u2212";
+// Who was liquidated (direction "down": longs) and who pays funding.
+const LIQUIDATED = { down: "longs", up: "shorts" };
+const PAYS = { up: "longs pay", down: "shorts pay" };
+
+/** A figure of the alert as a number, or null when it is missing (null is not 0 here). */
+function known(value) {
+  const number = Number(value);
+  return value === null || value === undefined || !Number.isFinite(number) ? null : number;
+}
 
 /** The alert's kind; an alert written before kinds is a price alert. */
 export function kindOf(alert) {
@@ -167,8 +176,8 @@ export function kindOf(alert) {
 
 /** "$2.4M", "$12M", "$950". With `atLeast` rounded down, so that "≥ $2.4M" stays true. */
 export function usd(value, atLeast = false) {
-  const number = Number(value);
-  if (value === null || value === undefined || !Number.isFinite(number)) return "?";
+  const number = known(value);
+  if (number === null) return "?";
   for (const [size, suffix] of [[1e12, "T"], [1e9, "B"], [1e6, "M"], [1e3, "k"]]) {
     if (Math.abs(number) >= size) {
       const scaled = number / size;
@@ -182,8 +191,8 @@ export function usd(value, atLeast = false) {
 
 /** A funding rate in percent, as the exchange gives it: "+0.2100 %", "−0.0375 %". */
 export function ratePct(value) {
-  const number = Number(value);
-  if (value === null || value === undefined || !Number.isFinite(number)) return "?";
+  const number = known(value);
+  if (number === null) return "?";
   return (number >= 0 ? "+" : MINUS) + Math.abs(number).toFixed(4) + " %";
 }
 
@@ -206,11 +215,9 @@ export function nextFunding(alert, now) {
 
 /** The window's volume over the baseline's mean per window, or null. */
 export function volumeRatio(alert) {
-  const volume = Number(alert.volume_usdt);
-  const baseline = Number(alert.baseline_volume_usdt);
-  return Number.isFinite(volume) && Number.isFinite(baseline) && baseline > 0
-    && alert.volume_usdt !== null && alert.baseline_volume_usdt !== null
-    ? volume / baseline : null;
+  const volume = known(alert.volume_usdt);
+  const baseline = known(alert.baseline_volume_usdt);
+  return volume !== null && baseline !== null && baseline > 0 ? volume / baseline : null;
 }
 
 export const LIQUIDATION_CAVEAT = "At least: the exchange reports at most one liquidation "
@@ -225,14 +232,15 @@ export function figures(alert, now) {
       const count = Number(alert.liquidations);
       const orders = Number.isInteger(count)
         ? count + (count === 1 ? " order" : " orders") : "";
-      return { word: up ? "shorts" : "longs", main: "≥ " + usd(alert.notional_usdt, true),
-        note: (up ? "shorts" : "longs") + " liquidated" + (orders ? " · " + orders : ""),
+      const who = LIQUIDATED[alert.direction];
+      return { word: who, main: "≥ " + usd(alert.notional_usdt, true),
+        note: who + " liquidated" + (orders ? " · " + orders : ""),
         title: LIQUIDATION_CAVEAT };
     }
     case "funding":
-      return { word: up ? "longs pay" : "shorts pay", main: ratePct(alert.funding_rate_pct),
+      return { word: PAYS[alert.direction], main: ratePct(alert.funding_rate_pct),
         note: nextFunding(alert, now),
-        title: Number.isFinite(Number(alert.next_funding_ms)) && alert.next_funding_ms !== null
+        title: known(alert.next_funding_ms) !== null
           ? "Funding rate; the next funding is at " + localDateTime(alert.next_funding_ms)
           : "Funding rate" };
     case "volume": {

@@ -86,7 +86,7 @@ def patched(old: Rule, document: dict[str, Any]) -> dict[str, Any]:
     fields = msgspec.to_builtins(old)
     kind = document.get("kind", old.kind)
     if kind != old.kind:
-        for field in KIND_FIELDS.get(old.kind, ()):
+        for field in KIND_FIELDS[old.kind]:
             fields.pop(field, None)
     return {**fields, **document}
 

@@ -165,11 +165,11 @@ def kind_conditions() -> list[dict[str, Any]]:
             test["required"] = ["kind"]
         others = {field: {"type": "null"} for other, fields in KIND_FIELDS.items()
                   if other != kind for field in fields}
-        then: dict[str, Any] = {"properties": others}
         required = REQUIRED_FIELDS[kind]
+        then: dict[str, Any] = {
+            "properties": {**others, **{f: {"not": {"type": "null"}} for f in required}}}
         if required:
             then["required"] = list(required)
-            then["properties"] = {**others, **{f: {"not": {"type": "null"}} for f in required}}
         conditions.append({"if": test, "then": then})
     return conditions
 

@@ -33,10 +33,10 @@ def arrow(alert: Alert) -> str:
     return ARROWS[alert.direction]
 
 
-def signed_pct(change_pct: float) -> str:
+def signed_pct(change_pct: float, digits: int = 2) -> str:
     """``+3.10 %`` / ``−2.40 %``."""
     sign = "+" if change_pct >= 0 else MINUS
-    return f"{sign}{abs(change_pct):.2f} %"
+    return f"{sign}{abs(change_pct):.{digits}f} %"
 
 
 def price(value: float) -> str:
@@ -101,10 +101,7 @@ def usd_exact(value: float | None, *, at_least: bool = False) -> str:
 
 def rate_pct(value: float | None) -> str:
     """A funding rate in percent, to the exchange's precision: ``+0.2100 %``."""
-    if value is None:
-        return UNKNOWN
-    sign = "+" if value >= 0 else MINUS
-    return f"{sign}{abs(value):.4f} %"
+    return UNKNOWN if value is None else signed_pct(value, 4)
 
 
 def countdown(ms: int) -> str:

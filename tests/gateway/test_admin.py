@@ -8,7 +8,6 @@ import logging
 import time
 from typing import Any
 
-import httpx
 import pytest
 from websockets.asyncio.client import connect
 
@@ -20,20 +19,13 @@ from common.schemas import RuleSet, Tick, decode_rule_set, encode_ticks
 from common.settings import DetectorSettings, load_settings
 from detector.service import Detector
 from tests.support.admin import AUTH, TOKEN, seed
-from tests.support.gateway import receive, running_gateway
+from tests.support.gateway import field_of, receive, running_gateway
 from tests.support.servers import RedisServer
 
 
 async def rule_sets_on_bus(bus: RedisTransport) -> list[RuleSet]:
     return [decode_rule_set(d.payload)
             for d in await bus.broadcast_reader(RULES_STREAM).backlog(100)]
-
-
-def field_of(response: httpx.Response) -> list[Any]:
-    assert response.status_code == 422, response.text
-    [error] = response.json()["detail"]
-    assert error["msg"]
-    return list(error["loc"])
 
 
 async def test_without_a_token_every_admin_route_is_off(redis_server: RedisServer,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import httpx
 import jsonschema_rs
 import msgspec
 import pytest
@@ -20,7 +19,7 @@ from common.partitioning import RULES_STREAM
 from common.rule_model import Rule
 from common.schemas import decode_rule_set
 from tests.support.admin import AUTH, TOKEN, seed
-from tests.support.gateway import running_gateway
+from tests.support.gateway import field_of, running_gateway
 from tests.support.servers import RedisServer
 
 LIQUIDATION = {"name": "cascade", "kind": "liquidation", "window_s": 60,
@@ -30,13 +29,6 @@ FUNDING = {"name": "funding", "kind": "funding", "min_funding_rate_pct": 0.1}
 VOLUME = {"name": "spike", "kind": "volume", "window_s": 60, "baseline_s": 3600,
           "volume_factor": 5, "min_window_volume_usdt": 250_000,
           "overrides": [{"pattern": "BTCUSDT", "volume_factor": 8}]}
-
-
-def loc_of(response: httpx.Response) -> list[Any]:
-    assert response.status_code == 422, response.text
-    [error] = response.json()["detail"]
-    assert error["msg"]
-    return list(error["loc"])
 
 
 async def rules_on_bus(bus: RedisTransport) -> list[Rule]:
@@ -92,7 +84,7 @@ async def test_what_the_rule_model_refuses_is_a_422_naming_the_field(
         loc: list[Any]) -> None:
     await seed(bus)
     async with running_gateway(redis_server.url, admin_token=TOKEN) as gw:
-        assert loc_of(await gw.http.post("/api/admin/rules", headers=AUTH, json=body)) == loc
+        assert field_of(await gw.http.post("/api/admin/rules", headers=AUTH, json=body)) == loc
         assert [r.name for r in await rules_on_bus(bus)] == ["default"]
 
 
@@ -106,7 +98,7 @@ async def test_patch_and_put_change_a_rule_of_another_kind(redis_server: RedisSe
         assert patched.status_code == 200, patched.text
         assert "min_notional_usdt 1000000.0 → 2000000.0" in patched.json()["change"]
         # A field of another kind is refused, whoever's it is...
-        assert loc_of(await http.patch("/api/admin/rules/cascade", headers=AUTH,
+        assert field_of(await http.patch("/api/admin/rules/cascade", headers=AUTH,
                                        json={"volume_factor": 3})) == ["body", "volume_factor"]
         # ...but changing the kind drops the old kind's fields the patch does not restate.
         to_funding = await http.patch("/api/admin/rules/cascade", headers=AUTH,
@@ -116,7 +108,7 @@ async def test_patch_and_put_change_a_rule_of_another_kind(redis_server: RedisSe
         assert (rule["kind"], rule["min_funding_rate_pct"]) == ("funding", 0.2)
         assert rule["min_notional_usdt"] is None
         assert rule["escalation_step_usdt"] is None
-        assert loc_of(await http.patch("/api/admin/rules/cascade", headers=AUTH,
+        assert field_of(await http.patch("/api/admin/rules/cascade", headers=AUTH,
                                        json={"kind": "volume"})) == ["body", "volume_factor"]
         replaced = await http.put("/api/admin/rules/cascade", headers=AUTH,
                                   json={k: v for k, v in VOLUME.items() if k != "name"})

@@ -298,6 +298,15 @@ def ids(alerts: Sequence[dict[str, Any]]) -> list[str]:
     return [a["id"] for a in alerts]
 
 
+def field_of(response: httpx.Response) -> list[Any]:
+    """Where a 422 of the gateway says the bad value is (its one error's ``loc``), after
+    checking that it is a 422 with a reason."""
+    assert response.status_code == 422, response.text
+    [error] = response.json()["detail"]
+    assert error["msg"]
+    return list(error["loc"])
+
+
 def metric_value(exposition: str, name: str, **labels: str) -> float:
     """The first sample ``name`` with ``labels`` in a Prometheus text exposition."""
     for family in text_string_to_metric_families(exposition):
