@@ -41,12 +41,13 @@ from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterable, KeysView, Sequence
 
-from common.rule_model import Rule, SymbolOverride, check_rules
+from common.rule_model import Rule, SymbolOverride
 from common.schemas import Alert, Tick, alert_id
 from detector.rule_state import (
     THRESHOLD_SLACK_PCT,
     Cooldown,
     forget_symbols,
+    has_floor,
     is_plain,
     next_level,
     note_cooldown,
@@ -91,9 +92,9 @@ class _Series:
 
 
 class PriceEngine:
-    """Several price rules over one stream of ticks. ``rules`` may also be a single ``Rule``."""
+    """Several price rules over one stream of ticks (``DetectionEngine`` checked the set)."""
 
-    def __init__(self, rules: Sequence[Rule] | Rule) -> None:
+    def __init__(self, rules: Sequence[Rule]) -> None:
         self._series: dict[str, _Series] = {}
         # Rule name → symbol → cooldown; kept across ``set_rules`` for names that stay.
         self._cooldowns: dict[str, dict[str, Cooldown]] = {}
@@ -101,23 +102,10 @@ class PriceEngine:
         self.set_rules(rules)
 
     @property
-    def rules(self) -> tuple[Rule, ...]:
-        return self._rules
-
-    @property
-    def rule(self) -> Rule:
-        """The first rule (the only one of a single-rule engine)."""
-        return self._rules[0]
-
-    @property
-    def symbols_tracked(self) -> int:
-        return len(self._series)
-
-    @property
     def symbols(self) -> KeysView[str]:
         return self._series.keys()
 
-    def set_rules(self, rules: Sequence[Rule] | Rule) -> None:
+    def set_rules(self, rules: Sequence[Rule]) -> None:
         """Apply a new set of rules at once, keeping what was learnt.
 
         The observation history stays, so the new rules evaluate the very next tick against
@@ -126,19 +114,16 @@ class PriceEngine:
         name stay too (a running cooldown ends as it was set; the next one uses the new
         length); a renamed or new rule starts with none. Volumes are followed only while a
         rule has a volume floor: when the first floor arrives, every symbol's volume is
-        unknown until its next tick that carries one. Raises ``ValueError`` for a set that
-        ``check_rules`` refuses.
+        unknown until its next tick that carries one.
         """
-        new = [rules] if isinstance(rules, Rule) else list(rules)
-        check_rules(new)
+        new = list(rules)
         self._rules = tuple(new)
         self._window_ms = [r.window_s * 1000 for r in new]
         self._longest = max(range(len(new)), key=lambda i: new[i].window_s)
         self._defaults: list[_Params | None] = [_Params(r, None) for r in new]
         self._plain = is_plain(new)
         tracked = getattr(self, "_track_volume", True)
-        self._track_volume = any(r.min_quote_volume or any(o.min_quote_volume
-                                                           for o in r.overrides) for r in new)
+        self._track_volume = has_floor(new)
         forget_volumes = self._track_volume and not tracked
         self._cooldowns = {r.name: self._cooldowns.get(r.name, {}) for r in new}
         self._cooldown_list = [self._cooldowns[r.name] for r in new]
@@ -194,21 +179,12 @@ class PriceEngine:
             note_cooldown(self._cooldown_list[i], symbol, event_time_ms + params.cooldown_ms,
                           change_pct, level)
 
-    def forget(self, predicate: Callable[[str], bool]) -> int:
+    def forget(self, predicate: Callable[[str], bool]) -> None:
         """Drop everything known about the symbols ``predicate`` picks (their windows,
-        volumes and cooldowns): another detector took them over. If they come back, the
-        replay of their history and the alerts on the bus rebuild it. Returns how many
-        symbols with a window were forgotten."""
-        gone = [symbol for symbol in self._series if predicate(symbol)]
-        for symbol in gone:
+        volumes and cooldowns): another detector took them over."""
+        for symbol in [s for s in self._series if predicate(s)]:
             del self._series[symbol]
         forget_symbols(self._cooldowns, predicate)
-        return len(gone)
-
-    def rule_for_window(self, window_s: int) -> Rule | None:
-        """The rule with this window (windows are unique in a set), for alerts without a
-        rule name."""
-        return next((r for r in self._rules if r.window_s == window_s), None)
 
     # --- the hot loops: everything local, nothing allocated per tick ----------------------
 
