@@ -34,7 +34,7 @@ feeds and replays legitimately repeat an ``E``.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -150,6 +150,19 @@ class Dedupe:
                 keys.clear()
 
 
+_Key = TypeVar("_Key", int, tuple[int, int])
+
+
+def _newer(seen: dict[str, _Key], symbol: str, key: _Key) -> bool:
+    """Whether ``key`` is newer than the last one ``seen`` for ``symbol``; if so it becomes
+    the last one: ``Dedupe``'s rule, for every kind (``agg_trade`` inlines it)."""
+    last = seen.get(symbol)
+    if last is not None and key <= last:
+        return False
+    seen[symbol] = key
+    return True
+
+
 class ParsedFrame(msgspec.Struct, gc=False):
     ticks: list[Tick]
     filtered: int = 0
@@ -226,6 +239,7 @@ def collect(entries: list[Entry], latest_ms: int, known_symbols: set[str],
                     if type(agg_id) is not int or not 0 <= agg_id <= MAX_AGG_ID:
                         _count(bad, "bad_field")
                         continue
+                    trade_key = (event_time, agg_id)
         if not isinstance(symbol, str):
             _count(bad, "bad_field")
             continue
@@ -249,19 +263,13 @@ def collect(entries: list[Entry], latest_ms: int, known_symbols: set[str],
             known_symbols.add(symbol)
         if dedupe is not None and mode > _TRADE:  # _AGG, _MARK, _FORCE
             if mode == _AGG:
-                trade_key = (event_time, entry.a)
-                last_trade = dedupe.trades.get(symbol)
-                if last_trade is not None and trade_key <= last_trade:
-                    duplicates += 1
-                    continue
-                dedupe.trades[symbol] = trade_key  # type: ignore[assignment]
+                new = _newer(dedupe.trades, symbol, trade_key)
             else:
-                seen = dedupe.marks if mode == _MARK else dedupe.liquidations
-                last_time = seen.get(symbol)
-                if last_time is not None and event_time <= last_time:
-                    duplicates += 1
-                    continue
-                seen[symbol] = event_time
+                new = _newer(dedupe.marks if mode == _MARK else dedupe.liquidations, symbol,
+                            event_time)
+            if not new:
+                duplicates += 1
+                continue
         if kind == PRICE:
             append(Tick(symbol, price, event_time, source, volume, PRICE, quantity))
         else:
@@ -280,7 +288,7 @@ def agg_trade(trade: AggTrade, latest_ms: int, known_symbols: set[str],
         return None
     if event_time > latest_ms:
         return ParsedFrame([], bad={"event_time_ahead": 1})
-    if dedupe is not None:
+    if dedupe is not None:  # _newer(), inlined: a call here costs ~100 ns a trade
         key = (event_time, agg_id)
         last = dedupe.trades.get(symbol)
         if last is not None and key <= last:

@@ -23,6 +23,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Iterable
 from typing import Final
 
 from common.backoff import Backoff
@@ -90,13 +91,19 @@ class Publisher:
             tick = ticks[0]
             stream = self._streams[self._partition_of[tick.symbol]]
             return [Record(stream, tick.symbol, encode_ticks(ticks))]
+        return [Record(stream, bucket[0].symbol, encode_ticks(bucket))
+                for stream, bucket in zip(self._streams, self._by_partition((ticks,)),
+                                          strict=True) if bucket]
+
+    def _by_partition(self, frames: Iterable[list[Tick]]) -> list[list[Tick]]:
+        """The ticks of ``frames``, in order, in one list per partition."""
         cache = self._partition_of
         buckets: list[list[Tick]] = [[] for _ in self._streams]
         append_to = [bucket.append for bucket in buckets]  # the per-tick loop: one call
-        for tick in ticks:
-            append_to[cache[tick.symbol]](tick)
-        return [Record(stream, bucket[0].symbol, encode_ticks(bucket))
-                for stream, bucket in zip(self._streams, buckets, strict=True) if bucket]
+        for frame in frames:
+            for tick in frame:
+                append_to[cache[tick.symbol]](tick)
+        return buckets
 
     def submit(self, ticks: list[Tick]) -> None:
         """Called by the feed for every frame; never waits."""
@@ -154,15 +161,10 @@ class Publisher:
     def _records(self, frames: list[list[Tick]]) -> list[Record]:
         if not self._flush_s:
             return [record for frame in frames for record in self.records_for(frame)]
-        cache = self._partition_of
-        buckets: list[list[Tick]] = [[] for _ in self._streams]
-        append_to = [bucket.append for bucket in buckets]
-        for frame in frames:
-            for tick in frame:
-                append_to[cache[tick.symbol]](tick)
         step = MAX_TICKS_PER_RECORD
         return [Record(stream, bucket[at].symbol, encode_ticks(bucket[at:at + step]))
-                for stream, bucket in zip(self._streams, buckets, strict=True)
+                for stream, bucket in zip(self._streams, self._by_partition(frames),
+                                          strict=True)
                 for at in range(0, len(bucket), step)]
 
     async def _declare(self) -> bool:

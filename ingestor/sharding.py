@@ -112,7 +112,6 @@ class Plan:
             listed=tuple(sorted(listed - self.symbols)),
             delisted=tuple(sorted(self.symbols - listed)))
         self.symbols = listed
-        self._next_id = max(self._next_id, max(self.connections, default=-1) + 1)
         return changes
 
 

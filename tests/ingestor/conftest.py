@@ -1,5 +1,6 @@
 """The integration tests run with every WebSocket client (``WS_CLIENT``): a module opts in
-with ``pytestmark = pytest.mark.usefixtures("ws_client")``."""
+with ``pytestmark = pytest.mark.usefixtures("ws_client")``, a test of the clients themselves
+takes ``ws_client`` as an argument."""
 
 from __future__ import annotations
 

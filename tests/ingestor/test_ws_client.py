@@ -19,12 +19,6 @@ OPTIONS = Options(max_size=4096, ping_interval_s=20.0, ping_timeout_s=20.0,
 Handler = Callable[[ServerConnection], Awaitable[None]]
 
 
-@pytest.fixture(params=sorted(CLIENTS))
-def client(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    return name
-
-
 @asynccontextmanager
 async def server(handler: Handler) -> AsyncIterator[str]:
     async with serve(handler, "127.0.0.1", 0, compression=None) as ws_server:
@@ -47,7 +41,7 @@ class Received:
 
 
 async def test_text_binary_and_fragmented_messages_arrive_whole_and_in_order(
-        client: str) -> None:
+        ws_client: str) -> None:
     async def handler(ws: ServerConnection) -> None:
         await ws.send('{"a": 1}')
         await ws.send(b"\x00\x01")
@@ -57,7 +51,7 @@ async def test_text_binary_and_fragmented_messages_arrive_whole_and_in_order(
 
     received = Received()
     async with server(handler) as url:
-        connection = await CLIENTS[client](url, received, OPTIONS)
+        connection = await CLIENTS[ws_client](url, received, OPTIONS)
         reader = asyncio.create_task(connection.closed())
         async with asyncio.timeout(5):
             while len(received.messages) < 4:
@@ -70,12 +64,12 @@ async def test_text_binary_and_fragmented_messages_arrive_whole_and_in_order(
         None, b"\x00\x01", None, None]
 
 
-async def test_the_server_closing_is_reported_with_its_code(client: str) -> None:
+async def test_the_server_closing_is_reported_with_its_code(ws_client: str) -> None:
     async def handler(ws: ServerConnection) -> None:
         await ws.close(4001, "maintenance")
 
     async with server(handler) as url:
-        connection = await CLIENTS[client](url, Received(), OPTIONS)
+        connection = await CLIENTS[ws_client](url, Received(), OPTIONS)
         reason = await asyncio.wait_for(connection.closed(), 5)
         assert "4001" in reason
         assert "maintenance" in reason
@@ -84,21 +78,21 @@ async def test_the_server_closing_is_reported_with_its_code(client: str) -> None
         await connection.close()  # closing a closed connection is no error
 
 
-async def test_a_message_over_the_size_limit_closes_the_connection(client: str) -> None:
+async def test_a_message_over_the_size_limit_closes_the_connection(ws_client: str) -> None:
     async def handler(ws: ServerConnection) -> None:
         await ws.send("x" * (OPTIONS.max_size + 1))
         await ws.wait_closed()
 
     received = Received()
     async with server(handler) as url:
-        connection = await CLIENTS[client](url, received, OPTIONS)
+        connection = await CLIENTS[ws_client](url, received, OPTIONS)
         reason = await asyncio.wait_for(connection.closed(), 5)
     assert "1009" in reason or "too big" in reason.lower()
     assert received.messages == []
 
 
 async def test_a_fragmented_message_over_the_size_limit_closes_the_connection(
-        client: str) -> None:
+        ws_client: str) -> None:
     half = "x" * (OPTIONS.max_size // 2 + 1)
 
     async def handler(ws: ServerConnection) -> None:
@@ -107,14 +101,14 @@ async def test_a_fragmented_message_over_the_size_limit_closes_the_connection(
 
     received = Received()
     async with server(handler) as url:
-        connection = await CLIENTS[client](url, received, OPTIONS)
+        connection = await CLIENTS[ws_client](url, received, OPTIONS)
         reason = await asyncio.wait_for(connection.closed(), 5)
     assert "1009" in reason
     assert received.messages == []
 
 
 async def test_text_sent_reaches_the_server_and_a_clean_close_ends_the_reader(
-        client: str) -> None:
+        ws_client: str) -> None:
     got: list[str] = []
 
     async def handler(ws: ServerConnection) -> None:
@@ -124,7 +118,7 @@ async def test_text_sent_reaches_the_server_and_a_clean_close_ends_the_reader(
 
     received = Received()
     async with server(handler) as url:
-        connection = await CLIENTS[client](url, received, OPTIONS)
+        connection = await CLIENTS[ws_client](url, received, OPTIONS)
         reader = asyncio.create_task(connection.closed())
         await connection.send('{"method": "SUBSCRIBE"}')
         await asyncio.wait_for(received.arrived.wait(), 5)
@@ -135,12 +129,12 @@ async def test_text_sent_reaches_the_server_and_a_clean_close_ends_the_reader(
     assert "1000" in reason
 
 
-async def test_nobody_listening_fails_to_connect(client: str) -> None:
+async def test_nobody_listening_fails_to_connect(ws_client: str) -> None:
     with pytest.raises(ConnectFailed):
-        await CLIENTS[client](f"ws://127.0.0.1:{free_port()}/ws", Received(), OPTIONS)
+        await CLIENTS[ws_client](f"ws://127.0.0.1:{free_port()}/ws", Received(), OPTIONS)
 
 
-async def test_an_exception_of_the_callback_is_raised_by_closed(client: str) -> None:
+async def test_an_exception_of_the_callback_is_raised_by_closed(ws_client: str) -> None:
     async def handler(ws: ServerConnection) -> None:
         await ws.send("boom")
         await ws.wait_closed()
@@ -149,7 +143,7 @@ async def test_an_exception_of_the_callback_is_raised_by_closed(client: str) -> 
         raise RuntimeError("a bug in the feed")
 
     async with server(handler) as url:
-        connection = await CLIENTS[client](url, on_message, OPTIONS)
+        connection = await CLIENTS[ws_client](url, on_message, OPTIONS)
         with pytest.raises(RuntimeError, match="a bug in the feed"):
             await asyncio.wait_for(connection.closed(), 5)
         await connection.close()
